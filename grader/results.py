@@ -1,0 +1,97 @@
+"""The records that flow from checks to result.json and reports.
+
+Plain frozen dataclasses with to/from dict; result.json is `GradeResult.to_dict()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CHECK_STATUSES = ("passed", "failed", "error", "skipped")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    id: str
+    name: str
+    score: float
+    max_score: float
+    status: str
+    message: str
+    visibility: str = "visible"
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CheckResult":
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+@dataclass(frozen=True)
+class CellProblem:
+    """Something that went wrong while running one cell of the student's notebook."""
+
+    cell_index: int
+    kind: str  # "exception" | "timeout" | "kernel-died" | "skipped"
+    message: str
+    source: str = ""
+    error_name: str = ""
+    traceback: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CellProblem":
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+@dataclass(frozen=True)
+class GradeResult:
+    assignment: str
+    submission: str
+    submission_sha256: str
+    score: float
+    max_score: float
+    status: str  # "graded" | "error"
+    checks: list[CheckResult]
+    environment: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    execution: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["checks"] = [c.to_dict() for c in self.checks]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GradeResult":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        values["checks"] = [CheckResult.from_dict(c) for c in data.get("checks", [])]
+        return cls(**values)
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=_jsonable) + "\n")
+        tmp.replace(path)  # readers never see half a result
+
+    @classmethod
+    def read(cls, path: Path) -> "GradeResult":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _jsonable(value: Any) -> Any:
+    """Numbers from numpy or torch that slipped into details become plain floats."""
+    for attr in ("item", "tolist"):
+        if hasattr(value, attr):
+            return getattr(value, attr)()
+    return str(value)
