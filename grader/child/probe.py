@@ -1,0 +1,67 @@
+"""Answer the grader's questions about the student's namespace.
+
+Every entry point writes exactly one answer into `out_dir`:
+{"ok": value} or {"error": {...}}. Student exceptions never escape, so a
+probe cell fails only if the probe itself was broken.
+"""
+
+import os
+import sys
+import traceback
+
+from . import wire
+
+
+def _student_frames(tb):
+    """The traceback without the grader's own frames."""
+    here = os.path.dirname(__file__)
+    frames = [f for f in traceback.extract_tb(tb) if not f.filename.startswith(here)]
+    return traceback.format_list(frames)
+
+
+def _error(exc, name):
+    return {"error": {
+        "type": type(exc).__name__,
+        "message": str(exc)[:2000],
+        "traceback": _student_frames(exc.__traceback__)[-10:],
+        "function": name,
+    }}
+
+
+def _lookup(namespace, name):
+    if name not in namespace:
+        return None, {"error": {"type": "Missing", "message": f"{name} is not defined", "function": name,
+                                "traceback": []}}
+    return namespace[name], None
+
+
+def call(namespace, name, in_dir, out_dir):
+    """Call the student's `name(*args, **kwargs)` with arguments the parent wrote."""
+    fn, answer = _lookup(namespace, name)
+    if answer is None:
+        if not callable(fn):
+            answer = {"error": {"type": "NotCallable", "function": name, "traceback": [],
+                                "message": f"{name} is a {type(fn).__name__}, not a function"}}
+        else:
+            args, kwargs = wire.load(in_dir)
+            try:
+                answer = {"ok": fn(*args, **kwargs)}
+            except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt too: the parent reports it
+                answer = _error(exc, name)
+    _write(answer, out_dir)
+
+
+def get(namespace, name, out_dir):
+    """The value of a module-level name (a hyper-parameter, a count)."""
+    value, answer = _lookup(namespace, name)
+    _write(answer or {"ok": value}, out_dir)
+
+
+def _write(answer, out_dir):
+    try:
+        wire.dump(answer, out_dir)
+    except Exception as exc:  # the student's value could not be written
+        wire.dump({"error": {"type": type(exc).__name__, "function": "",
+                             "message": f"the value could not be sent to the grader: {exc}",
+                             "traceback": []}}, out_dir)
+    sys.stdout.flush()

@@ -1,0 +1,200 @@
+"""Run code in a sandboxed Jupyter kernel, one cell at a time, under timeouts.
+
+nbclient does the talking to the kernel; this module adds what grading needs
+on top: a timeout that interrupts and then kills a kernel that will not stop,
+output caps, restarts, and a `CellRun` record for every execution.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from queue import Empty
+
+import nbformat
+from jupyter_core.utils import run_sync
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+from grader.errors import HarnessError
+from grader.sandbox import Sandbox
+
+INTERRUPT_GRACE_S = 3.0
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+@dataclass(frozen=True)
+class CellRun:
+    status: str  # "ok" | "error" | "timeout" | "died"
+    elapsed_s: float
+    error_name: str = ""
+    error_value: str = ""
+    traceback: list[str] = field(default_factory=list)
+    output_text: str = ""
+    truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+class _CappedClient(NotebookClient):
+    """NotebookClient that keeps only the first part of a flood of output."""
+
+    output_budget = 0
+    truncated = False
+
+    def output(self, outs, msg, display_id, cell_index):  # noqa: D401 - nbclient hook
+        size = len(str(msg.get("content", "")))
+        if size > self.output_budget:
+            self.truncated = True
+            self.output_budget = 0
+            return None
+        self.output_budget -= size
+        return super().output(outs, msg, display_id, cell_index)
+
+
+class KernelSession:
+    """A sandboxed kernel that runs code cells; restartable after it dies."""
+
+    def __init__(self, sandbox: Sandbox, *, startup_timeout_s: float = 60.0):
+        self.sandbox = sandbox
+        self.startup_timeout_s = startup_timeout_s
+        self.client: _CappedClient | None = None
+        self.restarts = 0
+        self._total_output = sandbox.limits.output_kb_total * 1024
+        self.alive = False
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        km = self.sandbox.kernel_manager()
+        scratch = nbformat.v4.new_notebook()
+        self.client = _CappedClient(
+            scratch, km=km, timeout=60, allow_errors=True, interrupt_on_timeout=False,
+            startup_timeout=int(self.startup_timeout_s), iopub_timeout=4, record_timing=False,
+            shutdown_kernel="immediate", kernel_name="python3",
+            resources={"metadata": {"path": str(self.sandbox.work)}})
+        try:
+            self.client.start_new_kernel()
+            self.client.start_new_kernel_client()
+        except Exception as exc:  # noqa: BLE001 - any start failure is the same to a user
+            self.stop()
+            detail = self.sandbox.kernel_stderr_tail().strip().splitlines()[-3:]
+            raise HarnessError(f"could not start a Python kernel in the sandbox ({exc})"
+                               + (f": {' | '.join(detail)}" if detail else "")) from None
+        self.alive = True
+
+    def stop(self) -> None:
+        if self.client is not None and self.client.km is not None:
+            try:
+                self.client._cleanup_kernel()
+            except Exception:  # noqa: BLE001 - a kernel that is gone is what we want
+                pass
+        self.sandbox.kill_all()
+        self.client = None
+        self.alive = False
+
+    def restart(self) -> None:
+        self.stop()
+        self.restarts += 1
+        self.start()
+
+    # -- running code --------------------------------------------------------
+
+    def run(self, source: str, *, timeout_s: float) -> CellRun:
+        """Execute `source` as one cell; never raises for anything the cell does."""
+        if not self.alive:
+            return CellRun(status="died", elapsed_s=0.0, error_value="the kernel is not running")
+        client = self.client
+        cell = nbformat.v4.new_code_cell(source)
+        client.nb.cells.append(cell)
+        index = len(client.nb.cells) - 1
+        client.timeout = max(1, int(round(timeout_s)))
+        client.output_budget = min(self.sandbox.limits.output_kb_per_cell * 1024, self._total_output)
+        client.truncated = False
+        start = time.monotonic()
+        try:
+            client.execute_cell(cell, index)
+        except CellTimeoutError:
+            return self._after_timeout(start)
+        except DeadKernelError:
+            self.alive = False
+            return CellRun(status="died", elapsed_s=time.monotonic() - start,
+                           error_value=self._death_reason())
+        finally:
+            self._total_output = max(0, self._total_output - (self.sandbox.limits.output_kb_per_cell * 1024
+                                                              - client.output_budget))
+        elapsed = time.monotonic() - start
+        if not self._kernel_alive():
+            self.alive = False
+            return CellRun(status="died", elapsed_s=elapsed, error_value=self._death_reason())
+        return self._from_outputs(cell, elapsed, client.truncated)
+
+    def _after_timeout(self, start: float) -> CellRun:
+        """Interrupt; if the kernel does not answer within a grace period, kill it."""
+        client = self.client
+        try:
+            run_sync(client.km.interrupt_kernel)()
+            deadline = time.monotonic() + INTERRUPT_GRACE_S
+            while time.monotonic() < deadline:
+                try:
+                    reply = run_sync(client.kc.shell_channel.get_msg)(timeout=0.2)
+                except Empty:
+                    continue
+                if reply.get("msg_type") == "execute_reply":
+                    return CellRun(status="timeout", elapsed_s=time.monotonic() - start,
+                                   error_name="TimeoutError", error_value="interrupted")
+        except Exception:  # noqa: BLE001 - fall through to killing it
+            pass
+        self.stop()
+        return CellRun(status="timeout", elapsed_s=time.monotonic() - start,
+                       error_name="TimeoutError", error_value="the kernel did not stop and was killed")
+
+    def _kernel_alive(self) -> bool:
+        try:
+            return bool(run_sync(self.client.km.is_alive)())
+        except Exception:  # noqa: BLE001
+            return False
+
+    def _death_reason(self) -> str:
+        if self.sandbox.oom_killed():
+            return (f"the kernel was killed for using more than "
+                    f"{self.sandbox.limits.memory_mb} MB of memory")
+        code = None
+        try:
+            process = self.client.km.provisioner.process
+            code = process.poll() if process is not None else None
+        except Exception:  # noqa: BLE001
+            pass
+        self.stop()
+        if code is not None and code < 0:
+            return f"the kernel died (killed by signal {-code})"
+        if code is not None:
+            return f"the kernel died (exit status {code})"
+        return "the kernel died"
+
+    @staticmethod
+    def _from_outputs(cell, elapsed: float, truncated: bool) -> CellRun:
+        texts, error = [], None
+        for out in cell.outputs:
+            if out.output_type == "stream":
+                texts.append(out.text)
+            elif out.output_type == "error":
+                error = out
+            elif out.output_type in ("execute_result", "display_data"):
+                texts.append(out.get("data", {}).get("text/plain", ""))
+        text = "".join(texts)
+        if error is None:
+            return CellRun(status="ok", elapsed_s=elapsed, output_text=text, truncated=truncated)
+        return CellRun(status="error", elapsed_s=elapsed, error_name=error.ename,
+                       error_value=strip_ansi(error.evalue),
+                       traceback=[strip_ansi(line) for line in error.traceback],
+                       output_text=text, truncated=truncated)
+
+
