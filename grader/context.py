@@ -1,0 +1,165 @@
+"""What a check sees: a way to ask the student's kernel for values, and nothing more.
+
+Checks run in the grader's process. They send inputs into the child, get
+plain data back (see grader.exchange) and compare it there with expected
+values the child never sees.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from grader.exchange import ExchangeError, read_value, write_value
+from grader.execution import NotebookRunner, child_call
+from grader.sandbox import Sandbox
+
+# Kinds of StudentError; "timeout" and "died" make a check's status "error".
+LIMIT_KINDS = ("timeout", "died", "budget")
+
+
+class StudentError(Exception):
+    """The student's code could not give a value: missing, raising, hanging, crashing."""
+
+    def __init__(self, message: str, *, kind: str, traceback: list[str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.traceback = traceback or []
+
+
+class CheckContext:
+    def __init__(self, *, runner: NotebookRunner, sandbox: Sandbox, seed: int, device: str,
+                 resources: Any = None, cell_problems: int = 0):
+        self.runner = runner
+        self.sandbox = sandbox
+        self.seed = seed
+        self.device = device
+        self.resources = resources
+        self._cell_problems = cell_problems
+        self._memo: dict[str, Any] = {}
+        self._counter = 0
+
+    # -- values from the child ------------------------------------------------
+
+    def call(self, name: str, *args: Any, timeout_s: float | None = None, **kwargs: Any) -> Any:
+        """`name(*args, **kwargs)` evaluated in the student's kernel."""
+        in_dir = self._input_dir([list(args), kwargs])
+        out_name = self._output_name()
+        source = child_call("probe", "call", name, str(in_dir), str(self.sandbox.exchange / out_name))
+        return self._answer(source, out_name, what=name, timeout_s=timeout_s)
+
+    def get(self, name: str) -> Any:
+        """The value of a module-level name in the student's notebook."""
+        out_name = self._output_name()
+        source = child_call("probe", "get", name, str(self.sandbox.exchange / out_name))
+        return self._answer(source, out_name, what=name, timeout_s=None)
+
+    def run_child(self, module: str, function: str, payload: Any, *, what: str,
+                  timeout_s: float | None = None) -> Any:
+        """Run grader_child.<module>.<function>(namespace, in_dir, out_dir) in the kernel."""
+        in_dir = self._input_dir(payload)
+        out_name = self._output_name()
+        source = child_call(module, function, str(in_dir), str(self.sandbox.exchange / out_name))
+        return self._answer(source, out_name, what=what, timeout_s=timeout_s)
+
+    def shared_file(self, name: str) -> Path:
+        """A path in the exchange directory the child can read (for large inputs)."""
+        return self.sandbox.exchange / name
+
+    def _input_dir(self, value: Any) -> Path:
+        self._counter += 1
+        in_dir = self.sandbox.exchange / f"in-{self._counter}"
+        in_dir.mkdir(mode=0o755)
+        write_value(value, in_dir)
+        return in_dir
+
+    def _output_name(self) -> str:
+        self._counter += 1
+        name = f"out-{self._counter}"
+        self.sandbox.new_output_dir(name)
+        return name
+
+    def _answer(self, source: str, out_name: str, *, what: str, timeout_s: float | None) -> Any:
+        if self.runner.deadline.expired():
+            raise StudentError(f"{what} was not checked: the submission's time budget was used up",
+                               kind="budget")
+        if not self.runner.ensure_alive():
+            raise StudentError(f"{what} could not be checked: the kernel had died and could not be "
+                               "restarted", kind="died")
+        timeout = self.runner.timeout_for(timeout_s)
+        run = self.runner.session.run(source, timeout_s=timeout)
+        if run.status == "timeout":
+            raise StudentError(f"{what} did not finish within {timeout:.0f} s and was stopped "
+                               "(an endless loop?)", kind="timeout")
+        if run.status == "died":
+            raise StudentError(f"{what} stopped the Python kernel: {run.error_value}", kind="died")
+        if run.status == "error":
+            raise StudentError(f"the grader could not evaluate {what}: {run.error_name}: {run.error_value} "
+                               "(did the notebook change the grader's helpers?)",
+                               kind="broken", traceback=run.traceback)
+        try:
+            answer = read_value(self.sandbox.exchange_fd, out_name)
+        except ExchangeError as exc:
+            raise StudentError(f"the grader could not read the answer for {what}: {exc}", kind="broken") from None
+        if not isinstance(answer, dict) or not ({"ok"} == set(answer) or {"error"} == set(answer)):
+            raise StudentError(f"the grader got a malformed answer for {what}", kind="broken")
+        if "error" in answer:
+            raise self._error_from(answer["error"], what)
+        return answer["ok"]
+
+    def _error_from(self, error: Any, what: str) -> StudentError:
+        error = error if isinstance(error, dict) else {}
+        kind = str(error.get("type", "Exception"))
+        message = str(error.get("message", ""))
+        traceback = [str(line) for line in error.get("traceback", [])][-10:]
+        if kind == "Missing":
+            hint = (" (a cell that raised an error may have stopped it from being defined)"
+                    if self._cell_problems else "")
+            return StudentError(f"{what} is not defined: define it in your notebook{hint}",
+                                kind="missing")
+        if kind == "NotCallable":
+            return StudentError(message, kind="missing")
+        if kind == "NotImplementedError":
+            return StudentError(f"{what} is not implemented yet: it still raises NotImplementedError",
+                                kind="not-implemented", traceback=traceback)
+        if kind == "KeyboardInterrupt":
+            return StudentError(f"{what} was interrupted (it ran too long)", kind="timeout")
+        where = _last_line(traceback)
+        return StudentError(f"{what} raised {kind}: {message}" + (f" ({where})" if where else ""),
+                            kind="exception", traceback=traceback)
+
+    # -- helpers for checks ----------------------------------------------------
+
+    def rng(self, key: str) -> np.random.Generator:
+        """A generator seeded by the assignment's seed and `key`: the same for every grading."""
+        return np.random.default_rng([self.seed, zlib.crc32(key.encode())])
+
+    def memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        """Compute once per submission (a training run several checks share).
+
+        A StudentError is remembered too, so every check that depends on a
+        failed step reports it without running the step again.
+        """
+        if key not in self._memo:
+            try:
+                self._memo[key] = ("ok", compute())
+            except StudentError as exc:
+                self._memo[key] = ("error", exc)
+        status, value = self._memo[key]
+        if status == "error":
+            raise value
+        return value
+
+
+def _last_line(traceback: list[str]) -> str:
+    """'line 4, in linear_grad' from the last student frame."""
+    for block in reversed(traceback):
+        first = block.strip().splitlines()[0] if block.strip() else ""
+        if first.startswith("File"):
+            parts = first.split(", ")
+            return ", ".join(parts[1:]) if len(parts) > 1 else first
+    return ""

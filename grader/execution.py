@@ -1,0 +1,146 @@
+"""Run a submission's cells in a kernel session, within the submission's time budget.
+
+A cell that raises, times out or kills the kernel is recorded as a
+`CellProblem` and the notebook goes on. If the kernel dies, a new one is
+started and the cells that ran before are replayed (without the cell that
+killed it), so the submission is graded on everything that could run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from grader.kernel import CellRun, KernelSession
+from grader.notebook_io import CodeCell
+from grader.results import CellProblem
+
+MAX_RESTARTS = 3
+TRACEBACK_LINES = 30
+
+
+@dataclass
+class ExecutionReport:
+    problems: list[CellProblem] = field(default_factory=list)
+    cells_run: int = 0
+    cells_skipped: list[int] = field(default_factory=list)
+    restarts: int = 0
+    elapsed_s: float = 0.0
+    budget_exhausted: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "cells_run": self.cells_run,
+            "demo_cells_skipped": [i + 1 for i in self.cells_skipped],
+            "kernel_restarts": self.restarts,
+            "budget_exhausted": self.budget_exhausted,
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+class Deadline:
+    def __init__(self, total_s: float):
+        self.end = time.monotonic() + total_s
+
+    def remaining(self) -> float:
+        return max(0.0, self.end - time.monotonic())
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+
+class NotebookRunner:
+    """Owns a kernel session: the preamble, the student's cells, and replay after a death."""
+
+    def __init__(self, session: KernelSession, *, preamble: str, cell_timeout_s: float, deadline: Deadline):
+        self.session = session
+        self.preamble = preamble
+        self.cell_timeout_s = cell_timeout_s
+        self.deadline = deadline
+        self.report = ExecutionReport()
+        self._replayable: list[CodeCell] = []
+
+    def timeout_for(self, requested: float | None = None) -> float:
+        return min(requested or self.cell_timeout_s, self.deadline.remaining())
+
+    def start(self) -> None:
+        self.session.start()
+        self._run_preamble()
+
+    def _run_preamble(self) -> None:
+        run = self.session.run(self.preamble, timeout_s=max(30.0, self.cell_timeout_s))
+        if not run.ok:
+            from grader.errors import HarnessError
+
+            raise HarnessError(f"the grader's set-up code failed in the kernel: {run.error_name} {run.error_value}")
+
+    def run_cells(self, cells: list[CodeCell]) -> ExecutionReport:
+        start = time.monotonic()
+        for cell in cells:
+            if self.deadline.expired():
+                self.report.budget_exhausted = True
+                self.report.problems.append(CellProblem(
+                    cell_index=cell.index, kind="skipped", source=cell.source,
+                    message=f"{cell.label} was not run: the submission's time budget was used up"))
+                continue
+            if not self.ensure_alive():
+                self.report.problems.append(CellProblem(
+                    cell_index=cell.index, kind="skipped", source=cell.source,
+                    message=f"{cell.label} was not run: the kernel could not be restarted"))
+                continue
+            run = self.session.run(cell.source, timeout_s=self.timeout_for())
+            self.report.cells_run += 1
+            problem = problem_from_run(cell, run, self.cell_timeout_s)
+            if problem is not None:
+                self.report.problems.append(problem)
+            if run.status in ("ok", "error"):
+                self._replayable.append(cell)
+        self.report.elapsed_s = time.monotonic() - start
+        return self.report
+
+    def ensure_alive(self) -> bool:
+        """Restart a dead kernel and replay what had run; False if that is not possible."""
+        if self.session.alive:
+            return True
+        if self.session.restarts >= MAX_RESTARTS or self.deadline.expired():
+            return False
+        self.session.restart()
+        self.report.restarts = self.session.restarts
+        self._run_preamble()
+        for cell in self._replayable:
+            if self.deadline.expired():
+                return False
+            run = self.session.run(cell.source, timeout_s=self.timeout_for())
+            if run.status in ("timeout", "died"):
+                return False
+        return True
+
+
+def problem_from_run(cell: CodeCell, run: CellRun, cell_timeout_s: float) -> CellProblem | None:
+    if run.status == "ok":
+        return None
+    if run.status == "timeout":
+        return CellProblem(cell_index=cell.index, kind="timeout", source=cell.source,
+                           message=f"{cell.label} ran longer than {cell_timeout_s:g} s and was stopped "
+                                   f"({run.error_value}); cells that depend on it may fail")
+    if run.status == "died":
+        return CellProblem(cell_index=cell.index, kind="kernel-died", source=cell.source,
+                           message=f"{cell.label} stopped the Python kernel: {run.error_value}; "
+                                   "the grader restarted it without this cell")
+    return CellProblem(cell_index=cell.index, kind="exception", source=cell.source,
+                       error_name=run.error_name,
+                       message=f"{cell.label} raised {run.error_name}: {_one_line(run.error_value)}",
+                       traceback=run.traceback[-TRACEBACK_LINES:])
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def child_call(module: str, function: str, *args: object) -> str:
+    """Source for a probe cell: call grader_child.<module>.<function>(globals(), *args)."""
+    if not all(isinstance(a, (str, int, float)) for a in args):
+        raise TypeError("probe arguments must be strings or numbers")
+    rendered = ", ".join(repr(a) for a in args)
+    return f'__import__("grader_child.{module}").{module}.{function}(globals(), {rendered})'

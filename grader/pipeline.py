@@ -1,0 +1,161 @@
+"""Grade one submission: notebook → sandboxed execution → checks → result.
+
+Nothing a submission does makes `grade_submission` raise: a broken notebook,
+a crashing kernel or a failing check all become a result with a score and
+messages. Only a broken grader installation (HarnessError) propagates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grader
+from grader.assignment import Assignment, Check, ResourceRequest
+from grader.context import LIMIT_KINDS, CheckContext, StudentError
+from grader.errors import NotebookError
+from grader.execution import Deadline, NotebookRunner, child_call
+from grader.kernel import KernelSession
+from grader.notebook_io import Submission, code_cells, read_submission, sha256_of, skipped_cells
+from grader.results import CheckResult, GradeResult
+from grader.sandbox import Sandbox
+from grader.scoring import Outcome, points, status_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GradeOptions:
+    course_root: Path
+    data_root: Path
+    cache_dir: Path
+    device: str = "cpu"
+    isolation: str = "auto"
+    threads: int | None = None
+
+
+def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) -> GradeResult:
+    started = time.monotonic()
+    path = Path(path)
+    try:
+        submission = read_submission(path)
+    except NotebookError as exc:
+        return unreadable_result(path, assignment, exc.message, options)
+    resources = _resources(assignment, options)
+    limits = assignment.limits
+    hidden = (options.course_root / "solutions", options.data_root, options.cache_dir, path.resolve().parent)
+    with Sandbox(limits, isolation=options.isolation, device=options.device,
+                 blocked_modules=assignment.blocked_modules, hidden_paths=hidden,
+                 threads=options.threads) as sandbox:
+        deadline = Deadline(limits.total_timeout_s)
+        runner = NotebookRunner(KernelSession(sandbox), preamble=_preamble(sandbox, assignment),
+                                cell_timeout_s=limits.cell_timeout_s, deadline=deadline)
+        try:
+            runner.start()
+            report = runner.run_cells(code_cells(submission.notebook))
+            report.cells_skipped = skipped_cells(submission.notebook)
+            execute_s = time.monotonic() - started
+            context = CheckContext(runner=runner, sandbox=sandbox, seed=assignment.seed, device=options.device,
+                                   resources=resources, cell_problems=len(report.problems))
+            checks = [run_check(check, context) for check in assignment.checks]
+        finally:
+            runner.session.stop()
+        protections = sandbox.protections()
+    total_s = time.monotonic() - started
+    return GradeResult(
+        assignment=assignment.id,
+        submission=submission.name,
+        submission_sha256=submission.sha256,
+        score=round(sum(c.score for c in checks), 2),
+        max_score=assignment.max_score,
+        status="graded",
+        checks=checks,
+        environment=environment(options, assignment, protections.to_dict()),
+        timings={"execute_s": round(execute_s, 3), "checks_s": round(total_s - execute_s, 3),
+                 "total_s": round(total_s, 3)},
+        execution={**report.to_dict(), "warnings": list(submission.warnings)},
+    )
+
+
+def run_check(check: Check, context: CheckContext) -> CheckResult:
+    """Run one check; a student failure or a bug in the check becomes a result, never an exception."""
+    try:
+        outcome = check.run(context)
+        if not isinstance(outcome, Outcome):
+            raise TypeError(f"check returned {type(outcome).__name__}, not an Outcome")
+    except StudentError as exc:
+        outcome = Outcome(0.0, exc.message, {"traceback": exc.traceback} if exc.traceback else {},
+                          status="error" if exc.kind in LIMIT_KINDS else None)
+    except Exception as exc:  # noqa: BLE001 - a broken check must not stop the batch
+        log.error("check %s crashed:\n%s", check.id, traceback.format_exc())
+        outcome = Outcome.error(f"the grader's check {check.id} crashed ({type(exc).__name__}: {exc}); "
+                                "this is not your fault: tell the course staff")
+    return CheckResult(id=check.id, name=check.name, score=points(outcome, check.points),
+                       max_score=float(check.points), status=status_of(outcome), message=outcome.message,
+                       visibility=check.visibility, details=outcome.details)
+
+
+def unreadable_result(path: Path, assignment: Assignment, message: str, options: GradeOptions) -> GradeResult:
+    """Zero on every check, each saying why: the file is not a notebook we can run."""
+    checks = [CheckResult(id=c.id, name=c.name, score=0.0, max_score=float(c.points), status="failed",
+                          message=f"not graded: {message}", visibility=c.visibility)
+              for c in assignment.checks]
+    try:
+        digest = sha256_of(path)
+    except OSError:
+        digest = ""
+    return GradeResult(assignment=assignment.id, submission=path.name, submission_sha256=digest, score=0.0,
+                       max_score=assignment.max_score, status="error", checks=checks,
+                       environment=environment(options, assignment, {}), timings={"total_s": 0.0},
+                       message=message)
+
+
+def _preamble(sandbox: Sandbox, assignment: Assignment) -> str:
+    reason = "this assignment must not use it" if assignment.blocked_modules else ""
+    return "\n".join([
+        f'__import__("sys").path.insert(0, {str(sandbox.childlib)!r})',
+        f'__import__("grader_child.prepare").prepare.prepare({assignment.seed!r}, '
+        f'{list(assignment.blocked_modules)!r}, {reason!r})',
+    ])
+
+
+_RESOURCE_CACHE: dict[tuple[str, str, str], Any] = {}
+
+
+def _resources(assignment: Assignment, options: GradeOptions) -> Any:
+    """Datasets and baselines an assignment prepares in the parent, once per process."""
+    if assignment.resources is None:
+        return None
+    key = (assignment.id, str(options.data_root), options.device)
+    if key not in _RESOURCE_CACHE:
+        _RESOURCE_CACHE[key] = assignment.resources(
+            ResourceRequest(data_root=options.data_root, cache_dir=options.cache_dir, device=options.device))
+    return _RESOURCE_CACHE[key]
+
+
+def environment(options: GradeOptions, assignment: Assignment, sandbox: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "grader": grader.__version__,
+        "python": platform.python_version(),
+        "torch": _torch_version(),
+        "device": options.device,
+        "seed": assignment.seed,
+        "platform": platform.platform(terse=True),
+        "cpu_count": os.cpu_count(),
+        "sandbox": sandbox,
+    }
+
+
+def _torch_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("torch")
+    except Exception:  # noqa: BLE001
+        return "not installed"

@@ -1,0 +1,1 @@
+"""Formats of a result: terminal summary, HTML feedback, LMS exports. Formats only."""
