@@ -1,0 +1,98 @@
+"""Shared fixtures: the course in this checkout, grading options, notebook surgery."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from grader.assignment import Assignment, find_assignment
+from grader.pipeline import GradeOptions, grade_submission
+from grader.results import GradeResult
+
+REPO = Path(__file__).resolve().parent.parent
+SOLUTIONS = REPO / "solutions"
+TEMPLATES = REPO / "assignments"
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("GRADER_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def options(tmp_path_factory) -> GradeOptions:
+    return GradeOptions(course_root=REPO, data_root=data_root(),
+                        cache_dir=tmp_path_factory.mktemp("cache"), device="cpu",
+                        isolation=os.environ.get("GRADER_SANDBOX", "auto"))
+
+
+def assignment(assignment_id: str, **limits) -> Assignment:
+    spec = find_assignment(REPO, assignment_id)
+    if limits:
+        spec = dataclasses.replace(spec, limits=spec.limits.replace(**limits))
+    return spec
+
+
+def grade(path: Path, spec: Assignment, options: GradeOptions) -> GradeResult:
+    return grade_submission(path, spec, options)
+
+
+def check(result: GradeResult, check_id: str):
+    return next(c for c in result.checks if c.id == check_id)
+
+
+def scores(result: GradeResult) -> dict[str, float]:
+    return {c.id: c.score for c in result.checks}
+
+
+def load(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def save(notebook: nbformat.NotebookNode, path: Path) -> Path:
+    nbformat.write(notebook, path)
+    return path
+
+
+def defining_cell(notebook: nbformat.NotebookNode, name: str) -> int:
+    pattern = re.compile(rf"^(def|class)\s+{re.escape(name)}\b|^{re.escape(name)}\s*=", re.M)
+    for i, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code" and pattern.search(cell.source):
+            return i
+    raise KeyError(name)
+
+
+def with_definition(notebook, name: str, source: str):
+    """A copy of `notebook` where the cell defining `name` holds `source` instead."""
+    copy = nbformat.from_dict(notebook)
+    copy.cells[defining_cell(copy, name)].source = source
+    return copy
+
+
+def without_definition(notebook, name: str):
+    copy = nbformat.from_dict(notebook)
+    del copy.cells[defining_cell(copy, name)]
+    return copy
+
+
+def with_cell(notebook, source: str, *, after: int = 1, tags: tuple[str, ...] = ()):
+    """A copy of `notebook` with a new code cell inserted after cell index `after`."""
+    copy = nbformat.from_dict(notebook)
+    cell = nbformat.v4.new_code_cell(source)
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    copy.cells.insert(after + 1, cell)
+    return copy
+
+
+def edit_source(notebook, name: str, old: str, new: str):
+    """Replace text inside the cell defining `name` (for small deliberate bugs)."""
+    copy = nbformat.from_dict(notebook)
+    cell = copy.cells[defining_cell(copy, name)]
+    assert old in cell.source, f"{old!r} not in the cell defining {name}"
+    cell.source = cell.source.replace(old, new)
+    return copy
