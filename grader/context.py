@@ -115,7 +115,7 @@ class CheckContext:
         error = error if isinstance(error, dict) else {}
         kind = str(error.get("type", "Exception"))
         message = str(error.get("message", ""))
-        traceback = [str(line) for line in error.get("traceback", [])][-10:]
+        traceback = self.runner.readable([str(line) for line in error.get("traceback", [])][-10:])
         if kind == "Missing":
             hint = (" (a cell that raised an error may have stopped it from being defined)"
                     if self._cell_problems else "")
@@ -156,10 +156,9 @@ class CheckContext:
 
 
 def _last_line(traceback: list[str]) -> str:
-    """'line 4, in linear_grad' from the last student frame."""
+    """'cell 4, line 3, in linear_grad': where the student's code raised."""
     for block in reversed(traceback):
         first = block.strip().splitlines()[0] if block.strip() else ""
-        if first.startswith("File"):
-            parts = first.split(", ")
-            return ", ".join(parts[1:]) if len(parts) > 1 else first
+        if first.startswith(("cell ", "File ")):
+            return first
     return ""

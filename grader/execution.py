@@ -8,6 +8,8 @@ killed it), so the submission is graded on everything that could run.
 
 from __future__ import annotations
 
+import re
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -59,6 +61,17 @@ class NotebookRunner:
         self.deadline = deadline
         self.report = ExecutionReport()
         self._replayable: list[CodeCell] = []
+        self._cell_of_count: dict[int, str] = {}  # the kernel's In[N] -> "cell 5"
+
+    def _run_cell(self, cell: CodeCell) -> CellRun:
+        run = self.session.run(cell.source, timeout_s=self.timeout_for())
+        if run.execution_count is not None:
+            self._cell_of_count[run.execution_count] = f"cell {cell.index + 1}"
+        return run
+
+    def readable(self, traceback: list[str]) -> list[str]:
+        """A traceback in the student's terms: their cells by number, no library frames."""
+        return readable_traceback(traceback, self._cell_of_count)
 
     def timeout_for(self, requested: float | None = None) -> float:
         return min(requested or self.cell_timeout_s, self.deadline.remaining())
@@ -88,9 +101,9 @@ class NotebookRunner:
                     cell_index=cell.index, kind="skipped", source=cell.source,
                     message=f"{cell.label} was not run: the kernel could not be restarted"))
                 continue
-            run = self.session.run(cell.source, timeout_s=self.timeout_for())
+            run = self._run_cell(cell)
             self.report.cells_run += 1
-            problem = problem_from_run(cell, run, self.cell_timeout_s)
+            problem = problem_from_run(cell, run, self.cell_timeout_s, self.readable)
             if problem is not None:
                 self.report.problems.append(problem)
             if run.status in ("ok", "error"):
@@ -107,16 +120,18 @@ class NotebookRunner:
         self.session.restart()
         self.report.restarts = self.session.restarts
         self._run_preamble()
+        self._cell_of_count.clear()
         for cell in self._replayable:
             if self.deadline.expired():
                 return False
-            run = self.session.run(cell.source, timeout_s=self.timeout_for())
+            run = self._run_cell(cell)
             if run.status in ("timeout", "died"):
                 return False
         return True
 
 
-def problem_from_run(cell: CodeCell, run: CellRun, cell_timeout_s: float) -> CellProblem | None:
+def problem_from_run(cell: CodeCell, run: CellRun, cell_timeout_s: float,
+                     readable=lambda tb: tb) -> CellProblem | None:
     if run.status == "ok":
         return None
     if run.status == "timeout":
@@ -130,7 +145,26 @@ def problem_from_run(cell: CodeCell, run: CellRun, cell_timeout_s: float) -> Cel
     return CellProblem(cell_index=cell.index, kind="exception", source=cell.source,
                        error_name=run.error_name,
                        message=f"{cell.label} raised {run.error_name}: {_one_line(run.error_value)}",
-                       traceback=run.traceback[-TRACEBACK_LINES:])
+                       traceback=readable(run.traceback)[-TRACEBACK_LINES:])
+
+
+_CELL_REFERENCE = re.compile(r"Cell In\[(\d+)\], line (\d+)")
+_LIBRARY_ROOTS = (sys.prefix, sys.base_prefix)
+
+
+def readable_traceback(blocks: list[str], cell_of_count: dict[int, str]) -> list[str]:
+    kept = []
+    for block in blocks:
+        head = block.strip()
+        if not head or set(head) <= {"-"}:
+            continue  # IPython's ruler
+        if head.startswith("File "):
+            path = head[5:].split(":", 1)[0].split(",", 1)[0].strip('"')
+            if path.startswith(_LIBRARY_ROOTS) or "site-packages" in path or "grader_child" in path:
+                continue
+        kept.append(_CELL_REFERENCE.sub(
+            lambda m: f"{cell_of_count.get(int(m.group(1)), 'a grader cell')}, line {m.group(2)}", block))
+    return kept
 
 
 def _one_line(text: str, limit: int = 300) -> str:

@@ -33,6 +33,7 @@ class CellRun:
     traceback: list[str] = field(default_factory=list)
     output_text: str = ""
     truncated: bool = False
+    execution_count: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -190,11 +191,13 @@ class KernelSession:
             elif out.output_type in ("execute_result", "display_data"):
                 texts.append(out.get("data", {}).get("text/plain", ""))
         text = "".join(texts)
+        count = cell.get("execution_count")
         if error is None:
-            return CellRun(status="ok", elapsed_s=elapsed, output_text=text, truncated=truncated)
+            return CellRun(status="ok", elapsed_s=elapsed, output_text=text, truncated=truncated,
+                           execution_count=count)
         return CellRun(status="error", elapsed_s=elapsed, error_name=error.ename,
                        error_value=strip_ansi(error.evalue),
                        traceback=[strip_ansi(line) for line in error.traceback],
-                       output_text=text, truncated=truncated)
+                       output_text=text, truncated=truncated, execution_count=count)
 
 

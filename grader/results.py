@@ -1,6 +1,24 @@
 """The records that flow from checks to result.json and reports.
 
 Plain frozen dataclasses with to/from dict; result.json is `GradeResult.to_dict()`.
+
+A check's `details` is free-form JSON, but these keys have one meaning
+everywhere, so that reports can draw them (all optional):
+
+    series             {"name": [float per epoch], ...} e.g. train_loss, test_accuracy
+    confusion_matrix   {"labels": [str], "matrix": [[int]]} rows: true, columns: predicted
+    misclassified      [{"image": [[0..255]] (H x W), "predicted": str, "true": str}]
+    scatter            {"x": [float], "y": [float], "x_label": str, "y_label": str,
+                        "diagonal": bool}          predicted vs actual
+    curve              {"data_x": [...], "data_y": [...], "fit_x": [...], "fit_y": [...],
+                        "label": str}             a fitted line or curve over the data
+    layers             [{"layer": str, "expected": str, "found": str, "ok": bool}]
+    training           {"epochs": int, "steps": int, "final_loss": float, "train_accuracy": float,
+                        "test_accuracy": float, "wall_s": float, "device": str, ...}
+    traceback          [str] the student's frames of an error
+
+Details of a hidden check may hold the inputs and expected values; reports
+show them to staff only.
 """
 
 from __future__ import annotations

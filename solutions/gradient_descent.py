@@ -84,6 +84,13 @@ def sine_data(rng: np.random.Generator, n: int = 200) -> tuple[np.ndarray, np.nd
     return x, np.sin(x) + rng.normal(0.0, 0.1, n)
 
 
+def curve(x, y, fit_x, fit_y, *, label: str) -> dict:
+    """Data and a fitted curve, for the feedback's plot (finite values only)."""
+    fit_y = np.nan_to_num(np.asarray(fit_y, dtype=float), nan=0.0, posinf=1e6, neginf=-1e6)
+    return {"data_x": np.round(x, 4).tolist(), "data_y": np.round(y, 4).tolist(),
+            "fit_x": np.round(fit_x, 4).tolist(), "fit_y": np.round(fit_y, 4).tolist(), "label": label}
+
+
 def as_pair(value, *, what: str) -> np.ndarray:
     array = as_array(value, what=what)
     if array.shape != (2,):
@@ -135,7 +142,9 @@ def check_fit_linear(ctx: CheckContext) -> Outcome:
         a, b = as_pair(ctx.call("fit_linear", x, y, lr=0.1, n_iter=500), what="fit_linear's result")
     except NotNumeric as exc:
         return Outcome.failed(f"{exc}: return (a, b)")
-    details = {"a": float(a), "b": float(b), "lr": 0.1, "n_iter": 500}
+    grid = np.linspace(-2.0, 2.0, 50)
+    details = {"a": float(a), "b": float(b), "lr": 0.1, "n_iter": 500,
+               "curve": curve(x, y, grid, a * grid + b, label=f"fit_linear: {a:.2f}x + {b:.2f}")}
     if abs(a - 3.0) <= LINE_TOLERANCE and abs(b - 4.0) <= LINE_TOLERANCE:
         return Outcome.passed(f"fit_linear recovered a={a:.3f}, b={b:.3f} from y = 3x + 4 + noise", **details)
     return Outcome.failed(f"fit_linear ended at a={a:.3g}, b={b:.3g} after 500 steps with lr=0.1 on "
@@ -199,7 +208,9 @@ def check_fit_mlp(ctx: CheckContext) -> Outcome:
     except NotNumeric as exc:
         return Outcome.failed(str(exc))
     mse = float(np.mean((network_output(x, fitted) - y) ** 2))
-    details = {"mse": mse, "target": SINE_MSE_TARGET, "lr": 0.005, "n_iter": 2000}
+    grid = np.linspace(-3.0, 3.0, 120)
+    details = {"mse": mse, "target": SINE_MSE_TARGET, "lr": 0.005, "n_iter": 2000,
+               "curve": curve(x, y, grid, network_output(grid, fitted), label="network after fit_mlp")}
     if np.isfinite(mse) and mse < SINE_MSE_TARGET:
         return Outcome.passed(f"fit_mlp reached a training MSE of {mse:.4f} on y = sin(x) + noise "
                               f"(needed below {SINE_MSE_TARGET})", **details)

@@ -12,11 +12,29 @@ import traceback
 from . import wire
 
 
+def _cell_number(filename):
+    """The execution count of the cell that defined `filename`, if it was a cell."""
+    try:
+        return get_ipython().compile._filename_map.get(filename)  # noqa: F821 - an IPython builtin
+    except Exception:
+        return None
+
+
 def _student_frames(tb):
-    """The traceback without the grader's own frames."""
+    """The traceback in the student's own frames: cells, not libraries or the grader."""
     here = os.path.dirname(__file__)
-    frames = [f for f in traceback.extract_tb(tb) if not f.filename.startswith(here)]
-    return traceback.format_list(frames)
+    libraries = (sys.prefix, sys.base_prefix, here)
+    frames = []
+    for frame in traceback.extract_tb(tb):
+        number = _cell_number(frame.filename)
+        if number is not None:
+            where = f"Cell In[{number}], line {frame.lineno}, in {frame.name}"
+        elif frame.filename.startswith(libraries) or "site-packages" in frame.filename:
+            continue
+        else:
+            where = f"File {frame.filename}:{frame.lineno}, in {frame.name}"
+        frames.append(f"{where}\n    {(frame.line or '').strip()}\n")
+    return frames
 
 
 def _error(exc, name):
