@@ -20,7 +20,7 @@ import grader
 from grader.assignment import Assignment, Check, ResourceRequest
 from grader.context import LIMIT_KINDS, CheckContext, StudentError
 from grader.errors import NotebookError
-from grader.execution import Deadline, NotebookRunner, child_call
+from grader.execution import Deadline, NotebookRunner
 from grader.kernel import KernelSession
 from grader.notebook_io import Submission, code_cells, read_submission, sha256_of, skipped_cells
 from grader.results import CheckResult, GradeResult
@@ -98,13 +98,13 @@ def run_check(check: Check, context: CheckContext) -> CheckResult:
                                 "this is not your fault: tell the course staff")
     return CheckResult(id=check.id, name=check.name, score=points(outcome, check.points),
                        max_score=float(check.points), status=status_of(outcome), message=outcome.message,
-                       visibility=check.visibility, details=outcome.details)
+                       visibility=check.visibility, details=outcome.details, hint=check.hint)
 
 
 def unreadable_result(path: Path, assignment: Assignment, message: str, options: GradeOptions) -> GradeResult:
     """Zero on every check, each saying why: the file is not a notebook we can run."""
     checks = [CheckResult(id=c.id, name=c.name, score=0.0, max_score=float(c.points), status="failed",
-                          message=f"not graded: {message}", visibility=c.visibility)
+                          message=f"not graded: {message}", visibility=c.visibility, hint=c.hint)
               for c in assignment.checks]
     try:
         digest = sha256_of(path)

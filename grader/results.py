@@ -42,6 +42,7 @@ class CheckResult:
     message: str
     visibility: str = "visible"
     details: dict[str, Any] = field(default_factory=dict)
+    hint: str = ""  # what a student sees instead of message and details when a hidden check fails
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
