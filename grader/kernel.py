@@ -7,6 +7,7 @@ output caps, restarts, and a `CellRun` record for every execution.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,11 @@ from grader.errors import HarnessError
 from grader.sandbox import Sandbox
 
 INTERRUPT_GRACE_S = 3.0
+# nbclient logs a timed-out cell as an ERROR; here that is an expected outcome
+# that the grader reports itself, so its messages go to debug.
+_quiet = logging.getLogger("grader.kernel.nbclient")
+_quiet.propagate = False
+_quiet.addHandler(logging.NullHandler())
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -79,7 +85,7 @@ class KernelSession:
         self.client = _CappedClient(
             scratch, km=km, timeout=60, allow_errors=True, interrupt_on_timeout=False,
             startup_timeout=int(self.startup_timeout_s), iopub_timeout=4, record_timing=False,
-            shutdown_kernel="immediate", kernel_name="python3",
+            shutdown_kernel="immediate", kernel_name="python3", log=_quiet,
             resources={"metadata": {"path": str(self.sandbox.work)}})
         try:
             self.client.start_new_kernel()

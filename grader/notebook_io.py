@@ -96,6 +96,8 @@ def _as_notebook(data: object, name: str) -> dict:
     warnings = []
     if version == 3:
         warnings.append(f"{name} uses the old notebook format 3; it was converted to format 4")
+    if version == 4:
+        _fill_optional_fields(data, name)
     try:
         notebook = nbformat.reads(json.dumps(data), as_version=4)
     except Exception as exc:  # noqa: BLE001 - nbformat raises many kinds for broken input
@@ -110,6 +112,23 @@ def _as_notebook(data: object, name: str) -> dict:
                 or cell.get("cell_type") not in ("code", "markdown", "raw"):
             raise NotebookError(f"{name}: cell {i + 1} is malformed (no cell_type or source)")
     return {"notebook": notebook, "warnings": tuple(warnings)}
+
+
+def _fill_optional_fields(data: dict, name: str) -> None:
+    """Editors that write notebooks by hand often drop fields Jupyter would fill in; so do we."""
+    data.setdefault("metadata", {})
+    data.setdefault("nbformat_minor", 4)
+    cells = data.get("cells")
+    if not isinstance(cells, list):
+        raise NotebookError(f"{name} is not a valid notebook: 'cells' is not a list")
+    for i, cell in enumerate(cells):
+        if not isinstance(cell, dict) or cell.get("cell_type") not in ("code", "markdown", "raw") \
+                or not isinstance(cell.get("source"), (str, list)):
+            raise NotebookError(f"{name}: cell {i + 1} is malformed (no cell_type or source)")
+        cell.setdefault("metadata", {})
+        if cell["cell_type"] == "code":
+            cell.setdefault("outputs", [])
+            cell.setdefault("execution_count", None)
 
 
 def code_cells(notebook: NotebookNode) -> list[CodeCell]:

@@ -1,0 +1,64 @@
+"""`grader assign`: templates are generated from solutions, never hand-edited."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from conftest import SOLUTIONS, TEMPLATES
+from grader.authoring import make_template, render, strip_cell_source
+from grader.cli import main
+from grader.errors import UsageError
+
+
+@pytest.mark.parametrize("solution", sorted(SOLUTIONS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_every_template_is_what_assign_makes(solution):
+    template = TEMPLATES / solution.name
+    assert template.exists(), f"run: grader assign {solution} --out assignments"
+    expected = render(make_template(nbformat.read(solution, as_version=4), name=solution.name))
+    assert template.read_text() == expected, f"assignments/{solution.name} is stale: run grader assign"
+
+
+def test_solution_regions_become_stubs_with_hints():
+    source = ("def f(x):\n"
+              "    ### BEGIN SOLUTION: square it\n"
+              "    return x * x\n"
+              "    ### END SOLUTION\n"
+              "y = 1")
+    stripped, regions = strip_cell_source(source, where="nb, cell 1")
+    assert regions == 1
+    assert stripped == ("def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError('square it')\ny = 1")
+
+
+def test_stub_lines_replace_the_raise():
+    source = "### BEGIN SOLUTION\nLR = 1e-3\n### STUB LR = None  # your value\n### END SOLUTION"
+    assert strip_cell_source(source, where="x")[0] == "LR = None  # your value"
+
+
+def test_hidden_tests_are_removed():
+    source = "x = 1\n### BEGIN HIDDEN TESTS\nassert x == 1\n### END HIDDEN TESTS\nprint(x)"
+    assert strip_cell_source(source, where="x")[0] == "x = 1\nprint(x)"
+
+
+@pytest.mark.parametrize("source, problem", [
+    ("### BEGIN SOLUTION\nx = 1", "not closed"),
+    ("x = 1\n### END SOLUTION", "without its BEGIN"),
+    ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION", "inside a solution region"),
+])
+def test_broken_markers_name_the_cell_and_line(source, problem):
+    with pytest.raises(UsageError, match=problem):
+        strip_cell_source(source, where="nb.ipynb, cell 3")
+
+
+def test_assign_command_writes_the_template(tmp_path, capsys):
+    assert main(["assign", str(SOLUTIONS / "gradient_descent.ipynb"), "--out", str(tmp_path)]) == 0
+    written = tmp_path / "gradient_descent.ipynb"
+    assert written.read_text() == (TEMPLATES / "gradient_descent.ipynb").read_text()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_assign_refuses_a_notebook_without_markers(tmp_path, capsys):
+    plain = tmp_path / "plain.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), plain)
+    assert main(["assign", str(plain), "--out", str(tmp_path / "out")]) == 2
+    assert "no '### BEGIN SOLUTION' markers" in capsys.readouterr().err

@@ -1,0 +1,45 @@
+"""The command line: exit status 0 whenever a submission was graded, one clear line otherwise."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import SOLUTIONS
+from grader.cli import main
+
+
+def test_grade_writes_result_json_and_exits_zero(tmp_path, capsys):
+    code = main(["grade", str(SOLUTIONS / "gradient_descent.ipynb"), "--out", str(tmp_path), "--device", "cpu"])
+    assert code == 0
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["assignment"] == "gradient-descent"  # inferred from the notebook's metadata
+    assert result["score"] == result["max_score"]
+    assert "score: 14 / 14" in capsys.readouterr().out
+
+
+def test_a_broken_notebook_is_graded_zero_with_exit_zero(tmp_path, capsys):
+    broken = tmp_path / "gradient_descent.ipynb"
+    broken.write_text("{ not json")
+    assert main(["grade", str(broken), "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["status"] == "error" and result["score"] == 0
+
+
+def test_unknown_assignment_is_a_usage_error(tmp_path, capsys):
+    code = main(["grade", str(SOLUTIONS / "gradient_descent.ipynb"), "--assignment", "nope",
+                 "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("grader: error: unknown assignment 'nope' (known: ") and "gradient-descent" in err
+
+
+def test_missing_file_is_a_usage_error(tmp_path, capsys):
+    assert main(["grade", str(tmp_path / "absent.ipynb")]) == 2
+    assert "absent.ipynb: no such file" in capsys.readouterr().err
+
+
+def test_unidentifiable_notebook_asks_for_assignment(tmp_path, capsys):
+    path = tmp_path / "homework.ipynb"
+    path.write_text("{}")
+    assert main(["grade", str(path)]) == 2
+    assert "pass --assignment" in capsys.readouterr().err
