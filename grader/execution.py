@@ -156,8 +156,8 @@ def readable_traceback(blocks: list[str], cell_of_count: dict[int, str]) -> list
     kept = []
     for block in blocks:
         head = block.strip()
-        if not head or set(head) <= {"-"}:
-            continue  # IPython's ruler
+        if not head or set(head) <= {"-"} or head.endswith("Traceback (most recent call last)"):
+            continue  # IPython's ruler and header: the message already names the error
         if head.startswith("File "):
             path = head[5:].split(":", 1)[0].split(",", 1)[0].strip('"')
             if path.startswith(_LIBRARY_ROOTS) or "site-packages" in path or "grader_child" in path:

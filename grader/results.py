@@ -16,6 +16,7 @@ everywhere, so that reports can draw them (all optional):
     training           {"epochs": int, "steps": int, "final_loss": float, "train_accuracy": float,
                         "test_accuracy": float, "wall_s": float, "device": str, ...}
     traceback          [str] the student's frames of an error
+    relative_error     float, or {"param": float | "inf"} per parameter (with "rtol")
 
 Details of a hidden check may hold the inputs and expected values; reports
 show them to staff only.

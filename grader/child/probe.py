@@ -12,6 +12,10 @@ import traceback
 from . import wire
 
 
+class Missing(Exception):
+    """A name the grader needs is not defined in the notebook."""
+
+
 def _cell_number(filename):
     """The execution count of the cell that defined `filename`, if it was a cell."""
     try:
@@ -48,8 +52,7 @@ def _error(exc, name):
 
 def _lookup(namespace, name):
     if name not in namespace:
-        return None, {"error": {"type": "Missing", "message": f"{name} is not defined", "function": name,
-                                "traceback": []}}
+        return None, _error(Missing(f"{name} is not defined"), name)
     return namespace[name], None
 
 

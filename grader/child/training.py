@@ -1,0 +1,332 @@
+"""Inspect and train the student's model under the grader's budget. Runs in the child.
+
+The parent decides everything (budget, seed, data, how to read the output)
+and computes every score from what comes back: the child never sees test
+labels, so what it returns about the test set is raw model outputs only.
+"""
+
+import math
+import time
+
+import numpy as np
+
+from . import wire
+from .probe import Missing, _error, _write
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")
+
+
+def inspect(namespace, in_dir, out_dir):
+    """Build the model and describe it: layers, parameters, input and output style."""
+    spec = wire.load(in_dir)
+    try:
+        answer = {"ok": _inspect(namespace, spec)}
+    except BaseException as exc:  # noqa: BLE001 - the student's errors are the answer
+        answer = _error(exc, spec["factory"])
+    _write(answer, out_dir)
+
+
+def train(namespace, in_dir, out_dir):
+    """Train a fresh model with the parent's budget; return history and raw test outputs."""
+    spec = wire.load(in_dir)
+    try:
+        answer = {"ok": _train(namespace, spec)}
+    except BaseException as exc:  # noqa: BLE001
+        answer = _error(exc, spec["factory"])
+    _write(answer, out_dir)
+
+
+# --------------------------------------------------------------------------
+# Building
+
+
+def _factory(namespace, name):
+    if name not in namespace:
+        raise Missing(f"{name} is not defined")
+    return namespace[name]
+
+
+def _count_on_meta(factory, args):
+    """Parameters the model would have, without allocating them (None if unknown)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = factory(*args)
+        return sum(p.numel() for p in model.parameters()) if isinstance(model, torch.nn.Module) else None
+    except Exception:  # noqa: BLE001 - the real build will raise it properly
+        return None
+
+
+def _build(namespace, spec):
+    import torch
+
+    factory = _factory(namespace, spec["factory"])
+    args = spec.get("args", [])
+    planned = _count_on_meta(factory, args)
+    if planned is not None and planned > spec["max_params"]:
+        return None, {"refused": True, "planned_params": planned}
+    _seed(spec["seed"])
+    model = factory(*args)
+    if not isinstance(model, torch.nn.Module):
+        return None, {"is_module": False, "type": type(model).__name__}
+    return model, {"is_module": True}
+
+
+def _seed(seed):
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+# --------------------------------------------------------------------------
+# Inspecting
+
+
+def _inspect(namespace, spec):
+    import torch
+
+    model, facts = _build(namespace, spec)
+    if model is None:
+        return facts
+    facts.update(_describe(model))
+    sample = np.load(spec["sample"], allow_pickle=False)
+    facts.update(_forward_style(model, sample, spec))
+    if facts.get("input_style"):
+        facts["activations"] = _activations_between_linears(model, _shape(sample, facts["input_style"], spec))
+    facts["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    del model
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return facts
+
+
+def _describe(model):
+    layers = []
+    for name, module in model.named_modules():
+        if any(True for _ in module.children()):
+            continue
+        own = sum(p.numel() for p in module.parameters(recurse=False))
+        layer = {"name": name or type(model).__name__, "type": type(module).__name__,
+                 "module": type(module).__module__, "params": own}
+        for attr in ("in_features", "out_features", "in_channels", "out_channels"):
+            if isinstance(getattr(module, attr, None), int):
+                layer[attr] = getattr(module, attr)
+        layers.append(layer)
+    return {"class": type(model).__name__, "layers": layers,
+            "total_params": sum(p.numel() for p in model.parameters())}
+
+
+def _shape(array, style, spec):
+    """Model inputs: uint8 images scaled to [0, 1] (as ToTensor does) in the detected shape;
+    float features as they are."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(array))
+    if x.dtype != torch.uint8:
+        return x.float()
+    x = x.float().div_(255.0)
+    if style == "flat":
+        return x.reshape(len(x), -1)
+    return x.reshape(len(x), 1, *x.shape[1:])
+
+
+def _scores(output, batch, n_outputs):
+    """The (batch, n_outputs) float tensor in the model's output, and where it was."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        candidates = [(None, output)]
+    elif isinstance(output, (tuple, list)):
+        candidates = list(enumerate(output))
+    else:
+        raise TypeError(f"forward returned a {type(output).__name__}, not a tensor")
+    for index, item in candidates:
+        if isinstance(item, torch.Tensor) and item.is_floating_point() and tuple(item.shape) == (batch, n_outputs):
+            return index, item
+    shapes = [tuple(item.shape) if isinstance(item, torch.Tensor) else type(item).__name__ for _, item in candidates]
+    raise ValueError(f"forward returned {shapes[0] if len(shapes) == 1 else shapes}, "
+                     f"expected shape ({batch}, {n_outputs})")
+
+
+def _output_kind(scores):
+    import torch
+
+    if torch.all(scores >= 0) and torch.allclose(scores.sum(dim=1), torch.ones(len(scores)), atol=1e-4):
+        return "probabilities"
+    if torch.all(scores <= 0) and torch.allclose(torch.logsumexp(scores, dim=1), torch.zeros(len(scores)),
+                                                  atol=1e-4):
+        return "log-probabilities"
+    return "logits"
+
+
+def _forward_style(model, sample, spec):
+    """Which input shape the model takes and what its output is, tried on a few images."""
+    import torch
+
+    n_outputs = spec["n_outputs"]
+    styles = ["flat"] if spec.get("task") == "regression" else ["image", "flat"]
+    problems = {}
+    model.eval()
+    for style in styles:
+        x = _shape(sample, style, spec)
+        try:
+            with torch.no_grad():
+                output = model(x)
+            index, scores = _scores(output, len(x), n_outputs)
+        except Exception as exc:  # noqa: BLE001 - try the next style
+            problems[style] = f"{type(exc).__name__}: {exc}"[:300]
+            continue
+        tuple_length = len(output) if isinstance(output, (tuple, list)) else None
+        facts = {"input_style": style, "tuple_index": index, "tuple_length": tuple_length,
+                 "output_shape": list(scores.shape), "output_kind": _output_kind(scores),
+                 "output_finite": bool(torch.isfinite(scores).all())}
+        model.train()
+        return facts
+    model.train()
+    return {"input_style": None, "forward_errors": problems}
+
+
+def _activations_between_linears(model, x):
+    """For each pair of Linear layers called one after the other, which function joins them."""
+    import torch
+
+    calls = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: calls.append((inp[0].detach(), out.detach())))
+             for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    except Exception:  # noqa: BLE001
+        return []
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train()
+    found = []
+    for (_, previous_out), (next_in, _) in zip(calls, calls[1:]):
+        found.append(_which_activation(previous_out, next_in))
+    return found
+
+
+def _which_activation(before, after):
+    import torch
+
+    if before.shape != after.shape:
+        return "other"
+    candidates = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "identity": lambda t: t}
+    for name in ACTIVATIONS:
+        if torch.allclose(candidates[name](before), after, atol=1e-5):
+            return name
+    return "other"
+
+
+# --------------------------------------------------------------------------
+# Training
+
+
+def _optimizer(name, parameters, lr):
+    import torch
+
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr)
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=0.9)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(parameters, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def _loss(kind, scores, targets):
+    import torch
+    import torch.nn.functional as F
+
+    if kind == "regression-mse":
+        return F.mse_loss(scores.reshape(-1), targets)
+    if kind == "regression-mae":
+        return F.l1_loss(scores.reshape(-1), targets)
+    if kind == "probabilities":
+        # NLL on log-probabilities: cross-entropy on probabilities would apply softmax twice
+        return F.nll_loss(torch.log(scores.clamp_min(1e-12)), targets)
+    if kind == "log-probabilities":
+        return F.nll_loss(scores, targets)
+    return F.cross_entropy(scores, targets)
+
+
+def _outputs(model, x, style, spec, index, batch_size=1000):
+    import torch
+
+    model.eval()
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            output = model(x[start:start + batch_size].to(spec["device"]))
+            scores = output if index is None else output[index]
+            chunks.append(scores.float().cpu().numpy())
+    model.train()
+    return np.concatenate(chunks) if chunks else np.zeros((0, spec["n_outputs"]), dtype=np.float32)
+
+
+def _train(namespace, spec):
+    import torch
+
+    started = time.monotonic()
+    model, facts = _build(namespace, spec)
+    if model is None:
+        return facts
+    device = spec["device"]
+    model.to(device)
+    style, index, kind = spec["input_style"], spec["tuple_index"], spec["loss_kind"]
+    train_x = _shape(np.load(spec["train_x"], allow_pickle=False), style, spec)
+    train_y = torch.from_numpy(np.load(spec["train_y"], allow_pickle=False))
+    train_y = train_y.float() if spec.get("task") == "regression" else train_y.long()
+    test_x = _shape(np.load(spec["test_x"], allow_pickle=False), style, spec)
+    budget = spec["budget"]
+    optimizer = _optimizer(budget["optimizer"], model.parameters(), budget["lr"])
+    generator = torch.Generator().manual_seed(spec["seed"])
+    history = {"train_loss": [], "train_accuracy": []}
+    test_outputs = [_outputs(model, test_x, style, spec, index)]
+    stopped, steps = None, 0
+    for _epoch in range(budget["epochs"]):
+        order = torch.randperm(len(train_x), generator=generator)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for start in range(0, len(order), budget["batch_size"]):
+            batch = order[start:start + budget["batch_size"]]
+            xb, yb = train_x[batch].to(device), train_y[batch].to(device)
+            output = model(xb)
+            scores = output if index is None else output[index]
+            loss = _loss(kind, scores, yb)
+            if not torch.isfinite(loss):
+                stopped = f"the loss became {loss.item()} at step {steps + 1}: training diverged"
+                break
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            loss_sum += loss.item() * len(batch)
+            seen += len(batch)
+            if spec.get("task") != "regression":
+                correct += int((scores.detach().argmax(dim=1) == yb).sum())
+            if time.monotonic() - started > spec["max_seconds"]:
+                stopped = f"the grader's safety limit of {spec['max_seconds']:.0f} s was reached"
+                break
+        if seen:
+            history["train_loss"].append(loss_sum / seen)
+            history["train_accuracy"].append(correct / seen if spec.get("task") != "regression" else math.nan)
+            test_outputs.append(_outputs(model, test_x, style, spec, index))
+        if stopped:
+            break
+    return {"epochs_run": len(history["train_loss"]), "steps": steps, "history": history,
+            "test_outputs": test_outputs, "stopped_early": stopped,
+            "wall_s": time.monotonic() - started, "device": device,
+            "threads": torch.get_num_threads()}

@@ -1,0 +1,137 @@
+"""Datasets from a data root, with the standard loaders; downloads only when asked.
+
+The data root is `--data-root`, else `GRADER_DATA`, else ~/.cache/grader/data.
+MNIST and Fashion-MNIST are read by torchvision (root/MNIST/raw/...);
+California housing from root/california_housing/cal_housing.csv (the raw
+StatLib columns) or scikit-learn's cache under root/scikit_learn_data.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from grader.errors import UsageError
+
+IMAGE_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+ALL_DATASETS = (*IMAGE_DATASETS, "california-housing")
+
+
+class DatasetMissing(Exception):
+    """The dataset is not under the data root; the message says how to get it."""
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "grader"
+
+
+def default_data_root() -> Path:
+    env = os.environ.get("GRADER_DATA")
+    return Path(env) if env else cache_dir() / "data"
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A labelled image dataset as uint8 arrays: images (N, 28, 28), labels (N,)."""
+
+    name: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    classes: tuple[str, ...]
+
+    @property
+    def version(self) -> str:
+        """Identifies the data (for caches): sizes and a checksum of the labels."""
+        import zlib
+
+        crc = zlib.crc32(self.train_labels.tobytes() + self.test_labels.tobytes())
+        return f"{self.name}-{len(self.train_labels)}-{len(self.test_labels)}-{crc:08x}"
+
+
+def load_images(dataset: str, root: Path) -> ImageData:
+    if dataset not in IMAGE_DATASETS:
+        raise UsageError(f"unknown image dataset {dataset!r}; known: {', '.join(IMAGE_DATASETS)}")
+    import torchvision
+
+    cls = getattr(torchvision.datasets, IMAGE_DATASETS[dataset])
+    try:
+        train, test = cls(str(root), train=True, download=False), cls(str(root), train=False, download=False)
+    except RuntimeError:
+        raise DatasetMissing(f"{dataset} is not under {root}: run `grader data fetch {dataset}` on a machine "
+                             "that is online, or point --data-root / GRADER_DATA at a copy") from None
+    return ImageData(name=dataset, train_images=train.data.numpy(), train_labels=train.targets.numpy(),
+                     test_images=test.data.numpy(), test_labels=test.targets.numpy(),
+                     classes=tuple(str(c) for c in train.classes))
+
+
+CALIFORNIA_FEATURES = ("MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup",
+                       "Latitude", "Longitude")
+
+
+@dataclass(frozen=True)
+class TabularData:
+    features: np.ndarray  # (N, 8) float64
+    target: np.ndarray  # (N,) float64, in units of 100k$
+    feature_names: tuple[str, ...]
+    source: str
+
+
+def load_california_housing(root: Path) -> TabularData:
+    """scikit-learn's 8 features and target, from the raw CSV or scikit-learn's cache."""
+    csv = Path(root) / "california_housing" / "cal_housing.csv"
+    if csv.exists():
+        raw = np.genfromtxt(csv, delimiter=",", names=True, dtype=np.float64)
+        households = raw["households"]
+        features = np.column_stack([
+            raw["median_income"], raw["housing_median_age"], raw["total_rooms"] / households,
+            raw["total_bedrooms"] / households, raw["population"], raw["population"] / households,
+            raw["latitude"], raw["longitude"]])
+        return TabularData(features, raw["median_house_value"] / 100_000.0, CALIFORNIA_FEATURES, str(csv))
+    from sklearn.datasets import fetch_california_housing
+
+    try:
+        bunch = fetch_california_housing(data_home=str(Path(root) / "scikit_learn_data"),
+                                         download_if_missing=False)
+    except OSError:
+        raise DatasetMissing(f"california-housing is not under {root}: run `grader data fetch "
+                             "california-housing` on a machine that is online, or point --data-root / "
+                             "GRADER_DATA at a copy") from None
+    return TabularData(np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target, dtype=np.float64),
+                       tuple(bunch.feature_names), "scikit-learn cache")
+
+
+def fetch(dataset: str, root: Path) -> str:
+    """Download one dataset into the root (needs the network)."""
+    root.mkdir(parents=True, exist_ok=True)
+    if dataset in IMAGE_DATASETS:
+        import torchvision
+
+        cls = getattr(torchvision.datasets, IMAGE_DATASETS[dataset])
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+        return f"{dataset}: downloaded to {root / IMAGE_DATASETS[dataset]}"
+    if dataset == "california-housing":
+        from sklearn.datasets import fetch_california_housing
+
+        fetch_california_housing(data_home=str(root / "scikit_learn_data"), download_if_missing=True)
+        return f"{dataset}: downloaded to {root / 'scikit_learn_data'}"
+    raise UsageError(f"unknown dataset {dataset!r}; known: {', '.join(ALL_DATASETS)}")
+
+
+def describe(dataset: str, root: Path) -> str:
+    """One line: what is present for a dataset under the root."""
+    try:
+        if dataset in IMAGE_DATASETS:
+            data = load_images(dataset, root)
+            return (f"{dataset}: present ({len(data.train_labels):,} training and {len(data.test_labels):,} "
+                    f"test images) in {root / IMAGE_DATASETS[dataset]}")
+        data = load_california_housing(root)
+        return f"{dataset}: present ({len(data.target):,} rows) from {data.source}"
+    except DatasetMissing:
+        return f"{dataset}: missing (grader data fetch {dataset})"
