@@ -144,7 +144,7 @@ def check_fit_linear(ctx: CheckContext) -> Outcome:
         return Outcome.failed(f"{exc}: return (a, b)")
     grid = np.linspace(-2.0, 2.0, 50)
     details = {"a": float(a), "b": float(b), "lr": 0.1, "n_iter": 500,
-               "curve": curve(x, y, grid, a * grid + b, label=f"fit_linear: {a:.2f}x + {b:.2f}")}
+               "curve": curve(x, y, grid, a * grid + b, label=f"fit_linear: {a:.3g}x + {b:.3g}")}
     if abs(a - 3.0) <= LINE_TOLERANCE and abs(b - 4.0) <= LINE_TOLERANCE:
         return Outcome.passed(f"fit_linear recovered a={a:.3f}, b={b:.3f} from y = 3x + 4 + noise", **details)
     return Outcome.failed(f"fit_linear ended at a={a:.3g}, b={b:.3g} after 500 steps with lr=0.1 on "
