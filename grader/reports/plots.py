@@ -1,0 +1,318 @@
+"""Small PNG charts, as data URIs, drawn from the plain data in a check's details.
+
+Each function takes what results.py documents for one details key and returns
+"data:image/png;base64,..." or None when the data cannot be drawn. The numbers
+come from student code, so they may be NaN, inf, astronomically large, empty
+or not numbers at all: a chart that cannot be drawn is left out of the page,
+never an error that stops the page.
+
+Figures are made with the object-oriented API and an Agg canvas of their own:
+no pyplot, so no global figure registry to leak into and nothing to close, and
+no GUI backend is ever selected in the grader's process.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+import logging
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.image import imsave
+
+log = logging.getLogger(__name__)
+
+DPI = 100  # small files: a page with a dozen charts stays well under a megabyte
+MAX_POINTS = 5_000  # more points than this add bytes, not information
+MAX_LABEL = 60
+LARGEST = 1e300  # beyond this matplotlib's own arithmetic overflows
+COLOURS = ("#0969da", "#bc4c00", "#1a7f37", "#8250df")
+DATA_COLOUR = "#6e7781"
+MAX_THUMBNAIL_SIDE = 256
+MAX_CLASSES = 50
+
+
+def _never_raises(draw: Callable[..., str | None]) -> Callable[..., str | None]:
+    """Turn any failure while drawing into "no chart": odd data must not break a report."""
+
+    @functools.wraps(draw)
+    def wrapper(*args: Any, **kwargs: Any) -> str | None:
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")  # matplotlib's complaints about odd data are not news here
+                return draw(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - see the docstring
+            log.warning("could not draw %s", draw.__name__, exc_info=True)
+            return None
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------
+# Reading untrusted data
+
+
+def numbers(values: Any) -> np.ndarray | None:
+    """A 1-D float array (non-finite and absurd values as NaN), or None if unusable or all NaN."""
+    if not isinstance(values, (list, tuple)) or not values:
+        return None
+    if any(isinstance(v, (str, bool)) or v is None for v in values):
+        return None
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if array.ndim != 1:
+        return None
+    array = np.where(np.isfinite(array) & (np.abs(array) < LARGEST), array, np.nan)
+    return None if np.all(np.isnan(array)) else array
+
+
+def _pair(xs: Any, ys: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """Two equally long number lists, thinned evenly to MAX_POINTS, or None."""
+    x, y = numbers(xs), numbers(ys)
+    if x is None or y is None or len(x) != len(y):
+        return None
+    if len(x) > MAX_POINTS:
+        keep = np.linspace(0, len(x) - 1, MAX_POINTS).astype(int)
+        x, y = x[keep], y[keep]
+    return x, y
+
+
+def _label(value: Any, default: str = "", *, limit: int = MAX_LABEL) -> str:
+    text = value if isinstance(value, str) and value.strip() else default
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _range(*arrays: np.ndarray) -> tuple[float, float]:
+    finite = np.concatenate([a[np.isfinite(a)] for a in arrays])
+    return float(finite.min()), float(finite.max())
+
+
+# --------------------------------------------------------------------------
+# Figures
+
+
+def _figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _data_uri(figure: Figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return _png_uri(buffer.getvalue())
+
+
+def _png_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _style(axes, *, title: str = "", x_label: str = "", y_label: str = "") -> None:
+    # parse_math=False: labels may carry student text, and "$...$" would be parsed as TeX
+    if title:
+        axes.set_title(title, fontsize=10, parse_math=False)
+    axes.set_xlabel(x_label, fontsize=9, parse_math=False)
+    axes.set_ylabel(y_label, fontsize=9, parse_math=False)
+    axes.tick_params(labelsize=8)
+    axes.grid(True, color="#d0d7de", linewidth=0.6)
+    axes.set_axisbelow(True)
+    for side in ("top", "right"):
+        axes.spines[side].set_visible(False)
+
+
+def _legend(axes) -> None:
+    legend = axes.legend(fontsize=8, frameon=False)
+    for text in legend.get_texts():
+        text.set_parse_math(False)
+
+
+# --------------------------------------------------------------------------
+# One chart per details key
+
+
+@_never_raises
+def series_chart(series: Any) -> str | None:
+    """details["series"]: one small line chart per named per-epoch series, side by side."""
+    if not isinstance(series, dict):
+        return None
+    usable = [(str(name), array) for name, values in series.items()
+              if (array := numbers(values)) is not None][:4]
+    if not usable:
+        return None
+    figure = _figure(3.2 * len(usable), 2.4)
+    for i, (name, values) in enumerate(usable):
+        axes = figure.add_subplot(1, len(usable), i + 1)
+        epochs = np.arange(1, len(values) + 1)
+        axes.plot(epochs, values, color=COLOURS[i % len(COLOURS)], marker="o" if len(values) <= 30 else None,
+                  markersize=3, linewidth=1.5)
+        _style(axes, title=_label(name.replace("_", " ")), x_label="epoch")
+        axes.xaxis.get_major_locator().set_params(integer=True)
+    return _data_uri(figure)
+
+
+@_never_raises
+def confusion_matrix_chart(data: Any) -> str | None:
+    """details["confusion_matrix"]: counts, rows the true class, columns the predicted one."""
+    if not isinstance(data, dict):
+        return None
+    labels, rows = data.get("labels"), data.get("matrix")
+    if not isinstance(labels, list) or not isinstance(rows, list) or not 0 < len(labels) <= MAX_CLASSES:
+        return None
+    if len(rows) != len(labels) or not all(isinstance(r, list) and len(r) == len(labels) for r in rows):
+        return None
+    matrix = [numbers(r) for r in rows]
+    if any(r is None for r in matrix):
+        return None
+    counts = np.nan_to_num(np.vstack(matrix))
+    n = len(labels)
+    side = min(4.6, 1.6 + 0.3 * n)
+    figure = _figure(side + 0.6, side)
+    axes = figure.add_subplot()
+    image = axes.imshow(counts, cmap="Blues", interpolation="nearest")
+    figure.colorbar(image, ax=axes, shrink=0.8).ax.tick_params(labelsize=7)
+    names = [_label(str(label))[:12] for label in labels]
+    axes.set_xticks(range(n), names, fontsize=8, rotation=90 if n > 10 else 0, parse_math=False)
+    axes.set_yticks(range(n), names, fontsize=8, parse_math=False)
+    axes.set_xlabel("predicted", fontsize=9)
+    axes.set_ylabel("true", fontsize=9)
+    if n <= 12:
+        _annotate_counts(axes, counts)
+    return _data_uri(figure)
+
+
+def _annotate_counts(axes, counts: np.ndarray) -> None:
+    threshold = counts.max() / 2 if counts.size else 0
+    for (row, column), value in np.ndenumerate(counts):
+        text = f"{value:.0f}" if float(value).is_integer() else f"{value:.2g}"
+        axes.text(column, row, text, ha="center", va="center", fontsize=7,
+                  color="white" if value > threshold else "#24292f")
+
+
+@_never_raises
+def thumbnail(image: Any) -> str | None:
+    """One image of details["misclassified"] (H x W grey levels 0..255) as a tiny PNG."""
+    if not isinstance(image, list) or not image or not all(isinstance(row, list) for row in image):
+        return None
+    try:
+        pixels = np.asarray(image, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    if pixels.ndim != 2 or not all(0 < side <= MAX_THUMBNAIL_SIDE for side in pixels.shape):
+        return None
+    pixels = np.clip(np.nan_to_num(pixels, nan=0.0, posinf=255.0, neginf=0.0), 0, 255)
+    buffer = io.BytesIO()
+    imsave(buffer, pixels, cmap="gray_r", vmin=0, vmax=255, format="png")
+    return _png_uri(buffer.getvalue())
+
+
+@_never_raises
+def scatter_chart(data: Any) -> str | None:
+    """details["scatter"]: predicted against actual, with y = x when data["diagonal"] is true."""
+    if not isinstance(data, dict):
+        return None
+    pair = _pair(data.get("x"), data.get("y"))
+    if pair is None:
+        return None
+    x, y = pair
+    figure = _figure(3.6, 3.4)
+    axes = figure.add_subplot()
+    axes.scatter(x, y, s=6, alpha=0.5, color=COLOURS[0], linewidths=0)
+    if data.get("diagonal") is True:
+        low, high = _range(x, y)
+        axes.plot([low, high], [low, high], color=COLOURS[1], linewidth=1.2, label="y = x (perfect)")
+        _legend(axes)
+    _style(axes, x_label=_label(data.get("x_label"), "actual"), y_label=_label(data.get("y_label"), "predicted"))
+    return _data_uri(figure)
+
+
+@_never_raises
+def curve_chart(data: Any) -> str | None:
+    """details["curve"]: the data points and the student's fitted line or curve over them."""
+    if not isinstance(data, dict):
+        return None
+    points = _pair(data.get("data_x"), data.get("data_y"))
+    fit = _pair(data.get("fit_x"), data.get("fit_y"))
+    if points is None and fit is None:
+        return None
+    figure = _figure(4.6, 3.0)
+    axes = figure.add_subplot()
+    if points is not None:
+        axes.scatter(*points, s=7, color=DATA_COLOUR, alpha=0.6, linewidths=0, label="data")
+    if fit is not None:
+        order = np.argsort(fit[0], kind="stable")
+        axes.plot(fit[0][order], fit[1][order], color=COLOURS[1], linewidth=2,
+                  label=_label(data.get("label"), "your fit", limit=40))
+    if points is not None and fit is not None:
+        _keep_data_in_view(axes, points[1], fit[1])
+    _style(axes, x_label="x", y_label="y")
+    _legend(axes)
+    return _data_uri(figure)
+
+
+def _keep_data_in_view(axes, data_y: np.ndarray, fit_y: np.ndarray) -> None:
+    """A diverged fit (values like 1e52) would flatten the data to a line: frame the data instead."""
+    low, high = _range(data_y)
+    span = (high - low) or 1.0
+    fit_low, fit_high = _range(fit_y)
+    if fit_low < low - 2 * span or fit_high > high + 2 * span:
+        axes.set_ylim(low - 0.5 * span, high + 0.5 * span)
+        axes.text(0.02, 0.02, "the fit leaves this view", transform=axes.transAxes, fontsize=8,
+                  color=COLOURS[1], va="bottom")
+
+
+# --------------------------------------------------------------------------
+# Class summary
+
+
+@_never_raises
+def score_histogram(scores: Sequence[float], *, max_score: float, unit: str = "points") -> str | None:
+    """How many submissions scored how much, from 0 to max_score."""
+    values = numbers(list(scores))
+    if values is None or not math.isfinite(max_score) or max_score <= 0:
+        return None
+    values = np.clip(values[np.isfinite(values)], 0, max_score)
+    bins = np.arange(0, max_score + 1) if max_score <= 30 and float(max_score).is_integer() \
+        else np.linspace(0, max_score, 21)
+    figure = _figure(5.0, 2.4)
+    axes = figure.add_subplot()
+    axes.hist(values, bins=bins, color=COLOURS[0], edgecolor="white")
+    _style(axes, x_label=f"score ({unit})", y_label="submissions")
+    axes.yaxis.get_major_locator().set_params(integer=True)
+    axes.set_xlim(0, max_score)
+    return _data_uri(figure)
+
+
+@_never_raises
+def pass_rate_chart(rates: Sequence[tuple[str, float]]) -> str | None:
+    """Horizontal bars of the fraction (0..1) of submissions passing each check, in the given order."""
+    if not rates:
+        return None
+    names = [_label(name, "?", limit=32) for name, _ in rates]
+    values = np.array([100.0 * rate for _, rate in rates], dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        return None
+    figure = _figure(5.0, 0.9 + 0.3 * len(rates))
+    axes = figure.add_subplot()
+    positions = np.arange(len(rates))
+    axes.barh(positions, values, color=COLOURS[0], height=0.6)
+    axes.set_yticks(positions, names, fontsize=9, parse_math=False)
+    axes.invert_yaxis()  # first in the list on top, as in the table beside it
+    for position, value in zip(positions, values, strict=True):
+        inside = value > 85  # a full bar has no room after it: write on the bar
+        axes.text(value - 1.5 if inside else value + 1.5, position, f"{value:.0f}%", va="center", fontsize=8,
+                  ha="right" if inside else "left", color="white" if inside else "#24292f")
+    _style(axes, x_label="submissions passing (%)")
+    axes.set_xlim(0, 100)
+    axes.grid(False, axis="y")
+    return _data_uri(figure)
