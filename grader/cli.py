@@ -12,19 +12,10 @@ import os
 import sys
 from pathlib import Path
 
+from grader.data import ALL_DATASETS, cache_dir, default_data_root
 from grader.errors import GraderError, UsageError
 
 DEVICES = ("auto", "cpu", "cuda")
-
-
-def default_data_root() -> Path:
-    env = os.environ.get("GRADER_DATA")
-    return Path(env) if env else cache_dir() / "data"
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "grader"
 
 
 def resolve_device(requested: str) -> str:
@@ -69,6 +60,35 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--json", action="store_true", help="print result.json instead of a summary")
     _common(grade)
 
+    batch = sub.add_parser("batch", help="grade a class: a directory or an LMS zip of notebooks (resumable)")
+    batch.add_argument("submissions", type=Path, help="directory of notebooks (or of one folder per student), "
+                                                      "or a zip file")
+    batch.add_argument("--assignment", required=True, help="assignment id")
+    batch.add_argument("-j", "--jobs", type=int, default=1, help="submissions graded at once (default: 1)")
+    batch.add_argument("--out", type=Path, default=None,
+                       help="output directory (default: grader-out/<assignment>); one folder per student "
+                            "and summary.html")
+    batch.add_argument("--device", default="auto", choices=DEVICES)
+    batch.add_argument("--sandbox", default=os.environ.get("GRADER_SANDBOX", "auto"),
+                       choices=("auto", "bwrap", "unshare", "none"))
+    _common(batch)
+
+    report = sub.add_parser("report", help="render feedback.html from a result.json")
+    report.add_argument("result", type=Path, help="a result.json written by grade or batch")
+    report.add_argument("--audience", default="student", choices=("student", "staff"),
+                        help="staff also shows hidden checks' inputs and expected values")
+    report.add_argument("--out", type=Path, default=None, help="directory (default: beside result.json)")
+
+    data = sub.add_parser("data", help="datasets: where they are, and fetching them")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    where = data_sub.add_parser("where", help="say which datasets are present under the data root")
+    fetch = data_sub.add_parser("fetch", help="download datasets into the data root (needs the network)")
+    fetch.add_argument("datasets", nargs="*", metavar="DATASET",
+                       help=f"one or more of {', '.join(ALL_DATASETS)} (default: all)")
+    for action in (where, fetch):
+        action.add_argument("--data-root", type=Path, default=None,
+                            help="dataset root (default: GRADER_DATA, else ~/.cache/grader/data)")
+
     assign = sub.add_parser("assign", help="make the student template from a solution notebook")
     assign.add_argument("solution", type=Path)
     assign.add_argument("--out", type=Path, default=Path("assignments"),
@@ -96,6 +116,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _grade(args)
     if args.command == "assign":
         return _assign(args)
+    if args.command == "report":
+        return _report(args)
+    if args.command == "batch":
+        return _batch(args)
+    if args.command == "data":
+        return _data(args)
     raise UsageError(f"unknown command {args.command}")
 
 
@@ -106,6 +132,7 @@ def _grade(args: argparse.Namespace) -> int:
     from grader.errors import NotebookError
     from grader.notebook_io import read_submission
     from grader.pipeline import GradeOptions, grade_submission
+    from grader.reports.html import write_feedback
     from grader.reports.terminal import print_summary
 
     course = (args.course or default_course_root()).resolve()
@@ -125,11 +152,95 @@ def _grade(args: argparse.Namespace) -> int:
     result = grade_submission(notebook, assignment, options)
     out_dir = args.out or Path("grader-out") / notebook.stem
     result.write(out_dir / "result.json")
+    feedback = write_feedback(result, out_dir)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         print_summary(result)
-        print(f"result: {out_dir / 'result.json'}")
+        print(f"result: {out_dir / 'result.json'}\nfeedback: {feedback}")
+    return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.console import Console
+
+    from grader.assignment import default_course_root, find_assignment
+    from grader.batch import elapsed_text, grade_batch
+    from grader.intake import collect
+    from grader.pipeline import GradeOptions
+
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    if not args.submissions.exists():
+        raise UsageError(f"{args.submissions}: no such file or directory")
+    course = (args.course or default_course_root()).resolve()
+    assignment = find_assignment(course, args.assignment)
+    out_dir = (args.out or Path("grader-out") / assignment.id).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    intake = collect(args.submissions, out_dir / ".intake")
+    console = Console(stderr=True, highlight=False)
+    for problem in intake.problems:
+        console.print(f"[yellow]skipped:[/] {problem}")
+    if intake.problems:
+        (out_dir / "intake-problems.txt").write_text("\n".join(intake.problems) + "\n")
+    if not intake.items:
+        raise UsageError(f"no notebooks found in {args.submissions}")
+    options = GradeOptions(course_root=course, data_root=(args.data_root or default_data_root()).resolve(),
+                           cache_dir=cache_dir(), device=resolve_device(args.device), isolation=args.sandbox)
+    start = time.monotonic()
+    console.print(f"grading {len(intake.items)} submission(s) of {assignment.id} with {args.jobs} job(s) "
+                  f"into {out_dir}")
+
+    def progress(outcome, done: int, total: int) -> None:
+        result = outcome.result
+        how = "already graded" if outcome.reused else f"{result.timings.get('total_s', 0):.1f} s"
+        flag = "" if result.status == "graded" else " [red](not gradable)[/]"
+        console.print(f"[{done}/{total}] {outcome.student}: {result.score:g}/{result.max_score:g} ({how}){flag}")
+
+    outcomes = grade_batch(intake, assignment, options, out_dir, jobs=args.jobs, on_done=progress)
+    graded = sum(1 for o in outcomes if not o.reused)
+    console.print(f"done: {graded} graded, {len(outcomes) - graded} already graded, in {elapsed_text(start)}; "
+                  f"class summary: {out_dir / 'summary.html'}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    import json
+
+    from grader.reports.html import write_feedback
+    from grader.results import GradeResult
+
+    try:
+        result = GradeResult.read(args.result)
+    except FileNotFoundError:
+        raise UsageError(f"{args.result}: no such file") from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UsageError(f"{args.result} is not a result.json written by grader ({exc})") from None
+    print(f"wrote {write_feedback(result, args.out or args.result.parent, audience=args.audience)}")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from grader.data import describe, fetch
+
+    root = (args.data_root or default_data_root()).resolve()
+    if args.data_command == "where":
+        print(f"data root: {root}")
+        for dataset in ALL_DATASETS:
+            print(f"  {describe(dataset, root)}")
+        return 0
+    unknown = [d for d in args.datasets if d not in ALL_DATASETS]
+    if unknown:
+        raise UsageError(f"unknown dataset {unknown[0]!r}; known: {', '.join(ALL_DATASETS)}")
+    for dataset in args.datasets or ALL_DATASETS:
+        print(f"fetching {dataset} into {root} ...", flush=True)
+        try:
+            print(f"  {fetch(dataset, root)}")
+        except (OSError, RuntimeError) as exc:  # urllib raises OSErrors; torchvision wraps them
+            reason = " ".join(str(exc).split())[:300]
+            raise GraderError(f"could not download {dataset} (is this machine online?): {reason}") from None
     return 0
 
 

@@ -19,7 +19,8 @@ from typing import Any
 import grader
 from grader.assignment import Assignment, Check, ResourceRequest
 from grader.context import LIMIT_KINDS, CheckContext, StudentError
-from grader.errors import NotebookError
+from grader.data import DatasetMissing
+from grader.errors import HarnessError, NotebookError
 from grader.execution import Deadline, NotebookRunner
 from grader.kernel import KernelSession
 from grader.notebook_io import Submission, code_cells, read_submission, sha256_of, skipped_cells
@@ -134,8 +135,11 @@ def _resources(assignment: Assignment, options: GradeOptions) -> Any:
         return None
     key = (assignment.id, str(options.data_root), options.device)
     if key not in _RESOURCE_CACHE:
-        _RESOURCE_CACHE[key] = assignment.resources(
-            ResourceRequest(data_root=options.data_root, cache_dir=options.cache_dir, device=options.device))
+        try:
+            _RESOURCE_CACHE[key] = assignment.resources(
+                ResourceRequest(data_root=options.data_root, cache_dir=options.cache_dir, device=options.device))
+        except DatasetMissing as exc:
+            raise HarnessError(f"{assignment.id} needs data the grader does not have: {exc}") from None
     return _RESOURCE_CACHE[key]
 
 

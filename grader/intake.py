@@ -1,0 +1,158 @@
+"""Find the submissions in a batch's input: a directory or an LMS zip. Refuses what is unsafe.
+
+A zip is extracted member by member into a staging directory; a member with
+an absolute path, a `..` component or a symbolic link is refused with a
+message, never written. Symbolic links in an input directory are not
+followed (one could point at another student's file or at the grader's).
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from grader.errors import UsageError
+
+MAX_MEMBERS = 20_000
+MAX_MEMBER_BYTES = 200 * 1024 * 1024
+MAX_TOTAL_BYTES = 4 * 1024 * 1024 * 1024
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    student: str  # also the name of the student's output directory
+    notebook: Path
+
+
+@dataclass(frozen=True)
+class Intake:
+    items: tuple[BatchItem, ...]
+    problems: tuple[str, ...]  # inputs that were refused, each naming the file and why
+
+
+def safe_name(text: str) -> str:
+    name = _UNSAFE.sub("_", text).strip("._") or "submission"
+    return name[:100]
+
+
+def collect(source: Path, staging: Path) -> Intake:
+    source = Path(source)
+    if source.is_file() and zipfile.is_zipfile(source):
+        problems = extract_zip(source, staging)
+        found = collect_directory(staging)
+        return Intake(found.items, tuple(problems) + found.problems)
+    if source.is_dir():
+        return collect_directory(source)
+    if source.is_file() and source.suffix == ".ipynb":
+        return Intake((BatchItem(safe_name(source.stem), source),), ())
+    raise UsageError(f"{source}: not a directory, a zip file or a notebook")
+
+
+def collect_directory(root: Path) -> Intake:
+    """One item per notebook: a top-level file, or the notebook(s) in a student's folder."""
+    items: list[BatchItem] = []
+    problems: list[str] = []
+    for entry in sorted(root.iterdir()):
+        if entry.is_symlink():
+            problems.append(f"{entry.name}: a symbolic link, not followed")
+        elif entry.is_file() and entry.suffix == ".ipynb":
+            items.append(BatchItem(entry.stem, entry))
+        elif entry.is_dir() and not entry.name.startswith((".", "__MACOSX")):
+            notebooks, links = _notebooks_under(entry)
+            problems.extend(f"{entry.name}/{link}: a symbolic link, not followed" for link in links)
+            if len(notebooks) == 1:
+                items.append(BatchItem(entry.name, notebooks[0]))
+            else:
+                items.extend(BatchItem(f"{entry.name}/{nb.relative_to(entry).with_suffix('')}", nb)
+                             for nb in notebooks)
+    return Intake(tuple(_unique(items)), tuple(problems))
+
+
+def _notebooks_under(folder: Path) -> tuple[list[Path], list[str]]:
+    notebooks, links = [], []
+    stack = [folder]
+    while stack:
+        for entry in sorted(stack.pop().iterdir()):
+            if entry.is_symlink():
+                links.append(str(entry.relative_to(folder)))
+            elif entry.is_dir() and entry.name != ".ipynb_checkpoints":
+                stack.append(entry)
+            elif entry.is_file() and entry.suffix == ".ipynb":
+                notebooks.append(entry)
+    return sorted(notebooks), links
+
+
+def _unique(items: list[BatchItem]) -> list[BatchItem]:
+    seen: dict[str, int] = {}
+    unique = []
+    for item in items:
+        name = safe_name(item.student)
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            name = f"{name}-{seen[name]}"
+        unique.append(BatchItem(name, item.notebook))
+    return unique
+
+
+def extract_zip(archive: Path, staging: Path) -> list[str]:
+    """Extract the notebooks of `archive` into `staging`; return what was refused and why."""
+    problems: list[str] = []
+    staging.mkdir(parents=True, exist_ok=True)
+    total = 0
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = zf.infolist()
+            if len(members) > MAX_MEMBERS:
+                raise UsageError(f"{archive.name} has {len(members):,} entries; at most {MAX_MEMBERS:,} are read")
+            for member in members:
+                reason = _unsafe_member(member)
+                if reason:
+                    problems.append(f"{archive.name}: {member.filename!r} refused: {reason}")
+                    continue
+                if member.is_dir() or not member.filename.endswith(".ipynb"):
+                    continue
+                total += member.file_size
+                if member.file_size > MAX_MEMBER_BYTES or total > MAX_TOTAL_BYTES:
+                    problems.append(f"{archive.name}: {member.filename!r} refused: too large")
+                    continue
+                target = staging.joinpath(*PurePosixPath(member.filename).parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    with zf.open(member) as src, open(target, "wb") as dst:
+                        complete = _copy_capped(src, dst, MAX_MEMBER_BYTES)
+                except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                    complete, why = False, f"it is damaged ({exc})"
+                else:
+                    why = "it expands beyond its declared size"
+                if not complete:
+                    target.unlink(missing_ok=True)
+                    problems.append(f"{archive.name}: {member.filename!r} refused: {why}")
+    except zipfile.BadZipFile as exc:
+        raise UsageError(f"{archive.name} is not a readable zip file ({exc})") from None
+    return problems
+
+
+def _unsafe_member(member: zipfile.ZipInfo) -> str:
+    name = member.filename
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "an absolute path"
+    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+        return "a path that leaves the archive ('..')"
+    if stat.S_ISLNK(member.external_attr >> 16):
+        return "a symbolic link"
+    return ""
+
+
+def _copy_capped(src, dst, limit: int) -> bool:
+    """Copy without trusting the size the archive declares (a zip bomb can lie); False if cut."""
+    written = 0
+    for block in iter(lambda: src.read(1 << 20), b""):
+        written += len(block)
+        if written > limit:
+            return False
+        dst.write(block)
+    return True

@@ -1,0 +1,103 @@
+"""Grading a class: intake from directories and zips, parallel jobs, resuming."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import zipfile
+
+import pytest
+
+from conftest import SOLUTIONS, TEMPLATES
+from grader.cli import main
+from grader.intake import collect, extract_zip
+
+
+def _zip(path, members: dict[str, bytes], links: dict[str, str] = {}):  # noqa: B006 - read only
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        for name, target in links.items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+    return path
+
+
+def test_zip_members_that_escape_or_link_are_refused(tmp_path):
+    notebook = (SOLUTIONS / "gradient_descent.ipynb").read_bytes()
+    archive = _zip(tmp_path / "export.zip",
+                   {"alice/hw.ipynb": notebook, "../evil.ipynb": notebook, "/etc/cron.d/evil.ipynb": notebook,
+                    "bob/../../escape.ipynb": notebook, "notes.txt": b"ignored"},
+                   links={"carol/hw.ipynb": "/etc/passwd"})
+    staging = tmp_path / "staging"
+    problems = extract_zip(archive, staging)
+    assert sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()) == ["alice/hw.ipynb"]
+    assert not (tmp_path / "evil.ipynb").exists() and not (tmp_path / "escape.ipynb").exists()
+    reasons = "\n".join(problems)
+    assert "'../evil.ipynb' refused: a path that leaves the archive" in reasons
+    assert "'/etc/cron.d/evil.ipynb' refused: an absolute path" in reasons
+    assert "'bob/../../escape.ipynb' refused" in reasons
+    assert "'carol/hw.ipynb' refused: a symbolic link" in reasons
+
+
+def test_directory_intake_skips_links_and_names_students(tmp_path):
+    (tmp_path / "alice.ipynb").write_text("{}")
+    (tmp_path / "bob").mkdir()
+    (tmp_path / "bob" / "homework.ipynb").write_text("{}")
+    (tmp_path / "carol").mkdir()
+    (tmp_path / "carol" / "a.ipynb").write_text("{}")
+    (tmp_path / "carol" / "b.ipynb").write_text("{}")
+    (tmp_path / "dave.ipynb").symlink_to(tmp_path / "alice.ipynb")
+    (tmp_path / "bob" / "stolen.ipynb").symlink_to(tmp_path / "alice.ipynb")
+    (tmp_path / "Eve Smith_123").mkdir()
+    (tmp_path / "Eve Smith_123" / "hw.ipynb").write_text("{}")
+    intake = collect(tmp_path, tmp_path / "staging")
+    assert [item.student for item in intake.items] == ["Eve_Smith_123", "alice", "bob", "carol_a", "carol_b"]
+    assert "dave.ipynb: a symbolic link, not followed" in intake.problems
+    assert "bob/stolen.ipynb: a symbolic link, not followed" in intake.problems
+
+
+def test_batch_grades_resumes_and_regrades_only_changes(tmp_path, capsys):
+    submissions = tmp_path / "in"
+    submissions.mkdir()
+    (submissions / "alice.ipynb").write_bytes((SOLUTIONS / "gradient_descent.ipynb").read_bytes())
+    (submissions / "bob.ipynb").write_bytes((TEMPLATES / "gradient_descent.ipynb").read_bytes())
+    (submissions / "dave.ipynb").write_text("{ not json")
+    out = tmp_path / "out"
+    args = ["batch", str(submissions), "--assignment", "gradient-descent", "--out", str(out), "--device", "cpu"]
+    assert main([*args, "-j", "2"]) == 0
+    scores = {s: json.loads((out / s / "result.json").read_text())["score"] for s in ("alice", "bob", "dave")}
+    assert scores == {"alice": 14, "bob": 0, "dave": 0}
+    assert all((out / s / "feedback.html").exists() for s in scores)
+    summary = (out / "summary.html").read_text()
+    assert all(f'href="{s}/feedback.html"' in summary for s in scores)
+    capsys.readouterr()
+
+    # a second run reuses everything; a changed notebook and a lost result are graded again
+    (out / "bob" / "result.json").unlink()
+    (submissions / "alice.ipynb").write_bytes((TEMPLATES / "gradient_descent.ipynb").read_bytes())
+    before = os.stat(out / "dave" / "result.json").st_mtime_ns
+    assert main(args) == 0
+    log = capsys.readouterr().err
+    assert "dave: 0/14 (already graded)" in log
+    assert "done: 2 graded, 1 already graded" in log
+    assert os.stat(out / "dave" / "result.json").st_mtime_ns == before
+    assert json.loads((out / "alice" / "result.json").read_text())["score"] == 0
+
+
+def test_batch_of_nothing_is_a_usage_error(tmp_path, capsys):
+    assert main(["batch", str(tmp_path), "--assignment", "gradient-descent", "--out", str(tmp_path / "o")]) == 2
+    assert "no notebooks found" in capsys.readouterr().err
+
+
+def test_batch_needs_jobs_of_at_least_one(tmp_path, capsys):
+    assert main(["batch", str(tmp_path), "--assignment", "gradient-descent", "-j", "0"]) == 2
+
+
+@pytest.mark.parametrize("command", [["report", "missing.json"], ["data", "fetch", "nope"]])
+def test_other_commands_fail_with_one_line(command, capsys):
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("grader: error:") and err.count("\n") == 1
