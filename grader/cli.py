@@ -207,8 +207,6 @@ def _batch(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    import json
-
     from grader.reports.html import write_feedback
     from grader.results import GradeResult
 

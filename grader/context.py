@@ -87,11 +87,10 @@ class CheckContext:
         if self.runner.deadline.expired():
             raise StudentError(f"{what} was not checked: the submission's time budget was used up",
                                kind="budget")
-        if not self.runner.ensure_alive():
-            raise StudentError(f"{what} could not be checked: the kernel had died and could not be "
-                               "restarted", kind="died")
-        timeout = self.runner.timeout_for(timeout_s)
-        run = self.runner.session.run(source, timeout_s=timeout)
+        run, timeout = self._run_probe(source, what, timeout_s)
+        if run.status == "died" and self.runner.ensure_alive():
+            # Once more on a fresh kernel: the death may come from what an earlier cell left behind.
+            run, timeout = self._run_probe(source, what, timeout_s)
         if run.status == "timeout":
             raise StudentError(f"{what} did not finish within {timeout:.0f} s and was stopped "
                                "(an endless loop?)", kind="timeout")
@@ -110,6 +109,13 @@ class CheckContext:
         if "error" in answer:
             raise self._error_from(answer["error"], what)
         return answer["ok"]
+
+    def _run_probe(self, source: str, what: str, timeout_s: float | None):
+        if not self.runner.ensure_alive():
+            raise StudentError(f"{what} could not be checked: the kernel had died and could not be "
+                               "restarted", kind="died")
+        timeout = self.runner.timeout_for(timeout_s)
+        return self.runner.session.run(source, timeout_s=timeout), timeout
 
     def _error_from(self, error: Any, what: str) -> StudentError:
         error = error if isinstance(error, dict) else {}

@@ -81,6 +81,14 @@ class TabularData:
     feature_names: tuple[str, ...]
     source: str
 
+    @property
+    def version(self) -> str:
+        """Identifies the data (for caches): its size and a checksum of every value."""
+        import zlib
+
+        crc = zlib.crc32(np.ascontiguousarray(self.features).tobytes() + np.ascontiguousarray(self.target).tobytes())
+        return f"california-housing-{len(self.target)}-{crc:08x}"
+
 
 def load_california_housing(root: Path) -> TabularData:
     """scikit-learn's 8 features and target, from the raw CSV or scikit-learn's cache."""

@@ -106,7 +106,10 @@ class NotebookRunner:
             problem = problem_from_run(cell, run, self.cell_timeout_s, self.readable)
             if problem is not None:
                 self.report.problems.append(problem)
-            if run.status in ("ok", "error"):
+            if run.status == "error" and run.error_name == "MemoryError":
+                # what the cell allocated before failing may still be held: start afresh without it
+                self.session.stop()
+            elif run.status in ("ok", "error"):
                 self._replayable.append(cell)
         self.report.elapsed_s = time.monotonic() - start
         return self.report
@@ -142,9 +145,10 @@ def problem_from_run(cell: CodeCell, run: CellRun, cell_timeout_s: float,
         return CellProblem(cell_index=cell.index, kind="kernel-died", source=cell.source,
                            message=f"{cell.label} stopped the Python kernel: {run.error_value}; "
                                    "the grader restarted it without this cell")
+    restarted = ("; the grader restarted the kernel without this cell" if run.error_name == "MemoryError" else "")
     return CellProblem(cell_index=cell.index, kind="exception", source=cell.source,
                        error_name=run.error_name,
-                       message=f"{cell.label} raised {run.error_name}: {_one_line(run.error_value)}",
+                       message=f"{cell.label} raised {run.error_name}: {_one_line(run.error_value)}{restarted}",
                        traceback=readable(run.traceback)[-TRACEBACK_LINES:])
 
 

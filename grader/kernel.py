@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import time
 from dataclasses import dataclass, field
 from queue import Empty
@@ -170,9 +171,11 @@ class KernelSession:
             return False
 
     def _death_reason(self) -> str:
+        forks = (f" after trying to start more than {self.sandbox.limits.max_processes} processes"
+                 if self.sandbox.pids_exhausted() else "")
         if self.sandbox.oom_killed():
             return (f"the kernel was killed for using more than "
-                    f"{self.sandbox.limits.memory_mb} MB of memory")
+                    f"{self.sandbox.limits.memory_mb} MB of memory{forks}")
         code = None
         try:
             process = self.client.km.provisioner.process
@@ -180,11 +183,13 @@ class KernelSession:
         except Exception:  # noqa: BLE001
             pass
         self.stop()
-        if code is not None and code < 0:
-            return f"the kernel died (killed by signal {-code})"
+        # bwrap and shells report a child killed by signal N as exit status 128 + N
+        signum = -code if code is not None and code < 0 else code - 128 if code is not None and code > 128 else None
+        if signum is not None and signum in signal.Signals._value2member_map_:
+            return f"the kernel died (killed by signal {signum}, {signal.Signals(signum).name}){forks}"
         if code is not None:
-            return f"the kernel died (exit status {code})"
-        return "the kernel died"
+            return f"the kernel died (exit status {code}){forks}"
+        return f"the kernel died{forks}"
 
     @staticmethod
     def _from_outputs(cell, elapsed: float, truncated: bool) -> CellRun:

@@ -9,6 +9,7 @@ here, the child returns only raw outputs for the test images.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,9 @@ import numpy as np
 from grader.context import CheckContext, StudentError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+# What the child may report joins a regressor's last Linear layer to its output (child/training.py).
+OUTPUT_FUNCTIONS = ("identity", "sigmoid", "tanh", "relu", "softmax", "log-softmax", "hardtanh", "relu6",
+                    "hardsigmoid", "softplus", "elu", "leaky-relu", "gelu", "silu", "other")
 
 
 # --------------------------------------------------------------------------
@@ -114,6 +118,12 @@ class ModelDescription:
     output_finite: bool = True
     forward_errors: dict[str, str] = field(default_factory=dict)
     activations: tuple[str, ...] = ()
+    trainable_params: int | None = None
+    # regression only, seen on inputs scaled up to 1000 times (see child/training.py `_output_head`)
+    output_activation: str | None = None  # after the last nn.Linear: "identity", "sigmoid", ..., "other"
+    last_module: str = ""  # the torch.nn module whose output is the model's output, e.g. "Sigmoid"
+    output_range: tuple[float, float] | None = None
+    task: str = "classification"  # the ModelTask kind it was described for
 
     @property
     def linear_layers(self) -> list[Layer]:
@@ -125,8 +135,8 @@ class ModelDescription:
         if self.input_style == "image":
             parts.append("takes images of shape (B, 1, 28, 28)")
         elif self.input_style == "flat":
-            parts.append("takes flat inputs of shape (B, 784)" if self.output_shape[-1:] != (1,)
-                         else "takes a batch of feature rows")
+            parts.append("takes a batch of feature rows" if self.task == "regression"
+                         else "takes flat inputs of shape (B, 784)")
         if self.tuple_length:
             parts.append(f"returns a tuple of {self.tuple_length}; the grader trains on element "
                          f"{self.tuple_index} ({self.output_kind})")
@@ -140,7 +150,7 @@ def _int(value: Any, default: int | None = None) -> int | None:
         and math.isfinite(value) else default
 
 
-def description_from(answer: Any) -> ModelDescription:
+def description_from(answer: Any, task: str = "classification") -> ModelDescription:
     """Parse the child's answer; it is untrusted, so every field is checked."""
     if not isinstance(answer, dict):
         raise StudentError("the grader got a malformed description of the model", kind="broken")
@@ -157,7 +167,7 @@ def description_from(answer: Any) -> ModelDescription:
                                 out_features=_int(item.get("out_features"))))
     errors = answer.get("forward_errors") or {}
     return ModelDescription(
-        is_module=True, class_name=str(answer.get("class", ""))[:100], layers=tuple(layers),
+        is_module=True, task=task, class_name=str(answer.get("class", ""))[:100], layers=tuple(layers),
         total_params=_int(answer.get("total_params"), 0),
         input_style=answer.get("input_style") if answer.get("input_style") in ("image", "flat") else None,
         tuple_index=_int(answer.get("tuple_index")), tuple_length=_int(answer.get("tuple_length")),
@@ -167,7 +177,22 @@ def description_from(answer: Any) -> ModelDescription:
         output_finite=bool(answer.get("output_finite", True)),
         forward_errors={str(k): str(v)[:300] for k, v in errors.items()} if isinstance(errors, dict) else {},
         activations=tuple(str(a) for a in answer.get("activations", [])[:100]),
+        trainable_params=_int(answer.get("trainable_params")),
+        output_activation=answer.get("output_activation") if answer.get("output_activation") in OUTPUT_FUNCTIONS
+        else None,
+        last_module=answer.get("last_module") if isinstance(answer.get("last_module"), str)
+        and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", answer["last_module"]) else "",
+        output_range=_range(answer.get("output_range")),
     )
+
+
+def _range(value: Any) -> tuple[float, float] | None:
+    if not isinstance(value, list) or len(value) != 2:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        return None
+    low, high = float(value[0]), float(value[1])
+    return (low, high) if low <= high else None
 
 
 def describe_model(ctx: CheckContext, task: ModelTask, data: TaskData) -> ModelDescription:
@@ -177,7 +202,7 @@ def describe_model(ctx: CheckContext, task: ModelTask, data: TaskData) -> ModelD
         files = _data_files(ctx, data)
         payload = {"factory": task.factory, "args": list(task.factory_args), "max_params": task.max_params,
                    "seed": ctx.seed, "sample": files["sample"], "n_outputs": task.n_outputs, "task": task.kind}
-        return description_from(ctx.run_child("training", "inspect", payload, what=task.factory))
+        return description_from(ctx.run_child("training", "inspect", payload, what=task.factory), task.kind)
 
     return ctx.memo("describe-model", run)
 
@@ -354,3 +379,38 @@ def training_summary(run: TrainingRun, test_accuracy: float | None, initial_accu
     if test_accuracy is not None:
         summary.update(test_accuracy=test_accuracy, initial_test_accuracy=initial_accuracy)
     return summary
+
+
+def mean_squared_error(outputs: np.ndarray, targets: np.ndarray) -> float:
+    """MSE of a one-output regressor's raw outputs; inf when they are not all finite."""
+    predicted = np.asarray(outputs, dtype=np.float64).reshape(-1)
+    if len(predicted) != len(targets) or not np.all(np.isfinite(predicted)):
+        return math.inf
+    with np.errstate(over="ignore"):
+        value = float(np.mean((predicted - targets) ** 2))
+    return value if math.isfinite(value) else math.inf
+
+
+def mean_absolute_error(outputs: np.ndarray, targets: np.ndarray) -> float:
+    predicted = np.asarray(outputs, dtype=np.float64).reshape(-1)
+    if len(predicted) != len(targets) or not np.all(np.isfinite(predicted)):
+        return math.inf
+    value = float(np.mean(np.abs(predicted - targets)))
+    return value if math.isfinite(value) else math.inf
+
+
+def regression_details(run: TrainingRun, data: TaskData, *, points: int = 1000) -> dict[str, Any]:
+    """Plot data for feedback: loss and test MSE per epoch, predicted against actual on the test set."""
+    test_mse = [mean_squared_error(o, data.test_y) for o in run.test_outputs]
+    predicted = run.final_outputs.reshape(-1)
+    shown = np.linspace(0, len(predicted) - 1, min(points, len(predicted))).astype(int)
+    summary = training_summary(run, None, None)
+    del summary["train_accuracy"]
+    summary.update(test_mse=test_mse[-1], initial_test_mse=test_mse[0])
+    return {
+        "series": {"train_loss": list(run.train_loss), "test_mse": test_mse[1:]},
+        "scatter": {"x": data.test_y[shown].tolist(), "y": predicted[shown].tolist(),
+                    "x_label": "actual (100k$)", "y_label": "predicted (100k$)", "diagonal": True},
+        "training": summary,
+    }
+

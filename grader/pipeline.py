@@ -23,7 +23,7 @@ from grader.data import DatasetMissing
 from grader.errors import HarnessError, NotebookError
 from grader.execution import Deadline, NotebookRunner
 from grader.kernel import KernelSession
-from grader.notebook_io import Submission, code_cells, read_submission, sha256_of, skipped_cells
+from grader.notebook_io import code_cells, read_submission, sha256_of, skipped_cells
 from grader.results import CheckResult, GradeResult
 from grader.sandbox import Sandbox
 from grader.scoring import Outcome, points, status_of

@@ -34,7 +34,7 @@ import sysconfig
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +260,18 @@ class _Cgroups:
             return int(counts.get("oom_kill", "0")) > 0
         except (OSError, ValueError):
             return False
+
+    def pids_exhausted(self) -> bool:
+        """Whether a fork was refused because the process limit was reached."""
+        for d in self.dirs:
+            events = d / "pids.events"
+            try:
+                counts = dict(line.split() for line in events.read_text().splitlines() if len(line.split()) == 2)
+            except (OSError, ValueError):
+                continue
+            if int(counts.get("max", "0")) > 0:
+                return True
+        return False
 
     def remove(self) -> None:
         for d in reversed(self.dirs):
@@ -539,6 +551,9 @@ class Sandbox:
 
     def oom_killed(self) -> bool:
         return bool(self._cgroups and self._cgroups.oom_killed())
+
+    def pids_exhausted(self) -> bool:
+        return bool(self._cgroups and self._cgroups.pids_exhausted())
 
     def kernel_stderr_tail(self, max_bytes: int = 4000) -> str:
         try:

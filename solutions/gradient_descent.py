@@ -235,32 +235,44 @@ def check_fit_mlp_steps(ctx: CheckContext) -> Outcome:
 
 
 def check_numpy_only(ctx: CheckContext) -> Outcome:
-    """Every function runs in a kernel where torch cannot be imported."""
+    """Every function gives the right answer in a kernel where torch cannot be imported.
+
+    Running is not enough: an answer must also be correct, or a notebook that
+    forges the grader's replies would pass without doing the work.
+    """
     rng = ctx.rng("numpy-only")
     x, y = rng.normal(size=10), rng.normal(size=10)
     params = random_params(rng)
-    calls = {
-        "linear_grad": (x, y, 1.0, 0.5),
-        "fit_linear": (x, y),
-        "mlp_forward": (x, params),
-        "mlp_grad": (x, y, params),
-        "fit_mlp": (x, y, params, 0.001, 2),
+    cases = {
+        "linear_grad": ((x, y, 1.0, 0.5), line_gradient(x, y, 1.0, 0.5)),
+        "fit_linear": ((x, y), line_descent(x, y, lr=0.1, n_iter=30, a0=1.0, b0=2.0)),
+        "mlp_forward": ((x, params), network_output(x, params)),
+        "mlp_grad": ((x, y, params), autograd_gradient(x, y, params)),
+        "fit_mlp": ((x, y, params, 0.001, 2), network_descent(x, y, params, lr=0.001, n_iter=2)),
     }
     uses_torch, unverified = [], []
-    for name, args in calls.items():
+    for name, (args, expected) in cases.items():
         try:
-            ctx.call(name, *args)
+            found = ctx.call(name, *args)
         except StudentError as exc:
             (uses_torch if "torch" in exc.message else unverified).append((name, exc.message))
+            continue
+        if isinstance(expected, dict):
+            correct = compare_gradients(found, expected, rtol=GRAD_RTOL).fraction == 1
+        else:
+            correct = compare_array(found, expected, what=name, rtol=RTOL)[0]
+        if not correct:
+            unverified.append((name, f"{name} gave a wrong answer"))
+    proven = 1 - (len(uses_torch) + len(unverified)) / len(cases)  # credit per function proven NumPy-only
     if uses_torch:
         names = ", ".join(n for n, _ in uses_torch)
-        return Outcome.failed(f"{names} need torch, which this assignment does not allow: "
-                              f"{uses_torch[0][1]}. Use NumPy only.")
+        return Outcome.partial(proven, f"{names} need torch, which this assignment does not allow: "
+                                       f"{uses_torch[0][1]}. Use NumPy only.")
     if unverified:
         names = ", ".join(n for n, _ in unverified)
-        return Outcome.failed(f"could not confirm that {names} use NumPy only, because they did not run "
-                              f"({unverified[0][1]})")
-    return Outcome.passed("all five functions ran with torch unavailable: NumPy only")
+        return Outcome.partial(proven, f"could not confirm that {names} work with NumPy only, because they did "
+                                       f"not give correct answers ({unverified[0][1]})")
+    return Outcome.passed("all five functions gave correct answers with torch unavailable: NumPy only")
 
 
 ASSIGNMENT = Assignment(

@@ -14,6 +14,10 @@ from . import wire
 from .probe import Missing, _error, _write
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")
+# Functions a regressor's output may pass through after its last Linear layer, tried in this order.
+OUTPUT_FUNCTIONS = ("identity", "sigmoid", "tanh", "relu", "softmax", "log-softmax", "hardtanh", "relu6",
+                    "hardsigmoid", "softplus", "elu", "leaky-relu", "gelu", "silu")
+EXTREME_SCALES = (1.0, 10.0, 100.0, 1000.0, -1000.0)
 
 
 def inspect(namespace, in_dir, out_dir):
@@ -102,6 +106,8 @@ def _inspect(namespace, spec):
     facts.update(_forward_style(model, sample, spec))
     if facts.get("input_style"):
         facts["activations"] = _activations_between_linears(model, _shape(sample, facts["input_style"], spec))
+        if spec.get("task") == "regression":
+            facts.update(_output_head(model, _extreme_inputs(sample, spec["seed"]), facts["tuple_index"]))
     facts["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     del model
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
@@ -138,8 +144,9 @@ def _shape(array, style, spec):
     return x.reshape(len(x), 1, *x.shape[1:])
 
 
-def _scores(output, batch, n_outputs):
-    """The (batch, n_outputs) float tensor in the model's output, and where it was."""
+def _scores(output, batch, n_outputs, flat_ok=False):
+    """The (batch, n_outputs) float tensor in the model's output, and where it was.
+    With flat_ok (one regression output), shape (batch,) is accepted too."""
     import torch
 
     if isinstance(output, torch.Tensor):
@@ -148,8 +155,9 @@ def _scores(output, batch, n_outputs):
         candidates = list(enumerate(output))
     else:
         raise TypeError(f"forward returned a {type(output).__name__}, not a tensor")
+    shapes = [(batch, n_outputs)] + ([(batch,)] if flat_ok and n_outputs == 1 else [])
     for index, item in candidates:
-        if isinstance(item, torch.Tensor) and item.is_floating_point() and tuple(item.shape) == (batch, n_outputs):
+        if isinstance(item, torch.Tensor) and item.is_floating_point() and tuple(item.shape) in shapes:
             return index, item
     shapes = [tuple(item.shape) if isinstance(item, torch.Tensor) else type(item).__name__ for _, item in candidates]
     raise ValueError(f"forward returned {shapes[0] if len(shapes) == 1 else shapes}, "
@@ -172,7 +180,8 @@ def _forward_style(model, sample, spec):
     import torch
 
     n_outputs = spec["n_outputs"]
-    styles = ["flat"] if spec.get("task") == "regression" else ["image", "flat"]
+    regression = spec.get("task") == "regression"
+    styles = ["flat"] if regression else ["image", "flat"]
     problems = {}
     model.eval()
     for style in styles:
@@ -180,13 +189,13 @@ def _forward_style(model, sample, spec):
         try:
             with torch.no_grad():
                 output = model(x)
-            index, scores = _scores(output, len(x), n_outputs)
+            index, scores = _scores(output, len(x), n_outputs, flat_ok=regression)
         except Exception as exc:  # noqa: BLE001 - try the next style
             problems[style] = f"{type(exc).__name__}: {exc}"[:300]
             continue
         tuple_length = len(output) if isinstance(output, (tuple, list)) else None
         facts = {"input_style": style, "tuple_index": index, "tuple_length": tuple_length,
-                 "output_shape": list(scores.shape), "output_kind": _output_kind(scores),
+                 "output_shape": list(scores.shape), "output_kind": "" if regression else _output_kind(scores),
                  "output_finite": bool(torch.isfinite(scores).all())}
         model.train()
         return facts
@@ -226,6 +235,83 @@ def _which_activation(before, after):
     for name in ACTIVATIONS:
         if torch.allclose(candidates[name](before), after, atol=1e-5):
             return name
+    return "other"
+
+
+def _extreme_inputs(sample, seed):
+    """Feature rows far outside the data: the sample and random rows, scaled up to 1000 times and negated."""
+    import torch
+
+    base = torch.from_numpy(np.ascontiguousarray(sample)).float()
+    noise = torch.randn(64, *base.shape[1:], generator=torch.Generator().manual_seed(seed))
+    rows = torch.cat([base, noise])
+    return torch.cat([rows * scale for scale in EXTREME_SCALES])
+
+
+def _output_head(model, x, index):
+    """What happens to a regressor's output after its last Linear layer, seen on extreme inputs.
+
+    Plain data for the parent: the function joining the last nn.Linear's output to the model's
+    output ("identity" when nothing does; "other" when none of OUTPUT_FUNCTIONS fits; absent
+    when no nn.Linear ran last), the last torch.nn module when its output is the model's output,
+    and the range of the outputs.
+    """
+    import torch
+
+    calls = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: calls.append((mod, out)))
+             for m in model.modules() if not any(True for _ in m.children())]
+    try:
+        model.eval()
+        with torch.no_grad():
+            output = model(x)
+        scores = output if index is None else output[index]
+        scores = scores.detach().float().reshape(len(x), -1)
+    except Exception:  # noqa: BLE001 - the forward pass worked on ordinary rows; extreme ones may not
+        return {}
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train()
+    facts = {}
+    finite = scores[torch.isfinite(scores)]
+    if finite.numel():
+        facts["output_range"] = [float(finite.min()), float(finite.max())]
+    linears = [out for mod, out in calls if isinstance(mod, torch.nn.Linear) and isinstance(out, torch.Tensor)]
+    if linears and linears[-1].numel() == scores.numel():
+        facts["output_activation"] = _output_function(linears[-1].detach().float().reshape(scores.shape), scores)
+    if calls:
+        last, out = calls[-1]
+        if type(last).__module__.startswith("torch.nn") and isinstance(out, torch.Tensor) \
+                and out.numel() == scores.numel() and _same(out.detach().float().reshape(scores.shape), scores):
+            facts["last_module"] = type(last).__name__
+    return facts
+
+
+def _same(a, b):
+    import torch
+
+    both = torch.isfinite(a) & torch.isfinite(b)
+    if not bool(both.any()) or not torch.equal(torch.isfinite(a), torch.isfinite(b)):
+        return False
+    return torch.allclose(a[both], b[both], rtol=1e-4, atol=1e-5)
+
+
+def _output_function(before, after):
+    import torch
+    import torch.nn.functional as F
+
+    candidates = {
+        "identity": lambda t: t, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu,
+        "softmax": lambda t: F.softmax(t, dim=-1), "log-softmax": lambda t: F.log_softmax(t, dim=-1),
+        "hardtanh": F.hardtanh, "relu6": F.relu6, "hardsigmoid": F.hardsigmoid, "softplus": F.softplus,
+        "elu": F.elu, "leaky-relu": F.leaky_relu, "gelu": F.gelu, "silu": F.silu,
+    }
+    for name in OUTPUT_FUNCTIONS:
+        if _same(candidates[name](before), after):
+            return name
+    if len(before) > 1 and _same(F.softmax(before, dim=0), after):
+        return "softmax"  # over the batch: nn.Softmax(dim=0)
     return "other"
 
 
@@ -272,6 +358,8 @@ def _outputs(model, x, style, spec, index, batch_size=1000):
         for start in range(0, len(x), batch_size):
             output = model(x[start:start + batch_size].to(spec["device"]))
             scores = output if index is None else output[index]
+            if spec.get("task") == "regression":
+                scores = scores.reshape(-1, spec["n_outputs"])  # (B,) as well as (B, 1)
             chunks.append(scores.float().cpu().numpy())
     model.train()
     return np.concatenate(chunks) if chunks else np.zeros((0, spec["n_outputs"]), dtype=np.float32)
