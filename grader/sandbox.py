@@ -493,12 +493,13 @@ class Sandbox:
                     args.extend(["--perms", "0755", "--dir", str(parent)])
                     made.add(parent)
 
-        for root in _bound_roots():
-            ensure_parents(root)
-            args.extend(["--ro-bind", str(root), str(root)])
+        # The private /tmp first: a Python environment that lives under /tmp is then mounted on top of it.
         args.extend(["--proc", "/proc", "--dev", "/dev",
                      "--perms", "1777", "--size", str(self.limits.tmp_mb * _MB), "--tmpfs", "/tmp",
                      "--perms", "1777", "--size", str(self.limits.tmp_mb * _MB), "--tmpfs", "/dev/shm"])
+        for root in _bound_roots():
+            ensure_parents(root)
+            args.extend(["--ro-bind", str(root), str(root)])
         if self.device != "cpu":
             for dev in sorted(Path("/dev").glob("nvidia*")):
                 args.extend(["--dev-bind", str(dev), str(dev)])
