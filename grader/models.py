@@ -221,7 +221,8 @@ class Budget:
 
     def text(self) -> str:
         loss = f", {self.loss} loss" if self.loss else ""
-        return f"{self.optimizer}, lr {self.lr:g}, {self.epochs} epochs, batch size {self.batch_size}{loss}"
+        epochs = f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}"
+        return f"{self.optimizer}, lr {self.lr:g}, {epochs}, batch size {self.batch_size}{loss}"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ everywhere, so that reports can draw them (all optional):
     curve              {"data_x": [...], "data_y": [...], "fit_x": [...], "fit_y": [...],
                         "label": str}             a fitted line or curve over the data
     layers             [{"layer": str, "expected": str, "found": str, "ok": bool}]
+    table              {"title": str, "columns": [str], "rows": [[str | number]]}
+                                                  any small table, e.g. models side by side
     training           {"epochs": int, "steps": int, "final_loss": float, "train_accuracy": float,
                         "test_accuracy": float, "wall_s": float, "device": str, ...}
     traceback          [str] the student's frames of an error

@@ -108,6 +108,10 @@ def rich_result() -> GradeResult:
                    details={"scatter": {"x": actual.tolist(), "y": (actual + rng.normal(0, 0.4, 300)).tolist(),
                                         "x_label": "actual (100k$)", "y_label": "predicted (100k$)",
                                         "diagonal": True},
+                            "table": {"title": "Test set: your network and the baselines",
+                                      "columns": ["model", "test MSE", "parameters"],
+                                      "rows": [["your network", 0.29583, "4,801"],
+                                               ["linear regression", 0.5370, "9 coefficients"]]},
                             "expected": [64, 1], "found": [64, 1]}),
     ]
     return make_result(checks, submission="rich.ipynb")
@@ -316,6 +320,9 @@ MALFORMED_DETAILS = [
     {"relative_error": "inf", "rtol": 1e-5},
     {"relative_error": math.nan},
     {"expected": None, "found": {"a": [1, 2]}},
+    {"table": {"title": 7, "columns": "abc", "rows": [[1, 2], "row", None, [[1], {"a": 1}, math.nan]]}},
+    {"table": {"columns": [None, {"x": 1}], "rows": [[math.inf] * 50] * 500}},
+    {"table": [["a", "b"]]},
     {"huge": "x" * 200_000, "many": list(range(10_000)), "nan": math.nan, "inf": -math.inf, "none": None},
 ]
 
@@ -376,7 +383,30 @@ def test_every_documented_details_key_is_drawn_as_an_embedded_png():
     assert "Training run" in page and "4690" in page
     assert "Expected and found" in page and "(64, 1)" in page
     assert "input_shape" in page and "(64, 784)" in page
+    assert "Test set: your network and the baselines" in page and "9 coefficients" in page
     assert_self_contained(page)
+
+
+def test_a_generic_table_shows_its_title_columns_and_cells_as_escaped_text():
+    details = {"table": {"title": f"Models {SCRIPT}",
+                         "columns": ["model", "test MSE", f"note {SCRIPT}"],
+                         "rows": [["your network", 0.295834, f"{SCRIPT}"],
+                                  ["linear regression", 0.53697, True, "an extra cell is dropped"],
+                                  ["random forest", math.nan],
+                                  ["a list cell", [1, 2], None]]}}
+    page = render_feedback(make_result([make_check(details=details)]), audience="staff")
+
+    assert "<script" not in page.lower()
+    table = page[page.index(f"<caption>Models {ESCAPED_SCRIPT}</caption>"):]
+    table = table[:table.index("</table>")]
+    assert [h for h in re.findall(r"<th scope=\"col\">(.*?)</th>", table)] == \
+        ["model", "test MSE", f"note {ESCAPED_SCRIPT}"]
+    rows = [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]]
+    assert rows == [["your network", "0.2958", ESCAPED_SCRIPT],
+                    ["linear regression", "0.537", "yes"],
+                    ["random forest", "NaN", ""],
+                    ["a list cell", "…", ""]]
+    assert "table" not in reports_html.unknown_details(details)  # drawn, so not repeated as raw JSON for staff
 
 
 def test_the_fitted_curve_of_the_real_result_is_drawn_and_pages_stay_small():

@@ -7,9 +7,13 @@ name what was found against what was expected.
 
 from __future__ import annotations
 
+import math
 from itertools import zip_longest
 
-from grader.models import ModelDescription, TaskData, TrainingRun, accuracy, classification_details
+import numpy as np
+
+from grader.models import (ModelDescription, TaskData, TrainingRun, accuracy, classification_details,
+                           mean_squared_error)
 from grader.scoring import Outcome, linear_credit
 
 # Layers a "fully connected" network may contain besides nn.Linear.
@@ -175,3 +179,219 @@ def accuracy_outcome(run: TrainingRun, data: TaskData, *, floor: float, target: 
                             f"at {target:.0%}{extra}", details)
     return Outcome(fraction, f"test accuracy {final:.2%} {trained}: partial credit, full credit at "
                              f"{target:.0%}{extra}", details)
+
+
+# --------------------------------------------------------------------------
+# Regression: one output, no activation on it, test MSE against baselines
+
+# What a regressor's output may pass through after its last Linear layer, in words.
+OUTPUT_FUNCTIONS = {
+    "sigmoid": "a sigmoid", "tanh": "a tanh", "relu": "a ReLU", "softmax": "a softmax",
+    "log-softmax": "a log-softmax", "hardtanh": "a hardtanh", "relu6": "a ReLU6", "hardsigmoid": "a hard sigmoid",
+    "softplus": "a softplus", "elu": "an ELU", "leaky-relu": "a leaky ReLU", "gelu": "a GELU", "silu": "a SiLU",
+}
+# torch.nn modules that are activations: one of these last in the model is an activation on the output.
+ACTIVATION_MODULES = frozenset({
+    "ReLU", "LeakyReLU", "PReLU", "RReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish", "Sigmoid", "LogSigmoid",
+    "Tanh", "Softmax", "Softmin", "LogSoftmax", "Softplus", "Softsign", "Hardtanh", "ReLU6", "Hardswish",
+    "Hardsigmoid", "Tanhshrink", "Threshold",
+})
+
+
+def _forward_failed(description: ModelDescription, factory: str) -> Outcome | None:
+    problem = unusable(description, factory)
+    if problem:
+        return problem
+    if description.input_style is None:
+        tried = "; ".join(error for error in description.forward_errors.values())
+        return Outcome.failed(f"the forward pass failed on a batch of feature rows ({tried})")
+    return None
+
+
+def regression_output_shape(description: ModelDescription, factory: str = "build_regressor") -> Outcome:
+    """Shape (B, 1). A flat (B,) output fails here but is still trained (the grader reshapes it)."""
+    problem = _forward_failed(description, factory)
+    if problem:
+        return problem
+    shape = description.output_shape
+    if len(shape) != 2:
+        rows = f" for a batch of {shape[0]} rows" if shape else ""
+        return Outcome.failed(f"the output has shape {tuple(shape)}{rows}, expected (B, 1): keep the last "
+                              "dimension (no .squeeze() or .view(-1) in forward); the grader trained it anyway",
+                              found=list(shape))
+    if not description.output_finite:
+        return Outcome.failed("the model's output contains NaN or infinity for ordinary inputs")
+    return Outcome.passed(f"output shape (B, 1); the model {description.style_text()}",
+                          detected=description.style_text())
+
+
+def output_squashing(description: ModelDescription) -> str | None:
+    """What keeps a regressor's output from taking any value, in words, or None when nothing seems to.
+
+    Evidence, strongest first: the function joining the last nn.Linear's output to the model's
+    output; the last torch.nn module; how far the output moves for inputs scaled up 1000 times.
+    """
+    function, module = description.output_activation, description.last_module
+    if function in OUTPUT_FUNCTIONS:
+        where = (f"nn.{module}, the last module of the model" if module in ACTIVATION_MODULES
+                 else "applied in forward after the last nn.Linear layer")
+        return f"{OUTPUT_FUNCTIONS[function]} ({where})"
+    if module in ACTIVATION_MODULES:
+        return f"nn.{module}, the last module of the model"
+    if function == "identity" or description.output_range is None:
+        return None
+    low, high = description.output_range
+    scaled = "even for inputs scaled up 1000 times"
+    if high - low <= 1e-6 * max(1.0, abs(low)):
+        return (f"something that makes it constant: it is {low:.4g} for every input "
+                "(a softmax over one output is always 1)")
+    if 0 <= low and high <= 1:
+        return f"something that keeps it within [0, 1] {scaled}, like a sigmoid"
+    if -1 <= low and high <= 1:
+        return f"something that keeps it within [-1, 1] {scaled}, like a tanh"
+    return None
+
+
+def no_output_activation(description: ModelDescription, factory: str = "build_regressor") -> Outcome:
+    problem = _forward_failed(description, factory)
+    if problem:
+        return problem
+    details = {"output_range_on_extreme_inputs": list(description.output_range)} if description.output_range else {}
+    found = output_squashing(description)
+    if found:
+        return Outcome.failed(f"the output passes through {found}; a regressor's last layer must have no "
+                              "activation, so that it can predict any value (house values here go up to 5)",
+                              **details)
+    after = ("nothing follows the last nn.Linear layer" if description.output_activation == "identity"
+             else "the output is not squashed")
+    return Outcome.passed(f"no activation on the output: {after}", **details)
+
+
+def _trained_text(run: TrainingRun, data: TaskData) -> str:
+    text = f"after the grader's training ({run.budget.text()}, on {len(data.train_y):,} samples)"
+    if run.epochs_run < run.budget.epochs:
+        text += f", stopped after {run.epochs_run} epoch{'s' if run.epochs_run != 1 else ''}"
+    if run.stopped_early:
+        text += f"; training stopped early: {run.stopped_early}"
+    return text
+
+
+def _notes(notes) -> str:
+    return "".join(f"; {note}" for note in notes)
+
+
+def regression_pretrained(run: TrainingRun, data: TaskData, limit_mse: float) -> Outcome | None:
+    """A failed Outcome when the model predicted well before the grader's first step."""
+    before = mean_squared_error(run.test_outputs[0], data.test_y)
+    if before < limit_mse:
+        return Outcome.failed(f"the model was already trained when it was built: test MSE {before:.3f} before the "
+                              f"grader's first step (below the {limit_mse:.3f} a linear regression reaches). The "
+                              "factory must return an untrained model; the grader trains it",
+                              initial_test_mse=before)
+    return None
+
+
+def mse_below(run: TrainingRun, data: TaskData, *, baseline_mse: float, baseline: str = "linear regression",
+              notes=(), **details) -> Outcome:
+    """Passed when the test MSE is below the baseline's."""
+    flagged = regression_pretrained(run, data, baseline_mse)
+    if flagged:
+        return flagged
+    mse = mean_squared_error(run.final_outputs, data.test_y)
+    details = {"test_mse": mse, f"{baseline.replace(' ', '_')}_mse": baseline_mse, **details}
+    found = f"test MSE {mse:.3f} {_trained_text(run, data)}"
+    if mse < baseline_mse:
+        return Outcome.passed(f"{found}, below {baseline}'s {baseline_mse:.3f}{_notes(notes)}", **details)
+    return Outcome.failed(f"{found}, not below {baseline}'s {baseline_mse:.3f}{_notes(notes)}", **details)
+
+
+def mse_near(run: TrainingRun, data: TaskData, *, reference_mse: float, factor: float, floor_mse: float,
+             reference: str = "the random forest", floor: str = "linear regression", notes=(),
+             **details) -> Outcome:
+    """Full credit at or below factor × the reference's test MSE; none at or above the floor's; linear between."""
+    flagged = regression_pretrained(run, data, floor_mse)
+    if flagged:
+        return Outcome.failed(flagged.message, **details)
+    mse = mean_squared_error(run.final_outputs, data.test_y)
+    target = factor * reference_mse
+    fraction = linear_credit(-mse, floor=-floor_mse, target=-target)
+    found = f"test MSE {mse:.3f} {_trained_text(run, data)}"
+    scale = (f"full credit at or below {target:.3f} ({factor:g} × {reference}'s {reference_mse:.3f}), "
+             f"none at or above {floor}'s {floor_mse:.3f}")
+    if fraction >= 1:
+        return Outcome(1.0, f"{found}: within {factor:g} × {reference}'s {reference_mse:.3f}{_notes(notes)}",
+                       details)
+    if fraction <= 0:
+        return Outcome(0.0, f"{found}: {scale}{_notes(notes)}", details)
+    return Outcome(fraction, f"{found}: partial credit; {scale}{_notes(notes)}", details)
+
+
+def _number(value) -> float | None:
+    """A plain number from what the child sent (int, float, 0-d or 1-element array), else None."""
+    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iuf":
+        value = value.reshape(-1)[0].item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def not_a_number(name: str, value, should_be: str) -> Outcome | None:
+    """A failed Outcome when a declared value is not a finite number (None, a string, an array...)."""
+    if _number(value) is None:
+        return Outcome.failed(f"{name} = {_shown(value)} is not a number: set it to {should_be}")
+    return None
+
+
+def declared_parameter_count(value, description: ModelDescription, *, name: str = "N_PARAMS",
+                             factory: str = "build_regressor(8)") -> Outcome:
+    """The student's own count equals the model's (all parameters, or the trainable ones)."""
+    problem = not_a_number(name, value, f"the number of parameters of {factory}") or unusable(
+        description, factory.split("(")[0])
+    if problem:
+        return problem
+    actual = description.total_params
+    number = _number(value)
+    if number in (actual, description.trainable_params):
+        return Outcome.passed(f"{name} = {number:,.0f}, the number of parameters of {factory}")
+    weights = sum((layer.in_features or 0) * (layer.out_features or 0) for layer in description.linear_layers)
+    why = " (it looks like the biases were left out)" if number == weights and weights != actual else ""
+    return Outcome.failed(f"{name} = {number:,.6g}, but {factory} has {actual:,} parameters "
+                          f"({number - actual:+,.6g}){why}", expected=actual, found=number)
+
+
+def declared_ratio(value, declared_params, description: ModelDescription, *, n_train: int, n_test: int,
+                   name: str = "PARAMS_PER_SAMPLE", rtol: float = 0.01) -> Outcome:
+    """The student's parameters per training sample, within rtol of the real ratio.
+
+    Half credit when it is consistent with a wrong N_PARAMS (the mistake is counted once, there).
+    """
+    problem = not_a_number(name, value, "N_PARAMS divided by the number of training samples") or unusable(
+        description, "build_regressor")
+    if problem:
+        return problem
+    actual = description.total_params
+    expected = actual / n_train
+    number = _number(value)
+
+    def near(target: float) -> bool:
+        return math.isclose(number, target, rel_tol=rtol)
+
+    details = {"expected": expected, "found": number}
+    if near(expected):
+        return Outcome.passed(f"{name} = {number:.4g}: {actual:,} parameters for {n_train:,} training samples",
+                              **details)
+    declared = _number(declared_params)
+    if declared is not None and declared != actual and near(declared / n_train):
+        return Outcome.partial(0.5, f"{name} = {number:.4g} is N_PARAMS / {n_train:,}, but N_PARAMS is wrong: "
+                                    f"the model has {actual:,} parameters, so expected {expected:.4g}", **details)
+    mistakes = {f"N / {n_train + n_test:,} (all samples, not only the training split)": actual / (n_train + n_test),
+                f"N / {n_test:,} (the test samples)": actual / n_test,
+                "the inverse (samples per parameter)": n_train / actual if actual else math.nan}
+    why = next((f": it looks like {text}" for text, ratio in mistakes.items() if near(ratio)), "")
+    return Outcome.failed(f"{name} = {number:.4g}, expected {expected:.4g} ({actual:,} parameters / "
+                          f"{n_train:,} training samples){why}", **details)
+
+
+def _shown(value) -> str:
+    text = repr(value) if not isinstance(value, np.ndarray) else f"an array of shape {value.shape}"
+    return text if len(text) <= 60 else text[:59] + "…"

@@ -44,8 +44,9 @@ ENVIRONMENT_FIELDS = (("grader", "grader"), ("device", "device"), ("seed", "seed
                       ("python", "Python"))
 # details keys drawn or tabulated on their own; every other key is listed as a plain fact
 DRAWN_KEYS = frozenset({"series", "confusion_matrix", "misclassified", "scatter", "curve", "layers",
-                        "training", "traceback", "relative_error", "expected", "found"})
+                        "training", "traceback", "relative_error", "expected", "found", "table"})
 MAX_THUMBNAILS = 8
+MAX_TABLE_ROWS, MAX_TABLE_COLUMNS = 100, 12
 MAX_TEXT = 10_000  # a text longer than this is cut: a student may return a megabyte string
 MAX_FACT = 300
 SLOWEST_SHOWN = 5
@@ -240,7 +241,8 @@ def check_view(check: CheckResult, *, audience: str, graded: bool = True) -> Che
         message=check.message,
         hint=check.hint if hidden else "",
         facts=facts(details),
-        tables=tuple(t for t in (layers_table(details.get("layers")), training_table(details.get("training")),
+        tables=tuple(t for t in (generic_table(details.get("table")), layers_table(details.get("layers")),
+                                 training_table(details.get("training")),
                                  relative_error_table(details.get("relative_error"), details.get("rtol")),
                                  expected_found_table(details)) if t is not None),
         pictures=pictures(details),
@@ -314,6 +316,22 @@ def unknown_details(details: dict[str, Any]) -> str:
     return _cut(text)
 
 
+def generic_table(table: Any) -> Table | None:
+    """details["table"]: a title, column names and rows of cells, each cell a string or a number."""
+    if not isinstance(table, dict):
+        return None
+    columns = tuple(_text(c) for c in _list(table.get("columns"))[:MAX_TABLE_COLUMNS])
+    width = len(columns) or MAX_TABLE_COLUMNS
+    rows = []
+    for row in _list(table.get("rows"))[:MAX_TABLE_ROWS]:
+        if isinstance(row, list):
+            cells = ["" if cell is None else _cut(format_value(cell), MAX_FACT) if _is_scalar(cell) else "…"
+                     for cell in row[:width]]
+            rows.append(Row(tuple(cells + [""] * (len(columns) - len(cells)))))
+    title = table.get("title")
+    return Table(_cut(title, MAX_FACT) if isinstance(title, str) else "", columns, tuple(rows)) if rows else None
+
+
 def layers_table(layers: Any) -> Table | None:
     rows = []
     for layer in _list(layers):
@@ -330,7 +348,7 @@ def training_table(training: Any) -> Table | None:
     if not isinstance(training, dict) or not training:
         return None
     rows = tuple(Row((str(k).replace("_", " "), format_value(v))) for k, v in training.items()
-                 if _is_scalar(v) or _is_short_list(v))
+                 if v is not None and (_is_scalar(v) or _is_short_list(v)))
     return Table("Training run", ("", ""), rows) if rows else None
 
 
