@@ -23,7 +23,8 @@ class ImageClassification:
     task: ModelTask = ModelTask(kind="classification", n_outputs=10)
 
     def resources(self, request: ResourceRequest) -> TaskData:
-        return image_task_data(load_images(self.dataset, request.data_root), seed=self.seed)
+        return image_task_data(load_images(self.dataset, request.data_root, cache=request.cache_dir),
+                               seed=self.seed)
 
     def describe(self, ctx: CheckContext) -> ModelDescription:
         return describe_model(ctx, self.task, ctx.resources)

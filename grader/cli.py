@@ -125,6 +125,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise UsageError(f"unknown command {args.command}")
 
 
+def _warm_report_imports() -> None:
+    """Import the report modules (matplotlib takes half a second) while the parent waits on the kernel."""
+    import threading
+
+    threading.Thread(target=lambda: __import__("grader.reports.html"), daemon=True).start()
+
+
 def _grade(args: argparse.Namespace) -> int:
     import json
 
@@ -132,7 +139,6 @@ def _grade(args: argparse.Namespace) -> int:
     from grader.errors import NotebookError
     from grader.notebook_io import read_submission
     from grader.pipeline import GradeOptions, grade_submission
-    from grader.reports.html import write_feedback
     from grader.reports.terminal import print_summary
 
     course = (args.course or default_course_root()).resolve()
@@ -149,9 +155,12 @@ def _grade(args: argparse.Namespace) -> int:
     assignment = find_assignment(course, assignment_id)
     options = GradeOptions(course_root=course, data_root=(args.data_root or default_data_root()).resolve(),
                            cache_dir=cache_dir(), device=resolve_device(args.device), isolation=args.sandbox)
+    _warm_report_imports()
     result = grade_submission(notebook, assignment, options)
     out_dir = args.out or Path("grader-out") / notebook.stem
     result.write(out_dir / "result.json")
+    from grader.reports.html import write_feedback
+
     feedback = write_feedback(result, out_dir)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

@@ -54,9 +54,71 @@ class ImageData:
         return f"{self.name}-{len(self.train_labels)}-{len(self.test_labels)}-{crc:08x}"
 
 
-def load_images(dataset: str, root: Path) -> ImageData:
+def load_images(dataset: str, root: Path, *, cache: Path | None = None) -> ImageData:
+    """The dataset's arrays; with `cache`, decoded once and then read back as .npy.
+
+    torchvision is the loader, but importing it takes seconds: a batch of
+    hundreds of submissions in fresh worker processes should pay that once.
+    """
     if dataset not in IMAGE_DATASETS:
         raise UsageError(f"unknown image dataset {dataset!r}; known: {', '.join(IMAGE_DATASETS)}")
+    folder = _cache_folder(dataset, root, cache)
+    if folder is not None and folder.is_dir():
+        try:
+            return _read_cached(dataset, folder)
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache is rebuilt below
+    data = _load_with_torchvision(dataset, root)
+    if folder is not None:
+        _write_cached(data, folder)
+    return data
+
+
+_ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def _cache_folder(dataset: str, root: Path, cache: Path | None) -> Path | None:
+    """Where this exact copy of the dataset is cached: keyed by its raw files' names, sizes and times."""
+    raw = Path(root) / IMAGE_DATASETS[dataset] / "raw"
+    if cache is None or not raw.is_dir():
+        return None
+    import hashlib
+
+    digest = hashlib.sha256(str(raw.resolve()).encode())
+    for path in sorted(raw.iterdir()):
+        info = path.stat()
+        digest.update(f"{path.name}:{info.st_size}:{info.st_mtime_ns};".encode())
+    return Path(cache) / "datasets" / f"{dataset}-{digest.hexdigest()[:16]}"
+
+
+def _read_cached(dataset: str, folder: Path) -> ImageData:
+    import json
+
+    arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in _ARRAYS}
+    classes = json.loads((folder / "classes.json").read_text())
+    return ImageData(name=dataset, classes=tuple(str(c) for c in classes), **arrays)
+
+
+def _write_cached(data: ImageData, folder: Path) -> None:
+    import json
+    import shutil
+    import tempfile
+
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    except OSError:
+        return  # no cache this time; the data is loaded all the same
+    try:
+        for name in _ARRAYS:
+            np.save(tmp / f"{name}.npy", getattr(data, name), allow_pickle=False)
+        (tmp / "classes.json").write_text(json.dumps(list(data.classes)))
+        tmp.rename(folder)  # all or nothing; a concurrent writer's copy wins just as well
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_with_torchvision(dataset: str, root: Path) -> ImageData:
     import torchvision
 
     cls = getattr(torchvision.datasets, IMAGE_DATASETS[dataset])

@@ -348,3 +348,15 @@ def test_grading_twice_gives_identical_results(deep, options, tmp_path):
     assert scores(first) == scores(second)
     assert check(first, "test-accuracy").details["series"] == check(second, "test-accuracy").details["series"]
     assert 0 < check(first, "test-accuracy").score < 4  # partial credit, so the value itself is compared
+
+
+def test_decoded_dataset_is_cached_and_read_back_identically(tmp_path):
+    cold = load_images("mnist", data_root(), cache=tmp_path)
+    [folder] = (tmp_path / "datasets").iterdir()
+    assert sorted(p.name for p in folder.iterdir()) == ["classes.json", "test_images.npy", "test_labels.npy",
+                                                        "train_images.npy", "train_labels.npy"]
+    warm = load_images("mnist", data_root(), cache=tmp_path)
+    assert warm.version == cold.version and warm.classes == cold.classes
+    (folder / "test_labels.npy").write_bytes(b"damaged")
+    again = load_images("mnist", data_root(), cache=tmp_path)  # a damaged cache is not trusted
+    assert again.version == cold.version

@@ -70,14 +70,14 @@ def _build(namespace, spec):
     planned = _count_on_meta(factory, args)
     if planned is not None and planned > spec["max_params"]:
         return None, {"refused": True, "planned_params": planned}
-    _seed(spec["seed"])
+    _seed(spec["seed"], spec.get("device", "cpu"))
     model = factory(*args)
     if not isinstance(model, torch.nn.Module):
         return None, {"is_module": False, "type": type(model).__name__}
     return model, {"is_module": True}
 
 
-def _seed(seed):
+def _seed(seed, device):
     import random
 
     import torch
@@ -85,8 +85,10 @@ def _seed(seed):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if torch.backends.cudnn.is_available():
+    if device != "cpu":
+        # GPU kernels may use atomics; on the CPU these models are deterministic already, and
+        # this call costs a second there (it loads the CUDA libraries).
+        torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
 
@@ -96,8 +98,6 @@ def _seed(seed):
 
 
 def _inspect(namespace, spec):
-    import torch
-
     model, facts = _build(namespace, spec)
     if model is None:
         return facts
@@ -109,9 +109,7 @@ def _inspect(namespace, spec):
         if spec.get("task") == "regression":
             facts.update(_output_head(model, _extreme_inputs(sample, spec["seed"]), facts["tuple_index"]))
     facts["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    del model
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
-    return facts
+    return facts  # inspected on the CPU: training builds a fresh model on the grader's device
 
 
 def _describe(model):

@@ -1,0 +1,95 @@
+"""Grading the deep-mlp reference against a plain PyTorch script doing the same training.
+
+Run by hand: `GRADER_DATA=../shared/data python benchmarks/train_deep_mlp.py [--repeat 3]`.
+
+Both sides train the reference architecture (784-512-256-10, ReLU) with Adam
+at 1e-3 for 10 epochs of batch 64, evaluate on the test set after every
+epoch, use the same number of threads, and run in a fresh process. The
+script prints medians and the ratios measured in the same run (interleaved:
+compare ratios, not seconds, on a shared machine). Target: the whole
+`grader grade` command within 15 % of the plain script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+THREADS = str(max(1, min(os.cpu_count() or 1, 8)))
+
+PLAIN = r"""
+import sys, time
+start = time.perf_counter()
+import torch, torch.nn as nn, torch.nn.functional as F, torchvision
+root = sys.argv[1]
+train = torchvision.datasets.MNIST(root, train=True, download=False)
+test = torchvision.datasets.MNIST(root, train=False, download=False)
+x = train.data.float().div(255).reshape(-1, 784); y = train.targets
+xt = test.data.float().div(255).reshape(-1, 784); yt = test.targets
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+generator = torch.Generator().manual_seed(0)
+train_start = time.perf_counter()
+for epoch in range(10):
+    order = torch.randperm(len(x), generator=generator)
+    for i in range(0, len(x), 64):
+        batch = order[i:i + 64]
+        loss = F.cross_entropy(model(x[batch]), y[batch])
+        optimizer.zero_grad(); loss.backward(); optimizer.step()
+    with torch.no_grad():
+        accuracy = (model(xt).argmax(1) == yt).float().mean().item()
+print(f"{time.perf_counter() - train_start} {accuracy}")
+"""
+
+
+def plain(data_root: str) -> tuple[float, float]:
+    env = {**os.environ, "OMP_NUM_THREADS": THREADS, "CUDA_VISIBLE_DEVICES": ""}
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", PLAIN, data_root], check=True, capture_output=True, text=True,
+                          env=env)
+    total = time.perf_counter() - start
+    return total, float(done.stdout.split()[0])
+
+
+def graded(data_root: str, out: Path) -> tuple[float, float]:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "grader", "grade", str(REPO / "solutions" / "deep_mlp.ipynb"),
+                    "--out", str(out), "--data-root", data_root, "--device", "cpu"],
+                   check=True, stdout=subprocess.DEVNULL)
+    total = time.perf_counter() - start
+    result = json.loads((out / "result.json").read_text())
+    training = next(c for c in result["checks"] if c["id"] == "test-accuracy")["details"]["training"]
+    assert result["score"] == result["max_score"], result["score"]
+    return total, training["wall_s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--data-root", default=os.environ.get("GRADER_DATA", str(REPO.parent / "shared" / "data")))
+    args = parser.parse_args()
+    runs: dict[str, list[tuple[float, float]]] = {"plain script": [], "grader grade": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.repeat):
+            runs["plain script"].append(plain(args.data_root))
+            runs["grader grade"].append(graded(args.data_root, Path(tmp)))
+    medians = {name: (statistics.median(t for t, _ in values), statistics.median(w for _, w in values))
+               for name, values in runs.items()}
+    base_total, base_train = medians["plain script"]
+    for name, (total, train) in medians.items():
+        print(f"{name:14s} whole process {total:6.1f} s ({total / base_total:4.2f}x)   "
+              f"training loop {train:6.1f} s ({train / base_train:4.2f}x)   "
+              f"runs: {', '.join(f'{t:.1f}' for t, _ in runs[name])}")
+
+
+if __name__ == "__main__":
+    main()
