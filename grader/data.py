@@ -67,7 +67,9 @@ def load_images(dataset: str, root: Path, *, cache: Path | None = None) -> Image
         try:
             return _read_cached(dataset, folder)
         except (OSError, ValueError, KeyError):
-            pass  # a damaged cache is rebuilt below
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)  # damaged: rebuilt below
     data = _load_with_torchvision(dataset, root)
     if folder is not None:
         _write_cached(data, folder)

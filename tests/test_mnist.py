@@ -358,5 +358,7 @@ def test_decoded_dataset_is_cached_and_read_back_identically(tmp_path):
     warm = load_images("mnist", data_root(), cache=tmp_path)
     assert warm.version == cold.version and warm.classes == cold.classes
     (folder / "test_labels.npy").write_bytes(b"damaged")
-    again = load_images("mnist", data_root(), cache=tmp_path)  # a damaged cache is not trusted
+    again = load_images("mnist", data_root(), cache=tmp_path)  # a damaged cache is not trusted...
     assert again.version == cold.version
+    assert load_images("mnist", data_root(), cache=tmp_path).version == cold.version  # ...and is rebuilt
+    assert (folder / "test_labels.npy").read_bytes() != b"damaged"
