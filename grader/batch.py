@@ -53,7 +53,8 @@ def previous_result(out_dir: Path, item: BatchItem, assignment_id: str) -> Grade
     return None
 
 
-def grade_and_write(item: BatchItem, assignment: Assignment, options: GradeOptions, out_dir: Path) -> GradeResult:
+def grade_and_write(item: BatchItem, assignment: Assignment, options: GradeOptions, out_dir: Path,
+                    staff: bool = False) -> GradeResult:
     """Grade one student and write their files; anything unexpected becomes an error result."""
     try:
         result = grade_submission(item.notebook, assignment, options)
@@ -63,13 +64,16 @@ def grade_and_write(item: BatchItem, assignment: Assignment, options: GradeOptio
         log.error("grading %s crashed:\n%s", item.student, traceback.format_exc())
         result = crashed_result(item, assignment, options, f"the grader crashed on this submission "
                                                            f"({type(exc).__name__}: {exc}); tell the course staff")
-    write_student(result, out_dir / item.student)
+    write_student(result, out_dir / item.student, staff=staff)
     return result
 
 
-def write_student(result: GradeResult, student_dir: Path) -> None:
+def write_student(result: GradeResult, student_dir: Path, *, staff: bool = False) -> None:
+    """result.json and feedback.html; with `staff`, also feedback-staff.html (hidden checks in full)."""
     result.write(student_dir / "result.json")
     write_feedback(result, student_dir)
+    if staff:
+        write_feedback(result, student_dir, audience="staff")
 
 
 def crashed_result(item: BatchItem, assignment: Assignment, options: GradeOptions, message: str) -> GradeResult:
@@ -84,13 +88,15 @@ def crashed_result(item: BatchItem, assignment: Assignment, options: GradeOption
 _WORKER_ASSIGNMENTS: dict[str, Assignment] = {}
 
 
-def _worker_grade(item: BatchItem, assignment_id: str, options: GradeOptions, out_dir: Path) -> GradeResult:
+def _worker_grade(item: BatchItem, assignment_id: str, options: GradeOptions, out_dir: Path,
+                  staff: bool) -> GradeResult:
     if assignment_id not in _WORKER_ASSIGNMENTS:
         _WORKER_ASSIGNMENTS[assignment_id] = find_assignment(options.course_root, assignment_id)
-    return grade_and_write(item, _WORKER_ASSIGNMENTS[assignment_id], options, out_dir)
+    return grade_and_write(item, _WORKER_ASSIGNMENTS[assignment_id], options, out_dir, staff)
 
 
 def grade_batch(intake: Intake, assignment: Assignment, options: GradeOptions, out_dir: Path, *, jobs: int = 1,
+                staff: bool = False,
                 on_done: Callable[[Outcome, int, int], None] = lambda *_: None) -> list[Outcome]:
     """Grade every item not already graded; return every item's outcome in input order."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -114,21 +120,21 @@ def grade_batch(intake: Intake, assignment: Assignment, options: GradeOptions, o
 
     if jobs <= 1:
         for item in pending:
-            record(item, grade_and_write(item, assignment, options, out_dir))
+            record(item, grade_and_write(item, assignment, options, out_dir, staff))
     else:
-        _run_parallel(pending, assignment, options, out_dir, jobs, record)
+        _run_parallel(pending, assignment, options, out_dir, jobs, staff, record)
     ordered = [outcomes[item.student] for item in intake.items if item.student in outcomes]
     write_summary(ordered, out_dir, title=f"{assignment.title} ({assignment.id})")
     return ordered
 
 
 def _run_parallel(pending: list[BatchItem], assignment: Assignment, options: GradeOptions, out_dir: Path,
-                  jobs: int, record: Callable[[BatchItem, GradeResult], None]) -> None:
+                  jobs: int, staff: bool, record: Callable[[BatchItem, GradeResult], None]) -> None:
     # spawn, not fork: the parent holds ZMQ sockets and threads that must not be duplicated
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures: dict[Future, BatchItem] = {
-            pool.submit(_worker_grade, item, assignment.id, options, out_dir): item for item in pending}
+            pool.submit(_worker_grade, item, assignment.id, options, out_dir, staff): item for item in pending}
         try:
             while futures:
                 done, _ = wait(futures, return_when=FIRST_COMPLETED)
@@ -142,7 +148,7 @@ def _run_parallel(pending: list[BatchItem], assignment: Assignment, options: Gra
                         result = crashed_result(item, assignment, options,
                                                 f"the grader's worker failed on this submission ({exc!r}); "
                                                 "run the batch again to retry it")
-                        write_student(result, out_dir / item.student)
+                        write_student(result, out_dir / item.student, staff=staff)
                     record(item, result)
         except BaseException:
             for future in futures:

@@ -16,6 +16,8 @@ from grader.data import ALL_DATASETS, cache_dir, default_data_root
 from grader.errors import GraderError, UsageError
 
 DEVICES = ("auto", "cpu", "cuda")
+AUDIENCE_HELP = ("feedback.html is always the student's view; staff also writes feedback-staff.html, "
+                 "with hidden checks' inputs and expected values (not for students)")
 
 
 def resolve_device(requested: str) -> str:
@@ -58,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=("auto", "bwrap", "unshare", "none"),
                        help="isolation for student code (default: the strongest this machine offers)")
     grade.add_argument("--json", action="store_true", help="print result.json instead of a summary")
+    grade.add_argument("--audience", default="student", choices=("student", "staff"), help=AUDIENCE_HELP)
     _common(grade)
 
     batch = sub.add_parser("batch", help="grade a class: a directory or an LMS zip of notebooks (resumable)")
@@ -68,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--out", type=Path, default=None,
                        help="output directory (default: grader-out/<assignment>); one folder per student "
                             "and summary.html")
+    batch.add_argument("--audience", default="student", choices=("student", "staff"), help=AUDIENCE_HELP)
     batch.add_argument("--device", default="auto", choices=DEVICES)
     batch.add_argument("--sandbox", default=os.environ.get("GRADER_SANDBOX", "auto"),
                        choices=("auto", "bwrap", "unshare", "none"))
@@ -162,6 +166,8 @@ def _grade(args: argparse.Namespace) -> int:
     from grader.reports.html import write_feedback
 
     feedback = write_feedback(result, out_dir)
+    if args.audience == "staff":
+        feedback = write_feedback(result, out_dir, audience="staff")
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -208,7 +214,8 @@ def _batch(args: argparse.Namespace) -> int:
         flag = "" if result.status == "graded" else " [red](not gradable)[/]"
         console.print(f"[{done}/{total}] {outcome.student}: {result.score:g}/{result.max_score:g} ({how}){flag}")
 
-    outcomes = grade_batch(intake, assignment, options, out_dir, jobs=args.jobs, on_done=progress)
+    outcomes = grade_batch(intake, assignment, options, out_dir, jobs=args.jobs, staff=args.audience == "staff",
+                           on_done=progress)
     graded = sum(1 for o in outcomes if not o.reused)
     console.print(f"done: {graded} graded, {len(outcomes) - graded} already graded, in {elapsed_text(start)}; "
                   f"class summary: {out_dir / 'summary.html'}")

@@ -43,3 +43,11 @@ def test_unidentifiable_notebook_asks_for_assignment(tmp_path, capsys):
     path.write_text("{}")
     assert main(["grade", str(path)]) == 2
     assert "pass --assignment" in capsys.readouterr().err
+
+
+def test_staff_audience_writes_the_full_view_too(tmp_path, capsys):
+    code = main(["grade", str(SOLUTIONS / "gradient_descent.ipynb"), "--out", str(tmp_path), "--audience", "staff"])
+    assert code == 0
+    assert (tmp_path / "feedback.html").exists() and (tmp_path / "feedback-staff.html").exists()
+    assert "Staff view" in (tmp_path / "feedback-staff.html").read_text()
+    assert "Staff view" not in (tmp_path / "feedback.html").read_text()

@@ -362,3 +362,27 @@ def test_decoded_dataset_is_cached_and_read_back_identically(tmp_path):
     assert again.version == cold.version
     assert load_images("mnist", data_root(), cache=tmp_path).version == cold.version  # ...and is rebuilt
     assert (folder / "test_labels.npy").read_bytes() != b"damaged"
+
+
+@pytest.mark.e2e
+def test_fashion_mnist_is_selectable_with_its_own_targets(deep, options, tmp_path, monkeypatch):
+    import importlib
+
+    try:
+        load_images("fashion-mnist", data_root())
+    except DatasetMissing:
+        pytest.skip("Fashion-MNIST is not under the data root")
+    from grader.classification import ImageClassification
+
+    module = importlib.import_module(f"grader_course_{deep.source.stem}")  # the loaded spec
+    fashion = ImageClassification(dataset="fashion-mnist", seed=module.SEED)
+    monkeypatch.setattr(module, "DATASET", "fashion-mnist")
+    monkeypatch.setattr(module, "SETUP", fashion)
+    spec = dataclasses.replace(deep, resources=fashion.resources)
+    notebook = with_definition(load(DEEP_SOLUTION), "build_model", SMALL_DEEP)
+    notebook = with_definition(notebook, "TRAINING", "TRAINING = {'epochs': 2, 'lr': 0.003}")
+    result = grade(save(notebook, tmp_path / "fashion.ipynb"), spec, options)
+    accuracy = check(result, "test-accuracy")
+    assert "on 60,000 images" in accuracy.message and "85%" in accuracy.message
+    assert accuracy.details["confusion_matrix"]["labels"][0] == "T-shirt/top"
+    assert 0 < accuracy.score < 4  # about 84 % after two epochs: partial credit on Fashion-MNIST's scale
