@@ -273,6 +273,18 @@ def budget_from_student(requested: Any, *, default: Budget, caps: BudgetCaps) ->
     return budget, notes
 
 
+def student_budget(ctx: CheckContext, *, default: Budget, caps: BudgetCaps, name: str = "TRAINING"
+                   ) -> tuple[Budget, list[str]]:
+    """The notebook's TRAINING dict clamped to the caps; the defaults when it defines none."""
+    try:
+        requested = ctx.get(name)
+    except StudentError as exc:
+        if exc.kind != "missing":
+            raise
+        return default, []
+    return budget_from_student(requested, default=default, caps=caps)
+
+
 @dataclass(frozen=True)
 class TrainingRun:
     epochs_run: int

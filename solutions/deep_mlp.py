@@ -11,8 +11,8 @@ from grader.assignment import Assignment, Check
 from grader.checks.models import (accuracy_outcome, fully_connected_only, min_linear_layers, output_shape,
                                   returns_module, unusable)
 from grader.classification import ImageClassification
-from grader.context import CheckContext, StudentError
-from grader.models import Budget, BudgetCaps, budget_from_student
+from grader.context import CheckContext
+from grader.models import Budget, BudgetCaps, student_budget
 from grader.sandbox import Limits
 from grader.scoring import Outcome
 
@@ -26,16 +26,6 @@ PRETRAINED_LIMIT = 0.5
 SETUP = ImageClassification(dataset=DATASET, seed=SEED)
 
 
-def training_budget(ctx: CheckContext) -> tuple[Budget, list[str]]:
-    try:
-        requested = ctx.get("TRAINING")
-    except StudentError as exc:
-        if exc.kind != "missing":
-            raise
-        return DEFAULT_TRAINING, []
-    return budget_from_student(requested, default=DEFAULT_TRAINING, caps=CAPS)
-
-
 def check_accuracy(ctx: CheckContext) -> Outcome:
     description = SETUP.describe(ctx)
     problem = unusable(description)
@@ -44,7 +34,7 @@ def check_accuracy(ctx: CheckContext) -> Outcome:
     for rule in (min_linear_layers(description, 3), fully_connected_only(description)):
         if rule.fraction < 1:
             return Outcome.skipped(f"not trained: {rule.message}")
-    budget, notes = training_budget(ctx)
+    budget, notes = student_budget(ctx, default=DEFAULT_TRAINING, caps=CAPS)
     run = SETUP.train(ctx, budget)
     floor, target = TARGETS[DATASET]
     return accuracy_outcome(run, ctx.resources, floor=floor, target=target, pretrained_limit=PRETRAINED_LIMIT,

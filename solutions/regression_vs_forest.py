@@ -28,7 +28,7 @@ from grader.assignment import Assignment, Check
 from grader.checks.models import (declared_parameter_count, declared_ratio, mse_below, mse_near, no_output_activation,
                                   not_a_number, output_squashing, regression_output_shape, returns_module, unusable)
 from grader.context import CheckContext, StudentError
-from grader.models import (Budget, BudgetCaps, ModelTask, TrainingRun, budget_from_student, mean_squared_error,
+from grader.models import (Budget, BudgetCaps, ModelTask, TrainingRun, student_budget, mean_squared_error,
                            regression_details)
 from grader.regression import TabularRegression, comparison_table
 from grader.sandbox import Limits
@@ -47,16 +47,6 @@ SETUP = TabularRegression(seed=SEED, task=ModelTask(kind="regression", n_outputs
                                                     max_train_seconds=300.0))
 
 
-def training_budget(ctx: CheckContext) -> tuple[Budget, list[str]]:
-    try:
-        requested = ctx.get("TRAINING")
-    except StudentError as exc:
-        if exc.kind != "missing":
-            raise
-        return DEFAULT_TRAINING, []
-    return budget_from_student(requested, default=DEFAULT_TRAINING, caps=CAPS)
-
-
 def trained(ctx: CheckContext) -> tuple[TrainingRun, list[str]] | Outcome:
     """The grader's training run and notes for the messages, or why there is none."""
     description = SETUP.describe(ctx)
@@ -66,7 +56,7 @@ def trained(ctx: CheckContext) -> tuple[TrainingRun, list[str]] | Outcome:
     if description.input_style is None:
         shape = regression_output_shape(description, FACTORY)
         return Outcome.skipped(f"not trained: {shape.message}")
-    budget, notes = training_budget(ctx)
+    budget, notes = student_budget(ctx, default=DEFAULT_TRAINING, caps=CAPS)
     if output_squashing(description):
         notes.append("the activation on the output limits what the model can predict (see no-output-activation)")
     return SETUP.train(ctx, budget), notes
