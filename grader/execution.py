@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from grader.errors import HarnessError
 from grader.kernel import CellRun, KernelSession
 from grader.notebook_io import CodeCell
 from grader.results import CellProblem
@@ -78,14 +79,12 @@ class NotebookRunner:
 
     def start(self) -> None:
         self.session.start()
-        self._run_preamble()
-
-    def _run_preamble(self) -> None:
-        run = self.session.run(self.preamble, timeout_s=max(30.0, self.cell_timeout_s))
+        run = self._run_preamble()
         if not run.ok:
-            from grader.errors import HarnessError
-
             raise HarnessError(f"the grader's set-up code failed in the kernel: {run.error_name} {run.error_value}")
+
+    def _run_preamble(self) -> CellRun:
+        return self.session.run(self.preamble, timeout_s=max(30.0, self.cell_timeout_s))
 
     def run_cells(self, cells: list[CodeCell]) -> ExecutionReport:
         start = time.monotonic()
@@ -120,9 +119,14 @@ class NotebookRunner:
             return True
         if self.session.restarts >= MAX_RESTARTS or self.deadline.expired():
             return False
-        self.session.restart()
+        try:
+            self.session.restart()
+        except HarnessError:
+            return False
         self.report.restarts = self.session.restarts
-        self._run_preamble()
+        if not self._run_preamble().ok:  # e.g. what the last kernel left behind still hogs the machine
+            self.session.stop()
+            return False
         self._cell_of_count.clear()
         for cell in self._replayable:
             if self.deadline.expired():

@@ -233,16 +233,19 @@ class _Cgroups:
                 (self.dirs[0] / "cgroup.kill").write_text("1")
             except OSError:
                 pass
-        # v1 has no cgroup.kill: kill until empty; a fork bomb is bounded by pids.max.
-        for _ in range(200):
+        # v1 has no cgroup.kill: stop every process first (a stopped process cannot fork), then kill;
+        # repeat until the group is empty, so a fork bomb cannot outrun us.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             pids = self.pids()
             if not pids:
                 return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+            for sig in (signal.SIGSTOP, signal.SIGKILL):
+                for pid in pids:
+                    try:
+                        os.kill(pid, sig)
+                    except OSError:
+                        pass
             time.sleep(0.01)
 
     def oom_killed(self) -> bool:
@@ -275,7 +278,7 @@ class _Cgroups:
 
     def remove(self) -> None:
         for d in reversed(self.dirs):
-            for _ in range(50):
+            for _ in range(250):  # until the last zombie is reaped
                 try:
                     d.rmdir()
                     break
@@ -345,16 +348,21 @@ class Sandbox:
                         ignore=shutil.ignore_patterns("__pycache__"))
         self.kernel_log_path = base / "kernel-stderr.log"
         self._kernel_log = open(self.kernel_log_path, "wb")
-        self._cgroups = _Cgroups(f"grader-{uuid.uuid4().hex[:12]}", self.limits)
+        self._cgroups = self._new_cgroups()
+        self._spent_cgroups: list[_Cgroups] = []
         return self
+
+    def _new_cgroups(self) -> "_Cgroups":
+        return _Cgroups(f"grader-{uuid.uuid4().hex[:12]}", self.limits)
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
         if self._cgroups is not None:
-            self._cgroups.kill_all()
-            self._cgroups.remove()
+            for cgroups in [self._cgroups, *self._spent_cgroups]:
+                cgroups.kill_all()
+                cgroups.remove()
             self._cgroups = None
         if self._kernel_log is not None:
             self._kernel_log.close()
@@ -547,8 +555,13 @@ class Sandbox:
     # -- after the fact ---------------------------------------------------------
 
     def kill_all(self) -> None:
+        """Kill everything the current kernel started; the next kernel gets fresh cgroups, because
+        killed processes (a fork bomb's) may linger as zombies and hold the old group's budget."""
         if self._cgroups is not None:
             self._cgroups.kill_all()
+            if self._cgroups.kind != "none":
+                self._spent_cgroups.append(self._cgroups)
+                self._cgroups = self._new_cgroups()
 
     def oom_killed(self) -> bool:
         return bool(self._cgroups and self._cgroups.oom_killed())
