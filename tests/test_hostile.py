@@ -9,6 +9,7 @@ files.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -23,7 +24,7 @@ import pytest
 from conftest import (REPO, SOLUTIONS, TEMPLATES, assignment, grade, load, save, with_cell,
                       with_definition, without_definition)
 from grader.cli import main
-from grader.sandbox import bwrap_available, choose_isolation
+from grader.sandbox import bwrap_available, choose_isolation, unshare_available
 
 FULL = 14.0
 SOLUTION = SOLUTIONS / "gradient_descent.ipynb"
@@ -198,6 +199,23 @@ def test_corpus(case: Case, spec, options, tmp_path):
                     f"{choose_isolation(options.isolation)} (see the README's sandbox table)")
     if case.needs_namespaces and not _namespaces():
         pytest.skip(f"{case.name}: needs network and pid namespaces")
+    assert_earns(case, spec, options, tmp_path)
+
+
+DEGRADED = ("fork-bomb", "segfault", "memory-creep", "ignores-signals", "patch-numpy-and-builtins")
+
+
+@pytest.mark.parametrize("mode", ["unshare", "none"])
+@pytest.mark.parametrize("name", DEGRADED)
+def test_weaker_sandboxes_still_hold(name, mode, spec, options, tmp_path):
+    """A TA's laptop or an LMS container may lack bubblewrap: the limits must hold without it."""
+    if mode == "unshare" and not unshare_available():
+        pytest.skip("unshare does not work here")
+    case = next(c for c in CASES if c.name == name)
+    assert_earns(case, spec, dataclasses.replace(options, isolation=mode), tmp_path)
+
+
+def assert_earns(case: Case, spec, options, tmp_path) -> None:
     path = tmp_path / f"{case.name}.ipynb"
     if case.submission is None:
         with open(path, "wb") as f:
