@@ -42,6 +42,7 @@ class CheckContext:
         self._cell_problems = cell_problems
         self._memo: dict[str, Any] = {}
         self._counter = 0
+        self.timings: dict[str, float] = {}  # e.g. train_s, added to result.json's timings
 
     # -- values from the child ------------------------------------------------
 

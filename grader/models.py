@@ -345,7 +345,9 @@ def train_model(ctx: CheckContext, task: ModelTask, data: TaskData, description:
                               "batch_size": budget.batch_size}}
         answer = ctx.run_child("training", "train", payload, what=f"training {task.factory}()",
                                timeout_s=task.max_train_seconds + 120)
-        return training_run_from(answer, budget=budget, n_test=len(data.test_y), n_outputs=task.n_outputs)
+        run = training_run_from(answer, budget=budget, n_test=len(data.test_y), n_outputs=task.n_outputs)
+        ctx.timings["train_s"] = round(ctx.timings.get("train_s", 0.0) + run.wall_s, 3)
+        return run
 
     return ctx.memo("train-model", run)
 

@@ -49,6 +49,7 @@ def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) 
     except NotebookError as exc:
         return unreadable_result(path, assignment, exc.message, options)
     resources = _resources(assignment, options)
+    prepared = time.monotonic()
     limits = assignment.limits
     hidden = (options.course_root / "solutions", options.data_root, options.cache_dir, path.resolve().parent)
     with Sandbox(limits, isolation=options.isolation, device=options.device,
@@ -61,14 +62,16 @@ def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) 
             runner.start()
             report = runner.run_cells(code_cells(submission.notebook))
             report.cells_skipped = skipped_cells(submission.notebook)
-            execute_s = time.monotonic() - started
+            executed = time.monotonic()
             context = CheckContext(runner=runner, sandbox=sandbox, seed=assignment.seed, device=options.device,
                                    resources=resources, cell_problems=len(report.problems))
             checks = [run_check(check, context) for check in assignment.checks]
         finally:
             runner.session.stop()
         protections = sandbox.protections()
-    total_s = time.monotonic() - started
+    finished = time.monotonic()
+    timings = {"resources_s": prepared - started, "execute_s": executed - prepared,
+               "checks_s": finished - executed, **context.timings, "total_s": finished - started}
     return GradeResult(
         assignment=assignment.id,
         submission=submission.name,
@@ -78,8 +81,7 @@ def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) 
         status="graded",
         checks=checks,
         environment=environment(options, assignment, protections.to_dict()),
-        timings={"execute_s": round(execute_s, 3), "checks_s": round(total_s - execute_s, 3),
-                 "total_s": round(total_s, 3)},
+        timings={name: round(seconds, 3) for name, seconds in timings.items()},
         execution={**report.to_dict(), "warnings": list(submission.warnings)},
     )
 
