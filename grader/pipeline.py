@@ -128,14 +128,14 @@ def _preamble(sandbox: Sandbox, assignment: Assignment) -> str:
     ])
 
 
-_RESOURCE_CACHE: dict[tuple[str, str, str, str], Any] = {}
+_RESOURCE_CACHE: dict[tuple, Any] = {}
 
 
 def _resources(assignment: Assignment, options: GradeOptions) -> Any:
     """Datasets and baselines an assignment prepares in the parent, once per process."""
     if assignment.resources is None:
         return None
-    key = (assignment.id, str(options.data_root), str(options.cache_dir), options.device)
+    key = (assignment.id, assignment.resources, str(options.data_root), str(options.cache_dir), options.device)
     if key not in _RESOURCE_CACHE:
         try:
             _RESOURCE_CACHE[key] = assignment.resources(
