@@ -55,6 +55,13 @@ class Assignment:
     source: Path | None = None
 
     @property
+    def child_helpers(self) -> tuple[str, ...]:
+        """grader_child modules imported before the student's first cell. The model helper captures
+        torch's classes and functions then, so a notebook cannot spoof them later; every assignment
+        that may use torch gets it, so no spec can forget it."""
+        return () if "torch" in self.blocked_modules else ("training",)
+
+    @property
     def max_score(self) -> float:
         return float(sum(c.points for c in self.checks))
 

@@ -18,9 +18,14 @@ import numpy as np
 from grader.context import CheckContext, StudentError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-# What the child may report joins a regressor's last Linear layer to its output (child/training.py).
-OUTPUT_FUNCTIONS = ("identity", "sigmoid", "tanh", "relu", "softmax", "log-softmax", "hardtanh", "relu6",
-                    "hardsigmoid", "softplus", "elu", "leaky-relu", "gelu", "silu", "other")
+# The functions the child may report joining two layers, or a regressor's last Linear layer to its
+# output (child/training.py's _FUNCTIONS), in the words a student reads.
+FUNCTIONS = {
+    "identity": "nothing", "relu": "a ReLU", "sigmoid": "a sigmoid", "tanh": "a tanh", "softmax": "a softmax",
+    "log-softmax": "a log-softmax", "hardtanh": "a hardtanh", "relu6": "a ReLU6", "hardsigmoid": "a hard sigmoid",
+    "softplus": "a softplus", "elu": "an ELU", "leaky-relu": "a leaky ReLU", "gelu": "a GELU", "silu": "a SiLU",
+    "other": "something else",
+}
 
 
 # --------------------------------------------------------------------------
@@ -118,6 +123,7 @@ class ModelDescription:
     output_finite: bool = True
     forward_errors: dict[str, str] = field(default_factory=dict)
     activations: tuple[str, ...] = ()
+    linears_run: tuple[str, ...] | None = None  # Linear layers the forward pass ran, in order; None: unseen
     trainable_params: int | None = None
     # regression only, seen on inputs scaled up to 1000 times (see child/training.py `_output_head`)
     output_activation: str | None = None  # after the last nn.Linear: "identity", "sigmoid", ..., "other"
@@ -127,7 +133,18 @@ class ModelDescription:
 
     @property
     def linear_layers(self) -> list[Layer]:
-        return [layer for layer in self.layers if layer.is_linear]
+        """The Linear layers of the network: those the forward pass ran, in the order it ran them
+        (each once); the ones defined, when the forward pass could not be watched."""
+        defined = [layer for layer in self.layers if layer.is_linear]
+        if self.linears_run is None:
+            return defined
+        by_name = {layer.name: layer for layer in defined}
+        return [by_name[name] for name in dict.fromkeys(self.linears_run) if name in by_name]
+
+    @property
+    def unused_linear_layers(self) -> list[Layer]:
+        running = {layer.name for layer in self.linear_layers}
+        return [layer for layer in self.layers if layer.is_linear and layer.name not in running]
 
     def style_text(self) -> str:
         """What the grader detected, in words a student recognises."""
@@ -176,9 +193,11 @@ def description_from(answer: Any, task: str = "classification") -> ModelDescript
         if answer.get("output_kind") in ("logits", "probabilities", "log-probabilities") else "",
         output_finite=bool(answer.get("output_finite", True)),
         forward_errors={str(k): str(v)[:300] for k, v in errors.items()} if isinstance(errors, dict) else {},
-        activations=tuple(str(a) for a in answer.get("activations", [])[:100]),
+        activations=tuple(a if a in FUNCTIONS else "other" for a in answer.get("activations", [])[:100]),
+        linears_run=tuple(str(n)[:200] for n in answer["linears_run"][:10_000])
+        if isinstance(answer.get("linears_run"), list) else None,
         trainable_params=_int(answer.get("trainable_params")),
-        output_activation=answer.get("output_activation") if answer.get("output_activation") in OUTPUT_FUNCTIONS
+        output_activation=answer.get("output_activation") if answer.get("output_activation") in FUNCTIONS
         else None,
         last_module=answer.get("last_module") if isinstance(answer.get("last_module"), str)
         and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", answer["last_module"]) else "",

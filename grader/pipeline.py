@@ -124,7 +124,7 @@ def _preamble(sandbox: Sandbox, assignment: Assignment) -> str:
     return "\n".join([
         f'__import__("sys").path.insert(0, {str(sandbox.childlib)!r})',
         f'__import__("grader_child.prepare").prepare.prepare({assignment.seed!r}, '
-        f'{list(assignment.blocked_modules)!r}, {reason!r})',
+        f'{list(assignment.blocked_modules)!r}, {reason!r}, {list(assignment.child_helpers)!r})',
     ])
 
 

@@ -175,6 +175,62 @@ def build_model():
     assert result.execution["problems"] == []
 
 
+SPOOFS = [
+    ("conv-renamed-linear", "deep", """
+class Linear(nn.Conv2d):
+    __module__ = "torch.nn.modules.linear"
+
+def build_model():
+    return nn.Sequential(Linear(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 26 * 26, 64), nn.ReLU(),
+                         nn.Linear(64, 10))
+""", {"returns-module": 1, "three-linear-layers": 0, "fully-connected": 0, "output-shape": 1, "test-accuracy": 0}),
+    ("dead-layers", "deep", """
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(784, 64), nn.Linear(64, 32), nn.Linear(32, 10)
+        self.used = nn.Linear(784, 10)
+
+    def forward(self, x):
+        return self.used(x.flatten(1))
+
+def build_model():
+    return Net()
+""", {"returns-module": 1, "three-linear-layers": 0, "fully-connected": 2, "output-shape": 1, "test-accuracy": 0}),
+    ("modules-overridden", "mlp", """
+class Net(nn.Sequential):
+    def named_modules(self, *args, **kwargs):
+        return nn.Sequential(nn.Linear(784, 1500), nn.ReLU(), nn.Linear(1500, 10)).named_modules(*args, **kwargs)
+
+    def parameters(self, recurse=True):
+        return nn.Sequential(nn.Linear(784, 1500), nn.ReLU(), nn.Linear(1500, 10)).parameters(recurse)
+
+def build_model():
+    return Net(nn.Flatten(), nn.Linear(784, 100), nn.ReLU(), nn.Linear(100, 10))
+""", {"returns-module": 1, "linear-layers": 0, "parameter-count": 0, "output-shape": 1, "relu": 1,
+      "learning-rate": 1}),
+    ("relu-rebound", "mlp", """
+torch.relu = torch.sigmoid
+F.relu = torch.sigmoid
+
+def build_model():
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 1500), nn.Sigmoid(), nn.Linear(1500, 10))
+""", {"returns-module": 1, "linear-layers": 2, "parameter-count": 2, "output-shape": 1, "relu": 0,
+      "learning-rate": 1}),
+]
+
+
+@pytest.mark.parametrize("name, which, source, expected", SPOOFS, ids=[s[0] for s in SPOOFS])
+def test_spoofing_the_layer_report_gains_nothing(mlp, deep, options, tmp_path, name, which, source, expected):
+    """Renaming a class, overriding a model's introspection, rebinding torch.relu, or defining layers
+    that never run: the grader's helper captured torch's originals before the notebook ran, walks the
+    module tree itself, and counts the Linear layers a forward pass runs."""
+    spec, path = (deep, DEEP_SOLUTION) if which == "deep" else (without_training(mlp), MLP_SOLUTION)
+    result = grade(save(with_definition(load(path), "build_model", source), tmp_path / f"{name}.ipynb"), spec,
+                   options)
+    assert scores(result) == expected, [(c.id, c.message) for c in result.checks]
+
+
 def test_test_labels_are_not_readable_from_the_child(deep, options, tmp_path):
     if options.isolation not in ("auto", "bwrap"):
         pytest.skip("only bubblewrap hides the data root from the child")

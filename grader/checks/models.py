@@ -12,8 +12,8 @@ from itertools import zip_longest
 
 import numpy as np
 
-from grader.models import (ModelDescription, TaskData, TrainingRun, accuracy, classification_details,
-                           mean_squared_error)
+from grader.models import (FUNCTIONS, ModelDescription, TaskData, TrainingRun, accuracy,
+                           classification_details, mean_squared_error)
 from grader.scoring import Outcome, linear_credit
 
 # Layers a "fully connected" network may contain besides nn.Linear.
@@ -41,7 +41,12 @@ def returns_module(description: ModelDescription, factory: str = "build_model") 
 
 def _linear_text(description: ModelDescription) -> str:
     found = description.linear_layers
-    return " → ".join([str(found[0].in_features)] + [str(layer.out_features) for layer in found]) if found else "none"
+    text = " → ".join([str(found[0].in_features)] + [str(layer.out_features) for layer in found]) if found else "none"
+    unused = description.unused_linear_layers
+    if unused:
+        names = ", ".join(layer.name for layer in unused)
+        text += f"; {names} {'is' if len(unused) == 1 else 'are'} defined but never used in forward"
+    return text
 
 
 def exact_linear_stack(description: ModelDescription, dims: list[int]) -> Outcome:
@@ -53,7 +58,7 @@ def exact_linear_stack(description: ModelDescription, dims: list[int]) -> Outcom
     expected_text = " → ".join(map(str, dims))
     pairs = [(layer.in_features, layer.out_features) for layer in found]
     expected = list(zip(dims, dims[1:]))
-    if pairs == expected:
+    if pairs == expected and not description.unused_linear_layers:
         return Outcome.passed(f"{len(found)} nn.Linear layers: {expected_text}")
     return Outcome.failed(f"expected {len(expected)} nn.Linear layers {expected_text}, found {len(found)}: "
                           f"{_linear_text(description)}", layers=layer_table(description, dims))
@@ -71,6 +76,9 @@ def layer_table(description: ModelDescription, dims: list[int]) -> list[dict]:
                   and layer.params == want[0] * want[1] + want[1])
         rows.append({"layer": layer.name if layer else f"layer {i + 1}", "expected": want_text,
                      "found": found_text, "ok": ok})
+    for layer in description.unused_linear_layers:
+        rows.append({"layer": layer.name, "expected": "(none)", "ok": False,
+                     "found": f"{layer.shape_text()}: {layer.params:,} parameters, never used in forward"})
     others = [layer for layer in description.layers if not layer.is_linear and layer.params]
     for layer in others:
         rows.append({"layer": layer.name, "expected": "(none)", "found": f"{layer.type}: {layer.params:,} parameters",
@@ -184,12 +192,6 @@ def accuracy_outcome(run: TrainingRun, data: TaskData, *, floor: float, target: 
 # --------------------------------------------------------------------------
 # Regression: one output, no activation on it, test MSE against baselines
 
-# What a regressor's output may pass through after its last Linear layer, in words.
-OUTPUT_FUNCTIONS = {
-    "sigmoid": "a sigmoid", "tanh": "a tanh", "relu": "a ReLU", "softmax": "a softmax",
-    "log-softmax": "a log-softmax", "hardtanh": "a hardtanh", "relu6": "a ReLU6", "hardsigmoid": "a hard sigmoid",
-    "softplus": "a softplus", "elu": "an ELU", "leaky-relu": "a leaky ReLU", "gelu": "a GELU", "silu": "a SiLU",
-}
 # torch.nn modules that are activations: one of these last in the model is an activation on the output.
 ACTIVATION_MODULES = frozenset({
     "ReLU", "LeakyReLU", "PReLU", "RReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish", "Sigmoid", "LogSigmoid",
@@ -232,10 +234,10 @@ def output_squashing(description: ModelDescription) -> str | None:
     output; the last torch.nn module; how far the output moves for inputs scaled up 1000 times.
     """
     function, module = description.output_activation, description.last_module
-    if function in OUTPUT_FUNCTIONS:
+    if function in FUNCTIONS and function not in ("identity", "other"):
         where = (f"nn.{module}, the last module of the model" if module in ACTIVATION_MODULES
                  else "applied in forward after the last nn.Linear layer")
-        return f"{OUTPUT_FUNCTIONS[function]} ({where})"
+        return f"{FUNCTIONS[function]} ({where})"
     if module in ACTIVATION_MODULES:
         return f"nn.{module}, the last module of the model"
     if function == "identity" or description.output_range is None:

@@ -1,5 +1,6 @@
 """Run once in a fresh kernel, before the student's first cell."""
 
+import importlib
 import os
 import random
 import sys
@@ -18,9 +19,11 @@ class _BlockedImport:
         return None
 
 
-def prepare(seed, blocked_modules=(), block_reason=""):
+def prepare(seed, blocked_modules=(), block_reason="", helpers=()):
     if blocked_modules:
         sys.meta_path.insert(0, _BlockedImport(blocked_modules, block_reason))
+    for helper in helpers:
+        importlib.import_module(f"grader_child.{helper}")
     random.seed(seed)
     try:
         import numpy

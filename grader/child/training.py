@@ -3,20 +3,37 @@
 The parent decides everything (budget, seed, data, how to read the output)
 and computes every score from what comes back: the child never sees test
 labels, so what it returns about the test set is raw model outputs only.
+
+Every assignment that may use torch imports this module before the student's
+first cell (Assignment.child_helpers), so the torch originals captured below are the
+real ones: a notebook that renames a class (`class Linear(nn.Conv2d)`),
+rebinds `torch.relu`, or overrides `parameters()` on its model cannot change
+what this module reports.
 """
 
 import math
+import random
 import time
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from . import wire
 from .probe import Missing, _error, _write
 
-ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")
-# Functions a regressor's output may pass through after its last Linear layer, tried in this order.
-OUTPUT_FUNCTIONS = ("identity", "sigmoid", "tanh", "relu", "softmax", "log-softmax", "hardtanh", "relu6",
-                    "hardsigmoid", "softplus", "elu", "leaky-relu", "gelu", "silu")
+_MODULE = torch.nn.Module
+_LINEAR = torch.nn.Linear
+_TORCH_NN_CLASSES = frozenset(obj for obj in vars(torch.nn).values() if isinstance(obj, type))
+_register_forward_hook = torch.nn.Module.register_forward_hook
+# What may join two layers, or a regressor's last Linear layer to its output; tried in this order.
+_FUNCTIONS = {
+    "identity": lambda t: t, "relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+    "softmax": lambda t: F.softmax(t, dim=-1), "log-softmax": lambda t: F.log_softmax(t, dim=-1),
+    "hardtanh": F.hardtanh, "relu6": F.relu6, "hardsigmoid": F.hardsigmoid, "softplus": F.softplus,
+    "elu": F.elu, "leaky-relu": F.leaky_relu, "gelu": F.gelu, "silu": F.silu,
+}
+_softmax = F.softmax
 EXTREME_SCALES = (1.0, 10.0, 100.0, 1000.0, -1000.0)
 
 
@@ -52,19 +69,15 @@ def _factory(namespace, name):
 
 def _count_on_meta(factory, args):
     """Parameters the model would have, without allocating them (None if unknown)."""
-    import torch
-
     try:
         with torch.device("meta"):
             model = factory(*args)
-        return sum(p.numel() for p in model.parameters()) if isinstance(model, torch.nn.Module) else None
+        return _count(model) if isinstance(model, _MODULE) else None
     except Exception:  # noqa: BLE001 - the real build will raise it properly
         return None
 
 
 def _build(namespace, spec):
-    import torch
-
     factory = _factory(namespace, spec["factory"])
     args = spec.get("args", [])
     planned = _count_on_meta(factory, args)
@@ -72,16 +85,12 @@ def _build(namespace, spec):
         return None, {"refused": True, "planned_params": planned}
     _seed(spec["seed"], spec.get("device", "cpu"))
     model = factory(*args)
-    if not isinstance(model, torch.nn.Module):
+    if not isinstance(model, _MODULE):
         return None, {"is_module": False, "type": type(model).__name__}
     return model, {"is_module": True}
 
 
 def _seed(seed, device):
-    import random
-
-    import torch
-
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -105,33 +114,72 @@ def _inspect(namespace, spec):
     sample = np.load(spec["sample"], allow_pickle=False)
     facts.update(_forward_style(model, sample, spec))
     if facts.get("input_style"):
-        facts["activations"] = _activations_between_linears(model, _shape(sample, facts["input_style"], spec))
+        facts.update(_linear_path(model, _shape(sample, facts["input_style"], spec)))
         if spec.get("task") == "regression":
             facts.update(_output_head(model, _extreme_inputs(sample, spec["seed"]), facts["tuple_index"]))
-    facts["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    facts["trainable_params"] = sum(p.numel() for p in _parameters(model) if p.requires_grad)
     return facts  # inspected on the CPU: training builds a fresh model on the grader's device
+
+
+def _walk(model):
+    """(name, module) for the model and every submodule, read from the `_modules` dicts that torch's
+    own forward and optimizers use: a model's overridden named_modules() or parameters() is not called."""
+    found, seen, queue = [], set(), [("", model)]
+    while queue:
+        name, module = queue.pop(0)
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        found.append((name, module))
+        children = vars(module).get("_modules") or {}
+        queue.extend((f"{name}.{key}" if name else key, child) for key, child in children.items() if child is not None)
+    return found
+
+
+def _own_parameters(module):
+    return [p for p in (vars(module).get("_parameters") or {}).values() if p is not None]
+
+
+def _parameters(model):
+    """Every parameter once, the way _walk finds the modules."""
+    unique = {}
+    for _, module in _walk(model):
+        for parameter in _own_parameters(module):
+            unique.setdefault(id(parameter), parameter)
+    return list(unique.values())
+
+
+def _count(model):
+    return sum(p.numel() for p in _parameters(model))
+
+
+def _torch_class(module):
+    """The torch.nn class a module is, by identity, not by name: a renamed Conv2d stays a Conv2d."""
+    return next((cls for cls in type(module).__mro__ if cls in _TORCH_NN_CLASSES and cls is not _MODULE), None)
+
+
+def _leaves(model):
+    return [(name, module) for name, module in _walk(model) if not vars(module).get("_modules")]
 
 
 def _describe(model):
     layers = []
-    for name, module in model.named_modules():
-        if any(True for _ in module.children()):
-            continue
-        own = sum(p.numel() for p in module.parameters(recurse=False))
-        layer = {"name": name or type(model).__name__, "type": type(module).__name__,
-                 "module": type(module).__module__, "params": own}
+    for name, module in _leaves(model):
+        torch_class = _torch_class(module)
+        layer = {"name": name or type(model).__name__,
+                 "type": torch_class.__name__ if torch_class else type(module).__name__,
+                 "module": "torch.nn" if torch_class else "notebook",
+                 "params": sum(p.numel() for p in _own_parameters(module))}
         for attr in ("in_features", "out_features", "in_channels", "out_channels"):
             if isinstance(getattr(module, attr, None), int):
                 layer[attr] = getattr(module, attr)
         layers.append(layer)
-    return {"class": type(model).__name__, "layers": layers,
-            "total_params": sum(p.numel() for p in model.parameters())}
+    return {"class": type(model).__name__, "layers": layers, "total_params": _count(model)}
 
 
 def _shape(array, style, spec):
     """Model inputs: uint8 images scaled to [0, 1] (as ToTensor does) in the detected shape;
     float features as they are."""
-    import torch
 
     x = torch.from_numpy(np.ascontiguousarray(array))
     if x.dtype != torch.uint8:
@@ -145,7 +193,6 @@ def _shape(array, style, spec):
 def _scores(output, batch, n_outputs, flat_ok=False):
     """The (batch, n_outputs) float tensor in the model's output, and where it was.
     With flat_ok (one regression output), shape (batch,) is accepted too."""
-    import torch
 
     if isinstance(output, torch.Tensor):
         candidates = [(None, output)]
@@ -163,8 +210,6 @@ def _scores(output, batch, n_outputs, flat_ok=False):
 
 
 def _output_kind(scores):
-    import torch
-
     if torch.all(scores >= 0) and torch.allclose(scores.sum(dim=1), torch.ones(len(scores)), atol=1e-4):
         return "probabilities"
     if torch.all(scores <= 0) and torch.allclose(torch.logsumexp(scores, dim=1), torch.zeros(len(scores)),
@@ -175,8 +220,6 @@ def _output_kind(scores):
 
 def _forward_style(model, sample, spec):
     """Which input shape the model takes and what its output is, tried on a few images."""
-    import torch
-
     n_outputs = spec["n_outputs"]
     regression = spec.get("task") == "regression"
     styles = ["flat"] if regression else ["image", "flat"]
@@ -201,45 +244,50 @@ def _forward_style(model, sample, spec):
     return {"input_style": None, "forward_errors": problems}
 
 
-def _activations_between_linears(model, x):
-    """For each pair of Linear layers called one after the other, which function joins them."""
-    import torch
-
+def _hooked_forward(model, x, modules):
+    """One forward pass recording (module, input, output) for `modules`; None if the pass fails."""
     calls = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out: calls.append((inp[0].detach(), out.detach())))
-             for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    hooks = [_register_forward_hook(m, lambda mod, inp, out: calls.append((mod, inp, out))) for m in modules]
     try:
         model.eval()
         with torch.no_grad():
-            model(x)
-    except Exception:  # noqa: BLE001
-        return []
+            output = model(x)
+    except Exception:  # noqa: BLE001 - the forward pass worked on ordinary rows; extreme ones may not
+        return None
     finally:
         for hook in hooks:
             hook.remove()
         model.train()
-    found = []
-    for (_, previous_out), (next_in, _) in zip(calls, calls[1:]):
-        found.append(_which_activation(previous_out, next_in))
-    return found
+    return calls, output
 
 
-def _which_activation(before, after):
-    import torch
+def _linear_path(model, x):
+    """The Linear layers a forward pass runs, in order (a layer defined but never used is not a layer
+    of the network), and for each pair called one after the other, which function joins them."""
+    names = {id(m): name for name, m in _walk(model) if isinstance(m, _LINEAR)}
+    recorded = _hooked_forward(model, x, [m for _, m in _walk(model) if id(m) in names])
+    if recorded is None:
+        return {}
+    calls = recorded[0]
+    return {"linears_run": [names[id(module)] for module, _, _ in calls],
+            "activations": [_which_function(previous_out.detach(), inputs[0].detach())
+                            for (_, _, previous_out), (_, inputs, _) in zip(calls, calls[1:])]}
 
+
+def _which_function(before, after):
+    """The name of the function in _FUNCTIONS that maps `before` to `after`, or "other"."""
     if before.shape != after.shape:
         return "other"
-    candidates = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "identity": lambda t: t}
-    for name in ACTIVATIONS:
-        if torch.allclose(candidates[name](before), after, atol=1e-5):
+    for name, function in _FUNCTIONS.items():
+        if _same(function(before), after):
             return name
+    if before.dim() > 1 and len(before) > 1 and _same(_softmax(before, dim=0), after):
+        return "softmax"  # over the batch: nn.Softmax(dim=0)
     return "other"
 
 
 def _extreme_inputs(sample, seed):
     """Feature rows far outside the data: the sample and random rows, scaled up to 1000 times and negated."""
-    import torch
-
     base = torch.from_numpy(np.ascontiguousarray(sample)).float()
     noise = torch.randn(64, *base.shape[1:], generator=torch.Generator().manual_seed(seed))
     rows = torch.cat([base, noise])
@@ -250,67 +298,36 @@ def _output_head(model, x, index):
     """What happens to a regressor's output after its last Linear layer, seen on extreme inputs.
 
     Plain data for the parent: the function joining the last nn.Linear's output to the model's
-    output ("identity" when nothing does; "other" when none of OUTPUT_FUNCTIONS fits; absent
+    output ("identity" when nothing does; "other" when none of _FUNCTIONS fits; absent
     when no nn.Linear ran last), the last torch.nn module when its output is the model's output,
     and the range of the outputs.
     """
-    import torch
-
-    calls = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out: calls.append((mod, out)))
-             for m in model.modules() if not any(True for _ in m.children())]
-    try:
-        model.eval()
-        with torch.no_grad():
-            output = model(x)
-        scores = output if index is None else output[index]
-        scores = scores.detach().float().reshape(len(x), -1)
-    except Exception:  # noqa: BLE001 - the forward pass worked on ordinary rows; extreme ones may not
+    recorded = _hooked_forward(model, x, [m for _, m in _leaves(model)])
+    if recorded is None:
         return {}
-    finally:
-        for hook in hooks:
-            hook.remove()
-        model.train()
+    calls, output = recorded
+    scores = (output if index is None else output[index]).detach().float().reshape(len(x), -1)
     facts = {}
     finite = scores[torch.isfinite(scores)]
     if finite.numel():
         facts["output_range"] = [float(finite.min()), float(finite.max())]
-    linears = [out for mod, out in calls if isinstance(mod, torch.nn.Linear) and isinstance(out, torch.Tensor)]
+    linears = [out for mod, _, out in calls if isinstance(mod, _LINEAR) and isinstance(out, torch.Tensor)]
     if linears and linears[-1].numel() == scores.numel():
-        facts["output_activation"] = _output_function(linears[-1].detach().float().reshape(scores.shape), scores)
+        facts["output_activation"] = _which_function(linears[-1].detach().float().reshape(scores.shape), scores)
     if calls:
-        last, out = calls[-1]
-        if type(last).__module__.startswith("torch.nn") and isinstance(out, torch.Tensor) \
+        last, _, out = calls[-1]
+        torch_class = _torch_class(last)
+        if torch_class and isinstance(out, torch.Tensor) \
                 and out.numel() == scores.numel() and _same(out.detach().float().reshape(scores.shape), scores):
-            facts["last_module"] = type(last).__name__
+            facts["last_module"] = torch_class.__name__
     return facts
 
 
 def _same(a, b):
-    import torch
-
     both = torch.isfinite(a) & torch.isfinite(b)
     if not bool(both.any()) or not torch.equal(torch.isfinite(a), torch.isfinite(b)):
         return False
     return torch.allclose(a[both], b[both], rtol=1e-4, atol=1e-5)
-
-
-def _output_function(before, after):
-    import torch
-    import torch.nn.functional as F
-
-    candidates = {
-        "identity": lambda t: t, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu,
-        "softmax": lambda t: F.softmax(t, dim=-1), "log-softmax": lambda t: F.log_softmax(t, dim=-1),
-        "hardtanh": F.hardtanh, "relu6": F.relu6, "hardsigmoid": F.hardsigmoid, "softplus": F.softplus,
-        "elu": F.elu, "leaky-relu": F.leaky_relu, "gelu": F.gelu, "silu": F.silu,
-    }
-    for name in OUTPUT_FUNCTIONS:
-        if _same(candidates[name](before), after):
-            return name
-    if len(before) > 1 and _same(F.softmax(before, dim=0), after):
-        return "softmax"  # over the batch: nn.Softmax(dim=0)
-    return "other"
 
 
 # --------------------------------------------------------------------------
@@ -318,8 +335,6 @@ def _output_function(before, after):
 
 
 def _optimizer(name, parameters, lr):
-    import torch
-
     if name == "adam":
         return torch.optim.Adam(parameters, lr=lr)
     if name == "adamw":
@@ -332,9 +347,6 @@ def _optimizer(name, parameters, lr):
 
 
 def _loss(kind, scores, targets):
-    import torch
-    import torch.nn.functional as F
-
     if kind == "regression-mse":
         return F.mse_loss(scores.reshape(-1), targets)
     if kind == "regression-mae":
@@ -347,9 +359,7 @@ def _loss(kind, scores, targets):
     return F.cross_entropy(scores, targets)
 
 
-def _outputs(model, x, style, spec, index, batch_size=1000):
-    import torch
-
+def _outputs(model, x, spec, index, batch_size=1000):
     model.eval()
     chunks = []
     with torch.no_grad():
@@ -364,8 +374,6 @@ def _outputs(model, x, style, spec, index, batch_size=1000):
 
 
 def _train(namespace, spec):
-    import torch
-
     started = time.monotonic()
     model, facts = _build(namespace, spec)
     if model is None:
@@ -378,10 +386,10 @@ def _train(namespace, spec):
     train_y = train_y.float() if spec.get("task") == "regression" else train_y.long()
     test_x = _shape(np.load(spec["test_x"], allow_pickle=False), style, spec)
     budget = spec["budget"]
-    optimizer = _optimizer(budget["optimizer"], model.parameters(), budget["lr"])
+    optimizer = _optimizer(budget["optimizer"], _parameters(model), budget["lr"])
     generator = torch.Generator().manual_seed(spec["seed"])
     history = {"train_loss": [], "train_accuracy": []}
-    test_outputs = [_outputs(model, test_x, style, spec, index)]
+    test_outputs = [_outputs(model, test_x, spec, index)]
     stopped, steps = None, 0
     for _epoch in range(budget["epochs"]):
         order = torch.randperm(len(train_x), generator=generator)
@@ -409,10 +417,9 @@ def _train(namespace, spec):
         if seen:
             history["train_loss"].append(loss_sum / seen)
             history["train_accuracy"].append(correct / seen if spec.get("task") != "regression" else math.nan)
-            test_outputs.append(_outputs(model, test_x, style, spec, index))
+            test_outputs.append(_outputs(model, test_x, spec, index))
         if stopped:
             break
     return {"epochs_run": len(history["train_loss"]), "steps": steps, "history": history,
             "test_outputs": test_outputs, "stopped_early": stopped,
-            "wall_s": time.monotonic() - started, "device": device,
-            "threads": torch.get_num_threads()}
+            "wall_s": time.monotonic() - started, "device": device}
