@@ -110,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     except GraderError as exc:
         print(f"grader: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # an output directory that cannot be written, a path that is a directory
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"grader: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("grader: interrupted", file=sys.stderr)
         return 130
@@ -149,6 +153,8 @@ def _grade(args: argparse.Namespace) -> int:
     notebook: Path = args.notebook
     if not notebook.exists():
         raise UsageError(f"{notebook}: no such file")
+    if notebook.is_dir():
+        raise UsageError(f"{notebook} is a directory; grade one notebook, or a class with grader batch")
     assignment_id = args.assignment
     if assignment_id is None:
         try:

@@ -95,6 +95,8 @@ class GradeResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GradeResult":
+        if not isinstance(data, dict) or not isinstance(data.get("checks", []), list):
+            raise ValueError("not a JSON object with a list of checks")
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in fields}
         values["checks"] = [CheckResult.from_dict(c) for c in data.get("checks", [])]

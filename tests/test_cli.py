@@ -51,3 +51,15 @@ def test_staff_audience_writes_the_full_view_too(tmp_path, capsys):
     assert (tmp_path / "feedback.html").exists() and (tmp_path / "feedback-staff.html").exists()
     assert "Staff view" in (tmp_path / "feedback-staff.html").read_text()
     assert "Staff view" not in (tmp_path / "feedback.html").read_text()
+
+
+def test_bad_paths_give_one_line_not_a_traceback(tmp_path, capsys):
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]")
+    assert main(["report", str(listed)]) == 2
+    assert main(["report", str(tmp_path)]) == 1
+    assert main(["grade", str(tmp_path)]) == 2
+    assert main(["grade", str(SOLUTIONS / "gradient_descent.ipynb"), "--out", "/proc/grader-cannot-write"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 4 and all(line.startswith("grader: error:") for line in lines), lines
+    assert "is a directory; grade one notebook, or a class with grader batch" in lines[2]
