@@ -22,9 +22,9 @@ from grader.assignment import Assignment, find_assignment
 from grader.errors import GraderError
 from grader.intake import BatchItem, Intake
 from grader.notebook_io import sha256_of
-from grader.pipeline import GradeOptions, environment, grade_submission
+from grader.pipeline import GradeOptions, grade_submission, zero_result
 from grader.reports.html import SummaryEntry, write_class_summary, write_feedback
-from grader.results import CheckResult, GradeResult
+from grader.results import GradeResult
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,8 @@ def write_student(result: GradeResult, student_dir: Path, *, staff: bool = False
 
 
 def crashed_result(item: BatchItem, assignment: Assignment, options: GradeOptions, message: str) -> GradeResult:
-    checks = [CheckResult(id=c.id, name=c.name, score=0.0, max_score=float(c.points), status="error",
-                          message=message, visibility=c.visibility, hint=c.hint) for c in assignment.checks]
-    return GradeResult(assignment=assignment.id, submission=item.notebook.name, submission_sha256="",
-                       score=0.0, max_score=assignment.max_score, status="error", checks=checks,
-                       environment=environment(options, assignment, {}), message=message)
+    return zero_result(item.notebook, assignment, options, message=message, check_message=message,
+                       check_status="error")
 
 
 # A worker process keeps its assignments loaded (and their datasets cached) between submissions.

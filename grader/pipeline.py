@@ -106,14 +106,23 @@ def run_check(check: Check, context: CheckContext) -> CheckResult:
 
 def unreadable_result(path: Path, assignment: Assignment, message: str, options: GradeOptions) -> GradeResult:
     """Zero on every check, each saying why: the file is not a notebook we can run."""
-    checks = [CheckResult(id=c.id, name=c.name, score=0.0, max_score=float(c.points), status="failed",
-                          message=f"not graded: {message}", visibility=c.visibility, hint=c.hint)
-              for c in assignment.checks]
     try:
         digest = sha256_of(path)
     except OSError:
         digest = ""
-    return GradeResult(assignment=assignment.id, submission=path.name, submission_sha256=digest, score=0.0,
+    return zero_result(path, assignment, options, message=message, check_message=f"not graded: {message}",
+                       check_status="failed", sha256=digest)
+
+
+def zero_result(path: Path, assignment: Assignment, options: GradeOptions, *, message: str, check_message: str,
+                check_status: str, sha256: str = "") -> GradeResult:
+    """A submission that could not be graded: every check at zero with the same message.
+
+    An empty sha256 makes a batch grade the submission again next time.
+    """
+    checks = [CheckResult(id=c.id, name=c.name, score=0.0, max_score=float(c.points), status=check_status,
+                          message=check_message, visibility=c.visibility, hint=c.hint) for c in assignment.checks]
+    return GradeResult(assignment=assignment.id, submission=Path(path).name, submission_sha256=sha256, score=0.0,
                        max_score=assignment.max_score, status="error", checks=checks,
                        environment=environment(options, assignment, {}), timings={"total_s": 0.0},
                        message=message)

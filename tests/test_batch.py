@@ -101,3 +101,26 @@ def test_other_commands_fail_with_one_line(command, capsys):
     assert main(command) == 2
     err = capsys.readouterr().err
     assert err.startswith("grader: error:") and err.count("\n") == 1
+
+
+def test_a_grader_crash_on_one_submission_does_not_stop_the_batch(tmp_path, monkeypatch, capsys):
+    from grader import batch
+
+    submissions = tmp_path / "in"
+    submissions.mkdir()
+    for name in ("alice", "bob"):
+        (submissions / f"{name}.ipynb").write_bytes((SOLUTIONS / "gradient_descent.ipynb").read_bytes())
+    real = batch.grade_submission
+
+    def crash_on_alice(path, assignment, options):
+        if path.stem == "alice":
+            raise ValueError("unexpected")
+        return real(path, assignment, options)
+
+    monkeypatch.setattr(batch, "grade_submission", crash_on_alice)
+    out = tmp_path / "out"
+    assert main(["batch", str(submissions), "--assignment", "gradient-descent", "--out", str(out)]) == 0
+    alice = json.loads((out / "alice" / "result.json").read_text())
+    assert alice["status"] == "error" and alice["score"] == 0 and alice["submission_sha256"] == ""
+    assert "the grader crashed on this submission (ValueError: unexpected)" in alice["message"]
+    assert json.loads((out / "bob" / "result.json").read_text())["score"] == 14
