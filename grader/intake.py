@@ -4,6 +4,15 @@ A zip is extracted member by member into a staging directory; a member with
 an absolute path, a `..` component or a symbolic link is refused with a
 message, never written. Symbolic links in an input directory are not
 followed (one could point at another student's file or at the grader's).
+
+LMS downloads are recognised by their names and keep the LMS's ids, so that
+exports can hand grades back (see `StudentIdentity`):
+
+    Canvas   smithjane_[LATE_]123456_7890123_hw3.ipynb        name_[LATE_]userid_attachmentid_original
+    Moodle   Jane Smith_4242_assignsubmission_file_/hw3.ipynb  a folder per participant
+             Jane Smith_4242_assignsubmission_file_hw3.ipynb   the same, downloaded without folders
+
+Anything else is a plain submission named after its file or folder.
 """
 
 from __future__ import annotations
@@ -11,8 +20,9 @@ from __future__ import annotations
 import re
 import stat
 import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from grader.errors import UsageError
 
@@ -20,12 +30,37 @@ MAX_MEMBERS = 20_000
 MAX_MEMBER_BYTES = 200 * 1024 * 1024
 MAX_TOTAL_BYTES = 4 * 1024 * 1024 * 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Canvas: the name is lowercase letters only, ids are digits, the original file name follows.
+_CANVAS_FILE = re.compile(r"(?P<name>[a-z]+)_(?P<late>LATE_)?(?P<user_id>[0-9]+)_(?P<submission_id>[0-9]+)_"
+                          r"(?P<original>.+\.ipynb)")
+_MOODLE_FOLDER = re.compile(r"(?P<name>.+?)_(?P<participant_id>[0-9]+)_assignsubmission_file_")
+_MOODLE_FILE = re.compile(r"(?P<name>.+?)_(?P<participant_id>[0-9]+)_assignsubmission_file_(?P<original>.+\.ipynb)")
+
+
+@dataclass(frozen=True)
+class StudentIdentity:
+    """Who a submission belongs to in the LMS it was downloaded from; empty fields where unknown.
+
+    Stored as `GradeResult.student` (`to_dict`), so exports can give grades back to the LMS.
+    Ids are strings of digits, kept as the LMS wrote them.
+    """
+
+    lms: str = ""  # "canvas" | "moodle" | "" (not an LMS download)
+    name: str = ""  # as the LMS wrote it: Canvas "smithjane", Moodle "Jane Smith"
+    user_id: str = ""  # Canvas user id (the gradebook's ID column)
+    submission_id: str = ""  # Canvas attachment id
+    participant_id: str = ""  # Moodle participant id (per assignment: "Participant 4242")
+    late: bool = False  # Canvas marked the submission LATE
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
 class BatchItem:
     student: str  # also the name of the student's output directory
     notebook: Path
+    identity: StudentIdentity = field(default_factory=StudentIdentity)
 
 
 @dataclass(frozen=True)
@@ -39,6 +74,31 @@ def safe_name(text: str) -> str:
     return name[:100]
 
 
+def canvas_identity(file_name: str) -> StudentIdentity | None:
+    """The Canvas student of a file named `name_[LATE_]userid_attachmentid_original.ipynb`, else None."""
+    match = _CANVAS_FILE.fullmatch(file_name)
+    if match is None:
+        return None
+    return StudentIdentity(lms="canvas", name=match["name"], user_id=match["user_id"],
+                           submission_id=match["submission_id"], late=bool(match["late"]))
+
+
+def moodle_identity(name: str, *, folder: bool) -> StudentIdentity | None:
+    """The Moodle participant of a folder `Full Name_NNNN_assignsubmission_file_` (or such a file), else None."""
+    match = (_MOODLE_FOLDER if folder else _MOODLE_FILE).fullmatch(name)
+    if match is None or not match["name"].strip():
+        return None
+    return StudentIdentity(lms="moodle", name=match["name"].strip(), participant_id=match["participant_id"])
+
+
+def _item(label: str, notebook: Path, identity: StudentIdentity | None) -> BatchItem:
+    """An item named after its LMS student where there is one (readable, the same on every download)."""
+    if identity is None:
+        return BatchItem(label, notebook)
+    student = f"{identity.name}_{identity.user_id or identity.participant_id}"
+    return BatchItem(student, notebook, identity)
+
+
 def collect(source: Path, staging: Path) -> Intake:
     source = Path(source)
     if source.is_file() and zipfile.is_zipfile(source):
@@ -48,7 +108,8 @@ def collect(source: Path, staging: Path) -> Intake:
     if source.is_dir():
         return collect_directory(source)
     if source.is_file() and source.suffix == ".ipynb":
-        return Intake((BatchItem(safe_name(source.stem), source),), ())
+        item = _item(source.stem, source, canvas_identity(source.name) or moodle_identity(source.name, folder=False))
+        return Intake((replace(item, student=safe_name(item.student)),), ())
     raise UsageError(f"{source}: not a directory, a zip file or a notebook")
 
 
@@ -60,15 +121,18 @@ def collect_directory(root: Path) -> Intake:
         if entry.is_symlink():
             problems.append(f"{entry.name}: a symbolic link, not followed")
         elif entry.is_file() and entry.suffix == ".ipynb":
-            items.append(BatchItem(entry.stem, entry))
+            identity = canvas_identity(entry.name) or moodle_identity(entry.name, folder=False)
+            items.append(_item(entry.stem, entry, identity))
         elif entry.is_dir() and not entry.name.startswith((".", "__MACOSX")):
             notebooks, links = _notebooks_under(entry)
             problems.extend(f"{entry.name}/{link}: a symbolic link, not followed" for link in links)
+            identity = moodle_identity(entry.name, folder=True)
             if len(notebooks) == 1:
-                items.append(BatchItem(entry.name, notebooks[0]))
+                items.append(_item(entry.name, notebooks[0], identity))
             else:
-                items.extend(BatchItem(f"{entry.name}/{nb.relative_to(entry).with_suffix('')}", nb)
-                             for nb in notebooks)
+                for nb in notebooks:
+                    item = _item(entry.name, nb, identity)
+                    items.append(replace(item, student=f"{item.student}/{nb.relative_to(entry).with_suffix('')}"))
     return Intake(tuple(_unique(items)), tuple(problems))
 
 
@@ -94,7 +158,7 @@ def _unique(items: list[BatchItem]) -> list[BatchItem]:
         seen[name] = seen.get(name, 0) + 1
         if seen[name] > 1:
             name = f"{name}-{seen[name]}"
-        unique.append(BatchItem(name, item.notebook))
+        unique.append(replace(item, student=name))
     return unique
 
 
