@@ -1,6 +1,8 @@
 """The records that flow from checks to result.json and reports.
 
-Plain frozen dataclasses with to/from dict; result.json is `GradeResult.to_dict()`.
+Plain frozen dataclasses with to/from dict; result.json is `GradeResult.to_dict()`,
+and grader/schemas/result.schema.json (`result_schema()`) is its contract: a
+field added here is added there, or tests/test_result_schema.py fails.
 
 A check's `details` is free-form JSON, but these keys have one meaning
 everywhere, so that reports can draw them (all optional):
@@ -29,10 +31,17 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 CHECK_STATUSES = ("passed", "failed", "error", "skipped")
+
+
+def result_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) that every result.json meets; shipped in the package."""
+    text = (resources.files("grader") / "schemas" / "result.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,10 @@ class GradeResult:
     timings: dict[str, float] = field(default_factory=dict)
     execution: dict[str, Any] = field(default_factory=dict)
     message: str = ""
+    # Who submitted it, as the LMS download named them (grader.intake.StudentIdentity.to_dict():
+    # lms "canvas" | "moodle" | "", name, user_id, submission_id, participant_id, late); empty
+    # outside a batch. Exports read it to give grades back to the LMS.
+    student: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -102,15 +115,22 @@ class GradeResult:
         values["checks"] = [CheckResult.from_dict(c) for c in data.get("checks", [])]
         return cls(**values)
 
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=_jsonable) + "\n"
+
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=_jsonable) + "\n")
+        tmp.write_text(self.to_json())
         tmp.replace(path)  # readers never see half a result
 
     @classmethod
     def read(cls, path: Path) -> "GradeResult":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_json(Path(path).read_bytes())
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "GradeResult":
+        return cls.from_dict(json.loads(text))
 
 
 def _jsonable(value: Any) -> Any:

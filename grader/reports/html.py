@@ -1,8 +1,9 @@
 """HTML feedback for one submission, and a summary page for a class, from GradeResults.
 
 The pages are rendered from a GradeResult only (result.json is its dict), by
-jinja2 templates in the top-level templates/ directory. Python turns a result
-into the small view records below and the templates lay them out.
+jinja2 templates in the top-level templates/ directory (a wheel ships them as
+grader/templates/; see templates_dir). Python turns a result into the small
+view records below and the templates lay them out.
 
 Two rules are kept here rather than in the templates, so that no template
 edit can break them:
@@ -23,6 +24,7 @@ import os
 import re
 import statistics
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -58,9 +60,18 @@ ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def templates_dir() -> Path:
-    """The repository's templates/, or the directory named by GRADER_TEMPLATES."""
+    """GRADER_TEMPLATES, else the templates installed inside the package, else the checkout's templates/.
+
+    A wheel (or `pip install .`) ships the top-level templates/ as grader/templates/;
+    an editable install or a checkout on PYTHONPATH reads templates/ beside the package.
+    """
     override = os.environ.get("GRADER_TEMPLATES")
-    return Path(override) if override else Path(grader.__file__).resolve().parent.parent / "templates"
+    if override:
+        return Path(override)
+    installed = resources.files("grader") / "templates"
+    if installed.is_dir():
+        return Path(str(installed))
+    return Path(grader.__file__).resolve().parent.parent / "templates"
 
 
 def render_feedback(result: GradeResult, *, audience: str = "student") -> str:
@@ -100,9 +111,9 @@ def write_class_summary(entries: list[SummaryEntry], path: Path, *, title: str) 
 def _template(name: str) -> jinja2.Template:
     directory = templates_dir()
     if not (directory / name).is_file():
-        # templates/ sits beside the package, so an installed copy without the checkout has none
-        raise HarnessError(f"HTML template {name} not found in {directory}; "
-                           "set GRADER_TEMPLATES to the course checkout's templates/ directory")
+        # a wheel ships them, so this is a broken install or a GRADER_TEMPLATES that points elsewhere
+        raise HarnessError(f"HTML template {name} not found in {directory}; reinstall the grader, "
+                           "or set GRADER_TEMPLATES to a directory holding the templates")
     return _environment(str(directory)).get_template(name)
 
 
