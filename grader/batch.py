@@ -3,7 +3,10 @@
 Each student's result.json and feedback.html go to OUT/<student>/. A result
 is written atomically the moment it exists, so a killed batch loses nothing:
 run the same command again and it grades only what is missing or changed
-(compared by the notebook's SHA-256). summary.html is rebuilt at the end.
+(compared by the notebook's SHA-256), trusting only results the grader signed
+(grader.ledger). Workers grade and render; the batch itself writes, so a
+student whose files cannot be written is reported and the rest go on.
+summary.html is rebuilt at the end.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import logging
 import multiprocessing
 import os
 import time
-import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,9 +23,12 @@ from typing import Callable
 from grader.assignment import Assignment, find_assignment
 from grader.errors import GraderError
 from grader.intake import BatchItem, Intake
+from grader.ledger import Ledger
 from grader.notebook_io import sha256_of
-from grader.pipeline import GradeOptions, grade_submission, zero_result
-from grader.reports.html import SummaryEntry, write_class_summary, write_feedback
+from grader.pipeline import GradeOptions, grade_safely, zero_result
+from grader.reports.html import SummaryEntry, write_class_summary
+from grader.reports.outputs import Rendered, render_outputs
+from grader.reports.plain import printable
 from grader.results import GradeResult
 
 log = logging.getLogger(__name__)
@@ -36,71 +41,75 @@ class Outcome:
     reused: bool  # an earlier run's result for the same notebook
 
 
-def result_path(out_dir: Path, student: str) -> Path:
-    return out_dir / student / "result.json"
+@dataclass(frozen=True)
+class Graded:
+    """One student's result and its rendered files, made where the grading ran (a worker);
+    written and signed by the batch's one writer."""
+
+    student: str
+    result: GradeResult
+    rendered: Rendered
 
 
-def previous_result(out_dir: Path, item: BatchItem, assignment_id: str) -> GradeResult | None:
-    """The result of an earlier run for exactly this notebook, if there is one."""
-    path = result_path(out_dir, item.student)
+def previous_result(out_dir: Path, item: BatchItem, assignment_id: str, ledger: Ledger) -> GradeResult | None:
+    """The result of an earlier run for exactly this notebook, if the grader wrote it."""
+    result = ledger.trusted_result(out_dir / item.student)
     try:
-        result = GradeResult.read(path)
         digest = sha256_of(item.notebook)
-    except (OSError, ValueError, TypeError, KeyError):
+    except OSError:
         return None
-    if result.assignment == assignment_id and result.submission_sha256 == digest:
+    if result is not None and result.assignment == assignment_id and result.submission_sha256 == digest:
         return result
     return None
 
 
-def grade_and_write(item: BatchItem, assignment: Assignment, options: GradeOptions, out_dir: Path,
-                    staff: bool = False) -> GradeResult:
-    """Grade one student and write their files; anything unexpected becomes an error result."""
-    try:
-        result = grade_submission(item.notebook, assignment, options)
-    except GraderError:
-        raise  # the grader cannot work (no kernel, no data): stopping beats failing everyone
-    except Exception as exc:  # noqa: BLE001 - one submission must not stop the batch
-        log.error("grading %s crashed:\n%s", item.student, traceback.format_exc())
-        result = crashed_result(item, assignment, options, f"the grader crashed on this submission "
-                                                           f"({type(exc).__name__}: {exc}); tell the course staff")
-    write_student(result, out_dir / item.student, staff=staff)
-    return result
+def grade_item(item: BatchItem, assignment: Assignment, options: GradeOptions, audience: str) -> Graded:
+    """Grade one student and render their files; anything unexpected becomes an error result."""
+    result = replace(grade_safely(item.notebook, assignment, options), student=item.identity.to_dict())
+    return Graded(item.student, result, render_outputs(result, audience=audience))
 
 
-def write_student(result: GradeResult, student_dir: Path, *, staff: bool = False) -> None:
-    """result.json and feedback.html; with `staff`, also feedback-staff.html (hidden checks in full)."""
-    result.write(student_dir / "result.json")
-    write_feedback(result, student_dir)
-    if staff:
-        write_feedback(result, student_dir, audience="staff")
-
-
-def crashed_result(item: BatchItem, assignment: Assignment, options: GradeOptions, message: str) -> GradeResult:
-    return zero_result(item.notebook, assignment, options, message=message, check_message=message,
-                       check_status="error")
+def crashed(item: BatchItem, assignment: Assignment, options: GradeOptions, message: str,
+            audience: str) -> Graded:
+    """A zero that says why, for a submission whose grading could not even report back (a dead worker)."""
+    result = zero_result(item.notebook, assignment, options, message=message, check_message=message,
+                         check_status="error")
+    result = replace(result, student=item.identity.to_dict())
+    return Graded(item.student, result, render_outputs(result, audience=audience))
 
 
 # A worker process keeps its assignments loaded (and their datasets cached) between submissions.
 _WORKER_ASSIGNMENTS: dict[str, Assignment] = {}
 
 
-def _worker_grade(item: BatchItem, assignment_id: str, options: GradeOptions, out_dir: Path,
-                  staff: bool) -> GradeResult:
+def _worker_grade(item: BatchItem, assignment_id: str, options: GradeOptions, audience: str) -> Graded:
     if assignment_id not in _WORKER_ASSIGNMENTS:
         _WORKER_ASSIGNMENTS[assignment_id] = find_assignment(options.course_root, assignment_id)
-    return grade_and_write(item, _WORKER_ASSIGNMENTS[assignment_id], options, out_dir, staff)
+    return grade_item(item, _WORKER_ASSIGNMENTS[assignment_id], options, audience)
+
+
+@dataclass
+class BatchReport:
+    outcomes: list[Outcome]
+    write_failures: list[str]  # "student: why" for each student whose files could not be written
 
 
 def grade_batch(intake: Intake, assignment: Assignment, options: GradeOptions, out_dir: Path, *, jobs: int = 1,
                 staff: bool = False,
-                on_done: Callable[[Outcome, int, int], None] = lambda *_: None) -> list[Outcome]:
-    """Grade every item not already graded; return every item's outcome in input order."""
+                on_done: Callable[[Outcome, int, int], None] = lambda *_: None) -> BatchReport:
+    """Grade every item not already graded; every item's outcome comes back in input order.
+
+    Results are written (and signed) here, the moment each arrives; a student whose files cannot
+    be written is recorded and the batch goes on.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(options.cache_dir)
+    audience = "staff" if staff else "student"
     outcomes: dict[str, Outcome] = {}
+    failures: list[str] = []
     pending: list[BatchItem] = []
     for item in intake.items:
-        previous = previous_result(out_dir, item, assignment.id)
+        previous = previous_result(out_dir, item, assignment.id, ledger)
         if previous is not None:
             outcomes[item.student] = Outcome(item.student, previous, reused=True)
         else:
@@ -109,44 +118,49 @@ def grade_batch(intake: Intake, assignment: Assignment, options: GradeOptions, o
     for count, outcome in enumerate(outcomes.values(), start=1):
         on_done(outcome, count, total)
     # Each child kernel gets its share of the cores, so parallel jobs do not fight over threads.
-    options = replace(options, threads=max(1, (os.cpu_count() or 1) // max(1, jobs)))
+    options = replace(options, threads=max(1, (os.cpu_count() or 1) // max(1, jobs)),
+                      private_paths=(*options.private_paths, out_dir))
 
-    def record(item: BatchItem, result: GradeResult) -> None:
-        outcomes[item.student] = Outcome(item.student, result, reused=False)
-        on_done(outcomes[item.student], len(outcomes), total)
+    def record(graded: Graded) -> None:
+        try:
+            ledger.write(graded.rendered, out_dir / graded.student)
+        except OSError as exc:
+            failures.append(f"{graded.student}: {exc.strerror or exc} ({exc.filename or out_dir / graded.student})")
+            log.error("could not write the results of %s: %s", printable(graded.student), exc)
+        outcomes[graded.student] = Outcome(graded.student, graded.result, reused=False)
+        on_done(outcomes[graded.student], len(outcomes), total)
 
     if jobs <= 1:
         for item in pending:
-            record(item, grade_and_write(item, assignment, options, out_dir, staff))
+            record(grade_item(item, assignment, options, audience))
     else:
-        _run_parallel(pending, assignment, options, out_dir, jobs, staff, record)
+        _run_parallel(pending, assignment, options, jobs, audience, record)
     ordered = [outcomes[item.student] for item in intake.items if item.student in outcomes]
     write_summary(ordered, out_dir, title=f"{assignment.title} ({assignment.id})")
-    return ordered
+    return BatchReport(ordered, failures)
 
 
-def _run_parallel(pending: list[BatchItem], assignment: Assignment, options: GradeOptions, out_dir: Path,
-                  jobs: int, staff: bool, record: Callable[[BatchItem, GradeResult], None]) -> None:
+def _run_parallel(pending: list[BatchItem], assignment: Assignment, options: GradeOptions, jobs: int,
+                  audience: str, record: Callable[[Graded], None]) -> None:
     # spawn, not fork: the parent holds ZMQ sockets and threads that must not be duplicated
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures: dict[Future, BatchItem] = {
-            pool.submit(_worker_grade, item, assignment.id, options, out_dir, staff): item for item in pending}
+            pool.submit(_worker_grade, item, assignment.id, options, audience): item for item in pending}
         try:
             while futures:
                 done, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for future in done:
                     item = futures.pop(future)
                     try:
-                        result = future.result()
+                        graded = future.result()
                     except GraderError:
                         raise
                     except Exception as exc:  # noqa: BLE001 - a worker process died: record, go on
-                        result = crashed_result(item, assignment, options,
-                                                f"the grader's worker failed on this submission ({exc!r}); "
-                                                "run the batch again to retry it")
-                        write_student(result, out_dir / item.student, staff=staff)
-                    record(item, result)
+                        graded = crashed(item, assignment, options,
+                                         f"the grader's worker failed on this submission ({exc!r}); "
+                                         "run the batch again to retry it", audience)
+                    record(graded)
         except BaseException:
             for future in futures:
                 future.cancel()

@@ -11,11 +11,17 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from grader.data import ALL_DATASETS, cache_dir, default_data_root
 from grader.errors import GraderError, UsageError
 
+if TYPE_CHECKING:
+    from grader.assignment import Assignment
+    from grader.pipeline import GradeOptions
+
 DEVICES = ("auto", "cpu", "cuda")
+SANDBOX_MODES = ("auto", "bwrap", "unshare", "user", "none")
 AUDIENCE_HELP = ("feedback.html is always the student's view; staff also writes feedback-staff.html, "
                  "with hidden checks' inputs and expected values (not for students)")
 
@@ -44,6 +50,33 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="dataset root (default: GRADER_DATA, else ~/.cache/grader/data)")
 
 
+def _grading(parser: argparse.ArgumentParser) -> None:
+    """The options every command that runs student code shares, spelled the same everywhere."""
+    _common(parser)
+    parser.add_argument("--device", default="auto", choices=DEVICES,
+                        help="where the grader trains models (default: auto: CUDA when available)")
+    parser.add_argument("--sandbox", default=os.environ.get("GRADER_SANDBOX", "auto"), choices=SANDBOX_MODES,
+                        help="isolation for student code (default GRADER_SANDBOX, else auto: the strongest "
+                             "this machine offers, and an error rather than none); 'user' runs it as an "
+                             "unprivileged user without namespaces (inside an LMS container); 'none' only "
+                             "when asked for")
+    parser.add_argument("--sandbox-user", default=None, metavar="NAME",
+                        help="the unprivileged user a root grader runs student code as "
+                             "(default: GRADER_SANDBOX_USER, else nobody)")
+    parser.add_argument("--audience", default="student", choices=("student", "staff"), help=AUDIENCE_HELP)
+
+
+def grade_options(args: argparse.Namespace, *, private: tuple[Path, ...] = ()) -> "GradeOptions":
+    """GradeOptions from the shared options; `private` paths (the outputs) are kept from the child."""
+    from grader.assignment import default_course_root
+    from grader.pipeline import GradeOptions
+
+    return GradeOptions(course_root=(args.course or default_course_root()).resolve(),
+                        data_root=(args.data_root or default_data_root()).resolve(), cache_dir=cache_dir(),
+                        device=resolve_device(args.device), isolation=args.sandbox,
+                        sandbox_user=args.sandbox_user, private_paths=private)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grader", description="Grade Jupyter notebooks of a PyTorch course.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the grader does")
@@ -54,14 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--assignment", help="assignment id (default: from the notebook's metadata or name)")
     grade.add_argument("--out", type=Path, default=None,
                        help="output directory for result.json (default: grader-out/<notebook name>)")
-    grade.add_argument("--device", default="auto", choices=DEVICES,
-                       help="where the grader trains models (default: auto: CUDA when available)")
-    grade.add_argument("--sandbox", default=os.environ.get("GRADER_SANDBOX", "auto"),
-                       choices=("auto", "bwrap", "unshare", "none"),
-                       help="isolation for student code (default: the strongest this machine offers)")
     grade.add_argument("--json", action="store_true", help="print result.json instead of a summary")
-    grade.add_argument("--audience", default="student", choices=("student", "staff"), help=AUDIENCE_HELP)
-    _common(grade)
+    _grading(grade)
 
     batch = sub.add_parser("batch", help="grade a class: a directory or an LMS zip of notebooks (resumable)")
     batch.add_argument("submissions", type=Path, help="directory of notebooks (or of one folder per student), "
@@ -71,17 +98,25 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--out", type=Path, default=None,
                        help="output directory (default: grader-out/<assignment>); one folder per student "
                             "and summary.html")
-    batch.add_argument("--audience", default="student", choices=("student", "staff"), help=AUDIENCE_HELP)
-    batch.add_argument("--device", default="auto", choices=DEVICES)
-    batch.add_argument("--sandbox", default=os.environ.get("GRADER_SANDBOX", "auto"),
-                       choices=("auto", "bwrap", "unshare", "none"))
-    _common(batch)
+    _grading(batch)
 
     report = sub.add_parser("report", help="render feedback.html from a result.json")
     report.add_argument("result", type=Path, help="a result.json written by grade or batch")
     report.add_argument("--audience", default="student", choices=("student", "staff"),
                         help="staff also shows hidden checks' inputs and expected values")
     report.add_argument("--out", type=Path, default=None, help="directory (default: beside result.json)")
+
+    from grader.reports.exports import FORMATS
+
+    export = sub.add_parser("export", help="gradebook exports for an LMS or CI from batch output directories")
+    export.add_argument("outs", nargs="+", type=Path, metavar="OUT",
+                        help="output directories of grader batch (one per assignment)")
+    export.add_argument("--format", required=True, metavar="FORMAT",
+                        help="; ".join(f"{f.name}: {f.help}" for f in FORMATS.values()))
+    export.add_argument("--to", type=Path, default=None, metavar="FILE",
+                        help="file to write (default: standard output); for moodle with several assignments, "
+                             "a directory that gets one <assignment>-moodle.csv each")
+    export.add_argument("--checks", action="store_true", help="csv: a column per check as well")
 
     data = sub.add_parser("data", help="datasets: where they are, and fetching them")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -130,6 +165,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _batch(args)
     if args.command == "data":
         return _data(args)
+    if args.command == "export":
+        return _export(args)
     raise UsageError(f"unknown command {args.command}")
 
 
@@ -141,75 +178,72 @@ def _warm_report_imports() -> None:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    import json
-
-    from grader.assignment import default_course_root, find_assignment, infer_assignment_id
-    from grader.errors import NotebookError
-    from grader.notebook_io import read_submission
-    from grader.pipeline import GradeOptions, grade_submission
+    from grader.pipeline import grade_safely
+    from grader.reports.html import FEEDBACK_FILES
+    from grader.reports.outputs import write_outputs
     from grader.reports.terminal import print_summary
 
-    course = (args.course or default_course_root()).resolve()
     notebook: Path = args.notebook
     if not notebook.exists():
         raise UsageError(f"{notebook}: no such file")
     if notebook.is_dir():
         raise UsageError(f"{notebook} is a directory; grade one notebook, or a class with grader batch")
-    assignment_id = args.assignment
+    out_dir = (args.out or Path("grader-out") / notebook.stem).resolve()
+    options = grade_options(args, private=(out_dir,))
+    assignment = _assignment_of(notebook, args.assignment, options.course_root)
+    _warm_report_imports()
+    result = grade_safely(notebook, assignment, options)
+    write_outputs(result, out_dir, audience=args.audience)
+    if args.json:
+        print(result.to_json(), end="")
+    else:
+        print_summary(result)
+        print(f"result: {out_dir / 'result.json'}\nfeedback: {out_dir / FEEDBACK_FILES[args.audience]}")
+    return 0
+
+
+def _assignment_of(notebook: Path, assignment_id: str | None, course: Path) -> "Assignment":
+    """--assignment, else the one the notebook's metadata or file name names."""
+    from grader.assignment import find_assignment, infer_assignment_id
+    from grader.errors import NotebookError
+    from grader.notebook_io import read_submission
+
     if assignment_id is None:
         try:
             hint = read_submission(notebook).assignment_hint
         except NotebookError:
             hint = None
         assignment_id = infer_assignment_id(course, metadata_hint=hint, file_name=notebook.name)
-    assignment = find_assignment(course, assignment_id)
-    options = GradeOptions(course_root=course, data_root=(args.data_root or default_data_root()).resolve(),
-                           cache_dir=cache_dir(), device=resolve_device(args.device), isolation=args.sandbox)
-    _warm_report_imports()
-    result = grade_submission(notebook, assignment, options)
-    out_dir = args.out or Path("grader-out") / notebook.stem
-    result.write(out_dir / "result.json")
-    from grader.reports.html import write_feedback
-
-    feedback = write_feedback(result, out_dir)
-    if args.audience == "staff":
-        feedback = write_feedback(result, out_dir, audience="staff")
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
-        print_summary(result)
-        print(f"result: {out_dir / 'result.json'}\nfeedback: {feedback}")
-    return 0
+    return find_assignment(course, assignment_id)
 
 
 def _batch(args: argparse.Namespace) -> int:
     import time
 
     from rich.console import Console
+    from rich.text import Text
 
-    from grader.assignment import default_course_root, find_assignment
+    from grader.assignment import find_assignment
     from grader.batch import elapsed_text, grade_batch
     from grader.intake import collect
-    from grader.pipeline import GradeOptions
+    from grader.reports.plain import rich_text
 
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     if not args.submissions.exists():
         raise UsageError(f"{args.submissions}: no such file or directory")
-    course = (args.course or default_course_root()).resolve()
-    assignment = find_assignment(course, args.assignment)
+    options = grade_options(args)
+    assignment = find_assignment(options.course_root, args.assignment)
     out_dir = (args.out or Path("grader-out") / assignment.id).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     intake = collect(args.submissions, out_dir / ".intake")
     console = Console(stderr=True, highlight=False)
     for problem in intake.problems:
-        console.print(f"[yellow]skipped:[/] {problem}")
+        console.print(Text.assemble(("skipped: ", "yellow"), rich_text(problem)))
     if intake.problems:
         (out_dir / "intake-problems.txt").write_text("\n".join(intake.problems) + "\n")
     if not intake.items:
         raise UsageError(f"no notebooks found in {args.submissions}")
-    options = GradeOptions(course_root=course, data_root=(args.data_root or default_data_root()).resolve(),
-                           cache_dir=cache_dir(), device=resolve_device(args.device), isolation=args.sandbox)
     start = time.monotonic()
     console.print(f"grading {len(intake.items)} submission(s) of {assignment.id} with {args.jobs} job(s) "
                   f"into {out_dir}")
@@ -217,14 +251,21 @@ def _batch(args: argparse.Namespace) -> int:
     def progress(outcome, done: int, total: int) -> None:
         result = outcome.result
         how = "already graded" if outcome.reused else f"{result.timings.get('total_s', 0):.1f} s"
-        flag = "" if result.status == "graded" else " [red](not gradable)[/]"
-        console.print(f"[{done}/{total}] {outcome.student}: {result.score:g}/{result.max_score:g} ({how}){flag}")
+        flag = ("", "") if result.status == "graded" else (" (not gradable)", "red")
+        console.print(Text.assemble(f"[{done}/{total}] ", rich_text(outcome.student),
+                                    f": {result.score:g}/{result.max_score:g} ({how})", flag))
 
-    outcomes = grade_batch(intake, assignment, options, out_dir, jobs=args.jobs, staff=args.audience == "staff",
-                           on_done=progress)
-    graded = sum(1 for o in outcomes if not o.reused)
-    console.print(f"done: {graded} graded, {len(outcomes) - graded} already graded, in {elapsed_text(start)}; "
-                  f"class summary: {out_dir / 'summary.html'}")
+    report = grade_batch(intake, assignment, options, out_dir, jobs=args.jobs, staff=args.audience == "staff",
+                         on_done=progress)
+    graded = sum(1 for o in report.outcomes if not o.reused)
+    console.print(f"done: {graded} graded, {len(report.outcomes) - graded} already graded, in "
+                  f"{elapsed_text(start)}; class summary: {out_dir / 'summary.html'}")
+    if report.write_failures:
+        for failure in report.write_failures:
+            console.print(rich_text(f"not written: {failure}", "red"))
+        raise GraderError(f"the results of {len(report.write_failures)} student(s) could not be written "
+                          "(listed above); the others are in place: fix the output directory and run the "
+                          "same command again")
     return 0
 
 
@@ -239,6 +280,49 @@ def _report(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, KeyError) as exc:
         raise UsageError(f"{args.result} is not a result.json written by grader ({exc})") from None
     print(f"wrote {write_feedback(result, args.out or args.result.parent, audience=args.audience)}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Read batch output directories, render one format, write it (stdout by default); warnings on stderr."""
+    from grader.intake import safe_name
+    from grader.reports.exports import FORMATS
+    from grader.reports.gradebook import printable, read_batches
+
+    chosen = FORMATS.get(args.format)
+    if chosen is None:
+        raise UsageError(f"unknown export format {args.format!r}; choose {', '.join(FORMATS)}")
+    book = read_batches(args.outs)
+
+    def warn(text: str) -> None:
+        print(f"grader: warning: {printable(text)}", file=sys.stderr)
+
+    for problem in book.problems:
+        warn(problem)
+    if not book.records:
+        raise UsageError(f"no readable result.json in {', '.join(map(str, args.outs))}")
+    into_dir = args.to is not None and (args.to.is_dir() or str(args.to).endswith(("/", os.sep)))
+    if chosen.one_assignment and (into_dir or len(book.assignments) > 1):
+        if not into_dir:
+            raise UsageError(f"--format {chosen.name} takes one assignment per file, and these hold "
+                             f"{len(book.assignments)} ({', '.join(book.assignments)}): give one OUT directory, "
+                             "or --to DIR/ for one file per assignment")
+        targets = [(args.to / f"{safe_name(a)}-{chosen.name}{chosen.suffix}", book.only(a)) for a in book.assignments]
+    elif into_dir:
+        raise UsageError(f"--to {args.to} is a directory; give a file name (a directory is for --format moodle)")
+    else:
+        targets = [(args.to, book)]
+    for path, part in targets:
+        export = chosen.render(part, checks=args.checks)
+        for warning in export.warnings:
+            warn(warning)
+        if path is None:
+            sys.stdout.write(export.text)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8", newline="") as stream:
+            stream.write(export.text)
+        print(f"wrote {path}")
     return 0
 
 

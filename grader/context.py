@@ -41,17 +41,29 @@ class CheckContext:
         self.resources = resources
         self._cell_problems = cell_problems
         self._memo: dict[str, Any] = {}
+        self._stuck: dict[str, StudentError] = {}  # functions that ran out of time: not called again
         self._counter = 0
         self.timings: dict[str, float] = {}  # e.g. train_s, added to result.json's timings
 
     # -- values from the child ------------------------------------------------
 
     def call(self, name: str, *args: Any, timeout_s: float | None = None, **kwargs: Any) -> Any:
-        """`name(*args, **kwargs)` evaluated in the student's kernel."""
+        """`name(*args, **kwargs)` evaluated in the student's kernel.
+
+        A function that once ran out of time is not called again: every later call fails at once
+        with the same reason, so one endless loop costs one time limit, not one per check.
+        """
+        if name in self._stuck:
+            raise self._stuck[name]
         in_dir = self._input_dir([list(args), kwargs])
         out_name = self._output_name()
         source = child_call("probe", "call", name, str(in_dir), str(self.sandbox.exchange / out_name))
-        return self._answer(source, out_name, what=name, timeout_s=timeout_s)
+        try:
+            return self._answer(source, out_name, what=name, timeout_s=timeout_s)
+        except StudentError as exc:
+            if exc.kind == "timeout":
+                self._stuck[name] = StudentError(f"{exc.message}; it was not called again", kind="timeout")
+            raise
 
     def get(self, name: str) -> Any:
         """The value of a module-level name in the student's notebook."""

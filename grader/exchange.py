@@ -10,6 +10,7 @@ child leaves in the exchange directory can at worst be a wrong answer.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
@@ -23,6 +24,7 @@ from grader.child import wire
 MAX_JSON_BYTES = 16 * 1024 * 1024
 MAX_ARRAY_BYTES = 1024 * 1024 * 1024
 _ARRAY_NAME = re.compile(r"^a\d{1,6}\.npy$")
+DICT_KEY_TYPES = (str, int, float, bool, type(None))
 
 
 class ExchangeError(Exception):
@@ -66,9 +68,10 @@ def read_value(exchange_fd: int, name: str) -> Any:
             if not isinstance(file_name, str) or not _ARRAY_NAME.match(file_name):
                 raise ExchangeError(f"bad array name {file_name!r}")
             with _open_regular(dir_fd, file_name, budget[0]) as fa:
+                _check_npy_header(fa, file_name, budget[0])
                 try:
                     array = np.load(fa, allow_pickle=False)
-                except (ValueError, OSError, EOFError) as exc:
+                except (ValueError, OSError, EOFError, MemoryError) as exc:
                     raise ExchangeError(f"array {file_name} is not a valid .npy file ({exc})") from None
             if not isinstance(array, np.ndarray):
                 raise ExchangeError(f"{file_name} is not a single array")
@@ -81,6 +84,29 @@ def read_value(exchange_fd: int, name: str) -> Any:
             raise ExchangeError("the answer is nested too deeply") from None
     finally:
         os.close(dir_fd)
+
+
+def _check_npy_header(f, file_name: str, budget: int) -> None:
+    """Refuse an .npy file whose header promises more data than the file holds or the budget allows,
+    before NumPy allocates what the header claims."""
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ExchangeError(f"array {file_name} uses .npy format {version}, which the grader does not read")
+    except (ValueError, OSError, EOFError, TypeError, SyntaxError) as exc:
+        raise ExchangeError(f"array {file_name} is not a valid .npy file ({exc})") from None
+    if dtype.hasobject:
+        raise ExchangeError(f"array {file_name} holds Python objects")
+    nbytes = math.prod(shape) * dtype.itemsize
+    data_offset = f.tell()
+    size = os.fstat(f.fileno()).st_size
+    if nbytes > budget or data_offset + nbytes != size:
+        raise ExchangeError(f"array {file_name} claims {nbytes:,} bytes of data but holds {size - data_offset:,}")
+    f.seek(0)
 
 
 def _decode(node: Any, read_array, depth: int) -> Any:
@@ -106,8 +132,9 @@ def _decode(node: Any, read_array, depth: int) -> Any:
             if not isinstance(pair, list) or len(pair) != 2:
                 raise ExchangeError("malformed dict in answer")
             key = _decode(pair[0], read_array, depth + 1)
-            if isinstance(key, np.ndarray):
-                raise ExchangeError("array used as a dict key")
+            if not isinstance(key, DICT_KEY_TYPES):
+                raise ExchangeError(f"a dict in the answer has a {type(key).__name__} as a key; "
+                                    "keys must be strings or numbers")
             out[key] = _decode(pair[1], read_array, depth + 1)
         return out
     if "unsupported" in node:

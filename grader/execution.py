@@ -17,6 +17,7 @@ from grader.errors import HarnessError
 from grader.kernel import CellRun, KernelSession
 from grader.notebook_io import CodeCell
 from grader.results import CellProblem
+from grader.sandbox import Limits
 
 MAX_RESTARTS = 3
 TRACEBACK_LINES = 30
@@ -102,7 +103,8 @@ class NotebookRunner:
                 continue
             run = self._run_cell(cell)
             self.report.cells_run += 1
-            problem = problem_from_run(cell, run, self.cell_timeout_s, self.readable)
+            problem = problem_from_run(cell, run, self.cell_timeout_s, self.readable,
+                                       limits=self.session.sandbox.limits)
             if problem is not None:
                 self.report.problems.append(problem)
             if run.status == "error" and run.error_name == "MemoryError":
@@ -138,7 +140,7 @@ class NotebookRunner:
 
 
 def problem_from_run(cell: CodeCell, run: CellRun, cell_timeout_s: float,
-                     readable=lambda tb: tb) -> CellProblem | None:
+                     readable=lambda tb: tb, limits: Limits | None = None) -> CellProblem | None:
     if run.status == "ok":
         return None
     if run.status == "timeout":
@@ -152,7 +154,8 @@ def problem_from_run(cell: CodeCell, run: CellRun, cell_timeout_s: float,
     restarted = ("; the grader restarted the kernel without this cell" if run.error_name == "MemoryError" else "")
     return CellProblem(cell_index=cell.index, kind="exception", source=cell.source,
                        error_name=run.error_name,
-                       message=f"{cell.label} raised {run.error_name}: {_one_line(run.error_value)}{restarted}",
+                       message=f"{cell.label} raised {run.error_name}: {_one_line(run.error_value)}{restarted}"
+                               f"{_space_hint(run, limits)}",
                        traceback=readable(run.traceback)[-TRACEBACK_LINES:])
 
 
@@ -173,6 +176,15 @@ def readable_traceback(blocks: list[str], cell_of_count: dict[int, str]) -> list
         kept.append(_CELL_REFERENCE.sub(
             lambda m: f"{cell_of_count.get(int(m.group(1)), 'a grader cell')}, line {m.group(2)}", block))
     return kept
+
+
+def _space_hint(run: CellRun, limits: Limits | None) -> str:
+    """Why a write failed, when it hit the sandbox's space limits."""
+    if limits is None or not any(text in run.error_value for text in ("No space left", "File too large",
+                                                                     "Disk quota")):
+        return ""
+    return (f" (the grader's sandbox allows {limits.disk_mb} MB in the working directory, {limits.tmp_mb} MB "
+            f"in /tmp and files of at most {limits.max_file_mb} MB)")
 
 
 def _one_line(text: str, limit: int = 300) -> str:

@@ -52,10 +52,25 @@ def strip_ansi(text: str) -> str:
 
 
 class _CappedClient(NotebookClient):
-    """NotebookClient that keeps only the first part of a flood of output."""
+    """NotebookClient that keeps only the first part of a flood of output, and nothing a kernel
+    asks a front end to remember (widget state, comm buffers, display updates): the grader's
+    memory must not grow with what a notebook sends."""
 
     output_budget = 0
     truncated = False
+    saw_idle = False  # the kernel's "idle" arrived: the output stream is intact
+
+    def process_message(self, msg, cell, cell_index):  # noqa: D401 - nbclient hook
+        msg_type = msg.get("msg_type", "")
+        if msg_type == "status" and msg.get("content", {}).get("execution_state") == "idle":
+            self.saw_idle = True
+        if msg_type.startswith("comm") or msg_type == "update_display_data":
+            return None
+        transient = msg.get("content", {}).get("transient")
+        if transient:
+            msg["content"]["transient"] = None  # no display ids: nothing to update later
+        msg["buffers"] = []
+        return super().process_message(msg, cell, cell_index)
 
     def output(self, outs, msg, display_id, cell_index):  # noqa: D401 - nbclient hook
         size = len(str(msg.get("content", "")))
@@ -126,6 +141,7 @@ class KernelSession:
         client.timeout = max(1, int(round(timeout_s)))
         client.output_budget = min(self.sandbox.limits.output_kb_per_cell * 1024, self._total_output)
         client.truncated = False
+        client.saw_idle = False
         start = time.monotonic()
         try:
             client.execute_cell(cell, index)
@@ -142,7 +158,18 @@ class KernelSession:
         if not self._kernel_alive():
             self.alive = False
             return CellRun(status="died", elapsed_s=elapsed, error_value=self._death_reason())
+        if not client.saw_idle:
+            self._reconnect_output()
+            client.truncated = True
         return self._from_outputs(cell, elapsed, client.truncated)
+
+    def _reconnect_output(self) -> None:
+        """A message over the size cap makes ZMQ drop the output connection for good: open a new one."""
+        kc = self.client.kc
+        if kc._iopub_channel is not None:
+            kc._iopub_channel.close()
+            kc._iopub_channel = None
+        kc.iopub_channel  # noqa: B018 - connects a fresh socket
 
     def _after_timeout(self, start: float) -> CellRun:
         """Interrupt; if the kernel does not answer within a grace period, kill it."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from nbformat import NotebookNode
 from grader.errors import NotebookError
 
 MAX_NOTEBOOK_MB = 50
+MAX_NESTING = 100
+CELL_TYPES = ("code", "markdown", "raw")
 SKIP_TAGS = frozenset({"demo", "skip-execution"})
 
 
@@ -84,51 +87,91 @@ def read_submission(path: Path, *, max_mb: int = MAX_NOTEBOOK_MB) -> Submission:
     except json.JSONDecodeError as exc:
         raise NotebookError(f"{name} is not a notebook: invalid JSON at line {exc.lineno}, "
                             f"column {exc.colno} ({exc.msg})") from None
+    except RecursionError:
+        raise NotebookError(_too_deep_message(name)) from None
+    if _too_deep(data):
+        raise NotebookError(_too_deep_message(name))
     return Submission(path=path, sha256=hashlib.sha256(raw).hexdigest(), **_as_notebook(data, name))
+
+
+def _too_deep_message(name: str) -> str:
+    return (f"{name} is not a notebook the grader can read: its JSON is nested more than {MAX_NESTING} "
+            "levels deep (look at its metadata)")
+
+
+def _too_deep(data: object) -> bool:
+    """Whether lists and objects nest deeper than MAX_NESTING (checked without recursion)."""
+    stack = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return True
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return False
 
 
 def _as_notebook(data: object, name: str) -> dict:
     if not isinstance(data, dict) or "nbformat" not in data:
         raise NotebookError(f"{name} is JSON but not a Jupyter notebook (no 'nbformat' field)")
     version = data.get("nbformat")
-    if version not in (3, 4):
-        raise NotebookError(f"{name} uses notebook format {version!r}; only formats 3 and 4 can be graded")
-    warnings = []
-    if version == 3:
-        warnings.append(f"{name} uses the old notebook format 3; it was converted to format 4")
+    if version not in (2, 3, 4):
+        raise NotebookError(f"{name} uses notebook format {version!r}; only formats 2, 3 and 4 can be graded")
+    warnings_ = []
+    if version in (2, 3):
+        warnings_.append(f"{name} uses the old notebook format {version}; it was converted to format 4")
     if version == 4:
-        _fill_optional_fields(data, name)
+        warnings_.extend(_fill_optional_fields(data, name))
+    captured: dict = {}
     try:
-        notebook = nbformat.reads(json.dumps(data), as_version=4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nbformat's own notices (missing cell ids...) are not the student's
+            notebook = nbformat.reads(json.dumps(data), as_version=4, capture_validation_error=captured)
     except Exception as exc:  # noqa: BLE001 - nbformat raises many kinds for broken input
-        raise NotebookError(f"{name} is not a valid notebook: {exc}") from None
-    try:
-        nbformat.validate(notebook)
-    except nbformat.ValidationError as exc:
-        warnings.append(f"{name} does not fully follow the notebook format ({exc.message}); "
-                        "graded anyway")
+        raise NotebookError(f"{name} is not a valid notebook: {_one_line(exc)}") from None
+    if captured.get("ValidationError") is not None:
+        problem = getattr(captured["ValidationError"], "message", captured["ValidationError"])
+        warnings_.append(f"{name} does not fully follow the notebook format ({_one_line(problem)}); "
+                         "graded anyway")
     for i, cell in enumerate(notebook.get("cells", [])):
         if not isinstance(cell, dict) or not isinstance(cell.get("source", ""), str) \
-                or cell.get("cell_type") not in ("code", "markdown", "raw"):
+                or cell.get("cell_type") not in CELL_TYPES:
             raise NotebookError(f"{name}: cell {i + 1} is malformed (no cell_type or source)")
-    return {"notebook": notebook, "warnings": tuple(warnings)}
+    return {"notebook": notebook, "warnings": tuple(warnings_)}
 
 
-def _fill_optional_fields(data: dict, name: str) -> None:
-    """Editors that write notebooks by hand often drop fields Jupyter would fill in; so do we."""
+def _fill_optional_fields(data: dict, name: str) -> list[str]:
+    """Editors that write notebooks by hand often drop fields Jupyter would fill in; so do we.
+    A cell type from a newer format becomes a raw cell (kept in place, so cell numbers hold, never run)."""
+    found = []
     data.setdefault("metadata", {})
     data.setdefault("nbformat_minor", 4)
     cells = data.get("cells")
     if not isinstance(cells, list):
         raise NotebookError(f"{name} is not a valid notebook: 'cells' is not a list")
     for i, cell in enumerate(cells):
-        if not isinstance(cell, dict) or cell.get("cell_type") not in ("code", "markdown", "raw") \
-                or not isinstance(cell.get("source"), (str, list)):
+        known = isinstance(cell, dict) and cell.get("cell_type") in CELL_TYPES
+        if not isinstance(cell, dict) or (known and not isinstance(cell.get("source"), (str, list))):
             raise NotebookError(f"{name}: cell {i + 1} is malformed (no cell_type or source)")
+        if not known:
+            kind = str(cell.get("cell_type"))[:40]
+            found.append(f"cell {i + 1} has the cell type {kind!r}, which the grader does not know; "
+                         "it was not run")
+            source = cell.get("source", "")
+            cells[i] = cell = {"cell_type": "raw", "metadata": {},
+                               "source": source if isinstance(source, (str, list)) else ""}
         cell.setdefault("metadata", {})
         if cell["cell_type"] == "code":
             cell.setdefault("outputs", [])
             cell.setdefault("execution_count", None)
+    return found
+
+
+def _one_line(text: object, limit: int = 200) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def code_cells(notebook: NotebookNode) -> list[CodeCell]:

@@ -20,10 +20,11 @@ import grader
 from grader.assignment import Assignment, Check, ResourceRequest
 from grader.context import LIMIT_KINDS, CheckContext, StudentError
 from grader.data import DatasetMissing
-from grader.errors import HarnessError, NotebookError
+from grader.errors import GraderError, HarnessError, NotebookError
 from grader.execution import Deadline, NotebookRunner
 from grader.kernel import KernelSession
 from grader.notebook_io import code_cells, read_submission, sha256_of, skipped_cells
+from grader.reports.plain import printable
 from grader.results import CheckResult, GradeResult
 from grader.sandbox import Sandbox
 from grader.scoring import Outcome, points, status_of
@@ -39,6 +40,25 @@ class GradeOptions:
     device: str = "cpu"
     isolation: str = "auto"
     threads: int | None = None
+    sandbox_user: str | None = None  # who a root grader runs student code as (default: nobody)
+    private_paths: tuple[Path, ...] = ()  # the grader's outputs: the child may neither read nor write them
+
+
+def grade_safely(path: Path, assignment: Assignment, options: GradeOptions) -> GradeResult:
+    """`grade_submission`, with anything unexpected turned into an error result that says so: one
+    submission can stop neither `grader grade` nor a batch. A broken installation (HarnessError) still
+    stops the grader, because it would fail every submission the same way."""
+    try:
+        return grade_submission(path, assignment, options)
+    except GraderError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        log.error("grading %s crashed:\n%s", printable(Path(path).name), printable(traceback.format_exc(),
+                                                                                   limit=20_000))
+        message = f"the grader crashed on this submission ({type(exc).__name__}: {printable(exc, limit=300)}); " \
+                  "tell the course staff"
+        return zero_result(path, assignment, options, message=message, check_message=message,
+                           check_status="error")
 
 
 def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) -> GradeResult:
@@ -54,7 +74,8 @@ def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) 
     hidden = (options.course_root / "solutions", options.data_root, options.cache_dir, path.resolve().parent)
     with Sandbox(limits, isolation=options.isolation, device=options.device,
                  blocked_modules=assignment.blocked_modules, hidden_paths=hidden,
-                 threads=options.threads) as sandbox:
+                 private_paths=options.private_paths, threads=options.threads,
+                 user=options.sandbox_user) as sandbox:
         deadline = Deadline(limits.total_timeout_s)
         runner = NotebookRunner(KernelSession(sandbox), preamble=_preamble(sandbox, assignment),
                                 cell_timeout_s=limits.cell_timeout_s, deadline=deadline)
@@ -96,7 +117,7 @@ def run_check(check: Check, context: CheckContext) -> CheckResult:
         outcome = Outcome(0.0, exc.message, {"traceback": exc.traceback} if exc.traceback else {},
                           status="error" if exc.kind in LIMIT_KINDS else None)
     except Exception as exc:  # noqa: BLE001 - a broken check must not stop the batch
-        log.error("check %s crashed:\n%s", check.id, traceback.format_exc())
+        log.error("check %s crashed:\n%s", check.id, printable(traceback.format_exc(), limit=20_000))
         outcome = Outcome.error(f"the grader's check {check.id} crashed ({type(exc).__name__}: {exc}); "
                                 "this is not your fault: tell the course staff")
     return CheckResult(id=check.id, name=check.name, score=points(outcome, check.points),

@@ -7,45 +7,62 @@ command line); leaving the `with` block kills whatever is still running and
 removes the directories.
 
 Protections are layered and detected at run time, because a TA's laptop or an
-LMS container may lack some of them; `Protections` records what was active:
+LMS container may lack some of them; `Protections` records what was active.
+The child always starts with grader/child/launch.py, which joins the cgroups,
+sets the rlimits, builds the view where the mode has one, and drops privileges:
 
-- isolation "bwrap": mount, pid, ipc and network namespaces; the child sees
-  a read-only view of the system and the Python environment, its own working
-  directory, and nothing of the course, the data root or other submissions.
-- isolation "unshare": network and pid namespaces only (util-linux unshare).
-- isolation "none": a separate process session and the limits below.
-- as root, the child runs as the unprivileged user `nobody` (rlimits such as
-  RLIMIT_NPROC do not bind root);
-- rlimits: data segment (memory), processes, file size, open files, no core;
-- cgroups (v1 or v2) for memory and process count where writable.
+- "bwrap": bubblewrap's mount, pid, ipc, uts and network namespaces and its
+  read-only view of the system and the Python environment;
+- "unshare": the same, built by launch.py inside namespaces from util-linux
+  `unshare` (with a user namespace when the grader is not root): the child
+  sees the system, the Python environment and its own directories, nothing of
+  the course, the data root, the caches, the grader's output or other
+  submissions;
+- "user": no namespaces, but the child runs as an unprivileged user (an LMS
+  container's outer wall plus file permissions); the grader refuses to start
+  when that user could read the course's specs, the data or the outputs;
+- "none": nothing; only when asked for explicitly, and never as root.
+
+In every mode student code never runs as real root: as root the child becomes
+the sandbox user (`nobody`, or GRADER_SANDBOX_USER); otherwise it keeps the
+grader's own user and loses every capability.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import json
 import os
 import pwd
 import shutil
-import signal
 import stat
 import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import zmq
+import zmq.asyncio
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Any as AnyTrait
+from traitlets import Type
 
 from grader.errors import HarnessError
+from grader.reaping import Cgroups, processes_of, sweep_user
 
 CHILD_LIB = Path(__file__).parent / "child"
-ISOLATION_MODES = ("auto", "bwrap", "unshare", "none")
+ISOLATION_MODES = ("auto", "bwrap", "unshare", "user", "none")
+NAMESPACE_MODES = ("bwrap", "unshare")
+DEFAULT_USER = "nobody"
 _MB = 1024 * 1024
+MAX_MESSAGE_BYTES = 32 * _MB  # a kernel message larger than this is dropped before the grader reads it
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 
 
 @dataclass(frozen=True)
@@ -58,7 +75,8 @@ class Limits:
     max_processes: int = 256
     max_file_mb: int = 256
     max_open_files: int = 1024
-    tmp_mb: int = 512
+    tmp_mb: int = 512  # each of /tmp and /dev/shm, where the sandbox has private ones
+    disk_mb: int = 1024  # the working directory, and the exchange where the grader can mount it
     output_kb_per_cell: int = 256
     output_kb_total: int = 2048
 
@@ -68,7 +86,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class Protections:
-    """Which protections were active for one submission (result.json's environment)."""
+    """Which protections were active for one submission (result.json's environment.sandbox)."""
 
     isolation: str
     network: str
@@ -76,6 +94,7 @@ class Protections:
     user: str
     memory: str
     processes: str
+    writable: str = ""
     notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,64 +104,50 @@ class Protections:
 
 
 # --------------------------------------------------------------------------
-# Detection: what this machine offers. Each probe runs a real command once.
+# Who the child runs as
 
 
-@functools.cache
-def _command_works(*argv: str) -> bool:
+def sandbox_user(name: str | None = None) -> tuple[str, int, int]:
+    """(name, uid, gid) of the unprivileged user a root grader runs student code as."""
+    name = name or os.environ.get("GRADER_SANDBOX_USER") or DEFAULT_USER
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return done.returncode == 0
-
-
-def bwrap_available() -> bool:
-    exe = shutil.which("bwrap")
-    return bool(exe) and _command_works(
-        exe, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent",
-        "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true")
-
-
-def unshare_available() -> bool:
-    exe = shutil.which("unshare")
-    return bool(exe) and _command_works(exe, "--net", "--pid", "--fork", "--kill-child", "true")
-
-
-def choose_isolation(requested: str = "auto") -> str:
-    """The strongest isolation available, or the requested one if it works."""
-    requested = requested or "auto"
-    if requested not in ISOLATION_MODES:
-        raise HarnessError(f"unknown sandbox mode {requested!r}; choose one of {', '.join(ISOLATION_MODES)}")
-    available = {"bwrap": bwrap_available, "unshare": unshare_available, "none": lambda: True}
-    if requested != "auto":
-        if not available[requested]():
-            raise HarnessError(f"sandbox mode {requested!r} was asked for but does not work on this machine")
-        return requested
-    return next(mode for mode in ("bwrap", "unshare", "none") if available[mode]())
-
-
-def _nobody() -> tuple[int, int] | None:
-    try:
-        entry = pwd.getpwnam("nobody")
+        entry = pwd.getpwnam(name)
     except KeyError:
-        return None
-    return entry.pw_uid, entry.pw_gid
+        if name == DEFAULT_USER:
+            return name, 65534, 65534  # no passwd entry; the conventional ids still hold no rights
+        raise HarnessError(f"the sandbox user {name!r} does not exist (create it, or set "
+                           "GRADER_SANDBOX_USER to an unprivileged user)") from None
+    if entry.pw_uid == 0:
+        raise HarnessError(f"the sandbox user {name!r} is root; choose an unprivileged user")
+    return name, entry.pw_uid, entry.pw_gid
 
 
-def _world_traversable(path: Path) -> bool:
-    """Whether an unprivileged user can reach `path` (every ancestor o+x, the file o+r)."""
-    path = path.resolve()
-    for part in [path, *path.parents]:
+def reachable_by(path: Path, uid: int, gid: int, *, read: bool = True) -> bool:
+    """Whether `uid` can reach `path` by its permission bits (every ancestor searchable,
+    the path itself readable, or searchable with read=False)."""
+    path = Path(path).absolute()
+    chain = [*reversed(path.parents), path]
+    for i, part in enumerate(chain):
         try:
-            mode = part.stat().st_mode
+            info = part.stat()
         except OSError:
             return False
-        needed = stat.S_IXOTH if stat.S_ISDIR(mode) else stat.S_IROTH
-        if not mode & needed:
+        last = i == len(chain) - 1
+        need = (stat.S_IRUSR if read or not stat.S_ISDIR(info.st_mode) else stat.S_IXUSR) if last \
+            else stat.S_IXUSR
+        shift = 0 if info.st_uid == uid else 3 if info.st_gid == gid else 6
+        if not info.st_mode & (need >> shift):
             return False
     return True
+
+
+def writable_by(path: Path, uid: int, gid: int) -> bool:
+    path = Path(path)
+    if not reachable_by(path, uid, gid, read=False):
+        return False
+    info = path.stat()
+    shift = 0 if info.st_uid == uid else 3 if info.st_gid == gid else 6
+    return bool(info.st_mode & (stat.S_IWUSR >> shift))
 
 
 def python_roots() -> list[Path]:
@@ -158,157 +163,138 @@ def python_roots() -> list[Path]:
     return kept
 
 
+def bound_roots() -> list[Path]:
+    """What a namespace sandbox shows the child, read-only: the system and the Python environment."""
+    roots = [Path(d) for d in SYSTEM_DIRS if os.path.exists(d)]
+    for root in python_roots():
+        if not any(root.is_relative_to(d) for d in roots):
+            roots.append(root)
+    return roots
+
+
+def module_locations(name: str) -> list[Path]:
+    """Where a top-level module lives in this environment (to hide it from the child)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return []
+    if spec is None:
+        return []
+    if spec.submodule_search_locations:
+        return [Path(p) for p in spec.submodule_search_locations]
+    return [Path(spec.origin)] if spec.origin else []
+
+
 # --------------------------------------------------------------------------
-# cgroups: the only limits that hold for a whole process tree.
+# Detection: what this machine offers. Each probe runs the real thing once.
 
 
-class _Cgroups:
-    """Memory and pids cgroups for one sandbox (v1 or v2), or none."""
+def _launcher(spec: dict[str, Any], command: list[str], *, childlib: Path = CHILD_LIB) -> list[str]:
+    return [sys.executable, "-I", "-S", str(childlib / "launch.py"), json.dumps(spec), *command]
 
-    def __init__(self, name: str, limits: Limits):
-        self.dirs: list[Path] = []
-        self.kind = "none"
-        self._memory_dir: Path | None = None
-        try:
-            self._create(name, limits)
-        except OSError:
-            self.remove()
-            self.dirs, self.kind, self._memory_dir = [], "none", None
 
-    @staticmethod
-    def _own_path(controller: str) -> str | None:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, controllers, path = line.split(":", 2)
-            if controller in controllers.split(","):
-                return path
-        return None
+def _unshare_prefix() -> list[str]:
+    prefix = [shutil.which("unshare") or "unshare"]
+    if os.geteuid() != 0:
+        prefix += ["--user", "--map-root-user"]
+    return prefix + ["--mount", "--pid", "--fork", "--net", "--ipc", "--uts", "--kill-child", "--"]
 
-    def _create(self, name: str, limits: Limits) -> None:
-        base = Path("/sys/fs/cgroup")
-        memory_bytes = str(limits.memory_mb * _MB)
-        v1_memory, v1_pids = base / "memory", base / "pids"
-        memory_path, pids_path = self._own_path("memory"), self._own_path("pids")
-        if memory_path is not None and pids_path is not None and (v1_memory / "cgroup.procs").exists():
-            memory_dir = v1_memory / memory_path.lstrip("/") / name
-            pids_dir = v1_pids / pids_path.lstrip("/") / name
-            memory_dir.mkdir()
-            self.dirs.append(memory_dir)
-            pids_dir.mkdir()
-            self.dirs.append(pids_dir)
-            (memory_dir / "memory.limit_in_bytes").write_text(memory_bytes)
-            swap = memory_dir / "memory.memsw.limit_in_bytes"
-            if swap.exists():
-                swap.write_text(memory_bytes)
-            (pids_dir / "pids.max").write_text(str(limits.max_processes))
-            self.kind, self._memory_dir = "v1", memory_dir
-            return
-        if (base / "cgroup.controllers").exists():
-            own = base / (self._own_path("") or "/").lstrip("/")
-            child = own / name
-            child.mkdir()
-            self.dirs.append(child)
-            enabled = (child / "cgroup.controllers").read_text().split()
-            if not {"memory", "pids"} <= set(enabled):
-                raise OSError("memory and pids controllers are not delegated here")
-            (child / "memory.max").write_text(memory_bytes)
-            (child / "memory.swap.max").write_text("0") if (child / "memory.swap.max").exists() else None
-            (child / "pids.max").write_text(str(limits.max_processes))
-            self.kind, self._memory_dir = "v2", child
 
-    def procs_files(self) -> list[str]:
-        return [str(d / "cgroup.procs") for d in self.dirs]
-
-    def pids(self) -> set[int]:
-        found: set[int] = set()
-        for d in self.dirs:
-            try:
-                found.update(int(p) for p in (d / "cgroup.procs").read_text().split())
-            except OSError:
-                pass
-        return found
-
-    def kill_all(self) -> None:
-        if self.kind == "v2" and (self.dirs[0] / "cgroup.kill").exists():
-            try:
-                (self.dirs[0] / "cgroup.kill").write_text("1")
-            except OSError:
-                pass
-        # v1 has no cgroup.kill: stop every process first (a stopped process cannot fork), then kill;
-        # repeat until the group is empty, so a fork bomb cannot outrun us.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            pids = self.pids()
-            if not pids:
-                return
-            for sig in (signal.SIGSTOP, signal.SIGKILL):
-                for pid in pids:
-                    try:
-                        os.kill(pid, sig)
-                    except OSError:
-                        pass
-            time.sleep(0.01)
-
-    def oom_killed(self) -> bool:
-        if self._memory_dir is None:
-            return False
-        try:
-            if self.kind == "v1":
-                control = (self._memory_dir / "memory.oom_control").read_text()
-                counts = dict(line.split() for line in control.splitlines() if len(line.split()) == 2)
-                if int(counts.get("oom_kill", "0")) > 0:
-                    return True
-                return int((self._memory_dir / "memory.failcnt").read_text()) > 0 and not self.pids()
-            events = (self._memory_dir / "memory.events").read_text()
-            counts = dict(line.split() for line in events.splitlines())
-            return int(counts.get("oom_kill", "0")) > 0
-        except (OSError, ValueError):
-            return False
-
-    def pids_exhausted(self) -> bool:
-        """Whether a fork was refused because the process limit was reached."""
-        for d in self.dirs:
-            events = d / "pids.events"
-            try:
-                counts = dict(line.split() for line in events.read_text().splitlines() if len(line.split()) == 2)
-            except (OSError, ValueError):
-                continue
-            if int(counts.get("max", "0")) > 0:
-                return True
+def _runs(argv: list[str]) -> bool:
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, timeout=20)
+    except (OSError, subprocess.SubprocessError):
         return False
+    return done.returncode == 0 and done.stdout.strip() == b"ok"
 
-    def remove(self) -> None:
-        for d in reversed(self.dirs):
-            for _ in range(250):  # until the last zombie is reaped
-                try:
-                    d.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.02)
+
+@functools.cache
+def bwrap_available() -> bool:
+    exe = shutil.which("bwrap")
+    return bool(exe) and _runs([
+        exe, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent",
+        "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", sys.executable, "-I", "-S", "-c", "print('ok')"])
+
+
+@functools.cache
+def unshare_available() -> bool:
+    """Whether launch.py can build a private view in namespaces here (and drop to the sandbox user)."""
+    if not shutil.which("unshare"):
+        return False
+    with tempfile.TemporaryDirectory(prefix="grader-probe-") as tmp:
+        os.chmod(tmp, 0o755)
+        drop = None
+        if os.geteuid() == 0:
+            _, uid, gid = sandbox_user()
+            drop = [uid, gid]
+        view = {"root": f"{tmp}/view", "steps": [["tmpfs", "/tmp", 1024 * 1024, 0o1777],
+                                                 *(["ro", str(p)] for p in bound_roots()), ["devices"], ["proc"]]}
+        return _runs([*_unshare_prefix(), *_launcher({"view": view, "drop": drop},
+                                                     [sys.executable, "-I", "-S", "-c", "print('ok')"])])
+
+
+def user_mode_problem(user: str | None = None) -> str:
+    """Why the "user" mode cannot run here ("" when it can)."""
+    if os.geteuid() != 0:
+        return "the grader is not root, so it cannot run student code as another user"
+    name, uid, gid = sandbox_user(user)
+    for root in [Path(sys.executable), *python_roots()]:
+        if not reachable_by(root, uid, gid):
+            return (f"the sandbox user {name!r} cannot read the Python environment at {root} "
+                    "(install Python where every user can read it)")
+    return ""
+
+
+def choose_isolation(requested: str = "auto", *, user: str | None = None) -> str:
+    """The strongest isolation available, or the requested one if it works; never silently none."""
+    requested = requested or "auto"
+    if requested not in ISOLATION_MODES:
+        raise HarnessError(f"unknown sandbox mode {requested!r}; choose one of {', '.join(ISOLATION_MODES)}")
+    if requested == "none":
+        if os.geteuid() == 0:
+            raise HarnessError("--sandbox none would run student code as root; use --sandbox user (an "
+                               "unprivileged user, e.g. inside an LMS container) or a mode with namespaces")
+        return "none"
+    if requested == "user":
+        problem = user_mode_problem(user)
+        if problem:
+            raise HarnessError(f"sandbox mode 'user' does not work here: {problem}")
+        return "user"
+    if requested != "auto":
+        available = bwrap_available() if requested == "bwrap" else unshare_available()
+        if not available:
+            raise HarnessError(f"sandbox mode {requested!r} was asked for but does not work on this machine")
+        return requested
+    if bwrap_available():
+        return "bwrap"
+    if unshare_available():
+        return "unshare"
+    problem = user_mode_problem(user)
+    if not problem:
+        return "user"
+    raise HarnessError("no sandbox works on this machine: bubblewrap is missing and namespaces are not "
+                       f"available, and {problem}. Install bubblewrap, enable user namespaces, run as root "
+                       "with an unprivileged GRADER_SANDBOX_USER, or pass --sandbox none to run student "
+                       "code without isolation")
 
 
 # --------------------------------------------------------------------------
-# The exec shim: as the first program in the child, it joins the cgroups,
-# sets the rlimits and ignores SIGINT before exec'ing the isolation layer.
-# SIGINT is ignored so that an interrupt sent to the kernel's process group
-# does not kill bwrap's monitor process; ipykernel installs its own SIGINT
-# handler while it runs a cell, so interrupts still reach student code.
+# A size-limited tmpfs for the sandbox's directories, where the grader may mount one
 
-_SHIM = """\
-import os, resource, signal, sys
-spec = sys.argv[1].split(",")
-n_cgroups = int(spec[0])
-for path in sys.argv[2:2 + n_cgroups]:
-    with open(path, "w") as f:
-        f.write(str(os.getpid()))
-for item in spec[1:]:
-    name, value = item.split("=")
-    value = int(value)
-    resource.setrlimit(getattr(resource, name), (value, value))
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-os.execvp(sys.argv[2 + n_cgroups], sys.argv[2 + n_cgroups:])
-"""
+
+def _mount_tmpfs(path: Path, size_mb: int) -> bool:
+    if os.geteuid() != 0:
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    options = f"size={size_mb * _MB},mode=0755".encode()
+    return libc.mount(b"tmpfs", str(path).encode(), b"tmpfs", ctypes.c_ulong(2 | 4), options) == 0
+
+
+def _unmount(path: Path) -> None:
+    ctypes.CDLL(None, use_errno=True).umount2(str(path).encode(), 2)  # MNT_DETACH
 
 
 class Sandbox:
@@ -316,23 +302,47 @@ class Sandbox:
 
     def __init__(self, limits: Limits, *, isolation: str = "auto", device: str = "cpu",
                  blocked_modules: tuple[str, ...] = (), hidden_paths: tuple[Path, ...] = (),
-                 threads: int | None = None):
+                 private_paths: tuple[Path, ...] = (), threads: int | None = None, user: str | None = None):
         self.limits = limits
         self.device = device
         self.blocked_modules = tuple(blocked_modules)
+        # hidden: the child must not read them; private: not write them either (the grader's outputs)
         self.hidden_paths = tuple(Path(p).resolve() for p in hidden_paths if p)
+        self.private_paths = tuple(Path(p).resolve() for p in private_paths if p)
         self.threads = threads or max(1, min(os.cpu_count() or 1, 8))
-        self.isolation = choose_isolation(isolation)
+        self.isolation = choose_isolation(isolation, user=user)
+        self.user_name, self.user = None, None
+        if os.geteuid() == 0:
+            self.user_name, uid, gid = sandbox_user(user)
+            self.user = (uid, gid)
+        if self.isolation == "user":
+            self._check_permissions()
         self.root: Path | None = None
-        self._cgroups: _Cgroups | None = None
+        self._cgroups: Cgroups | None = None
         self._kernel_log = None
-        self.user = self._choose_user()
+        self._tmpfs_root = False
+        self.swept: list[str] = []
+
+    def _check_permissions(self) -> None:
+        """Without a mount namespace, only file permissions keep the child away from the grader's files."""
+        uid, gid = self.user
+        for path in self.hidden_paths:
+            if path.exists() and reachable_by(path, uid, gid):
+                raise HarnessError(f"sandbox mode 'user': {path} is readable by the sandbox user "
+                                   f"{self.user_name!r}; make it unreadable to that user (chmod o-rwx, or "
+                                   "a parent directory without o+x), or use a sandbox with namespaces")
+        for path in self.private_paths:
+            probe = path if path.exists() else next((p for p in path.parents if p.exists()), Path("/"))
+            if writable_by(probe, uid, gid):
+                raise HarnessError(f"sandbox mode 'user': {probe} is writable by the sandbox user "
+                                   f"{self.user_name!r}; the grader's output must not be")
 
     # -- set-up and tear-down ------------------------------------------------
 
     def __enter__(self) -> "Sandbox":
         base = Path(tempfile.mkdtemp(prefix="grader-"))
         os.chmod(base, 0o755)
+        self._tmpfs_root = _mount_tmpfs(base, self.limits.disk_mb)
         self.root = base
         self.work = self._child_dir("work")
         (self.work / "tmp").mkdir()
@@ -349,11 +359,12 @@ class Sandbox:
         self.kernel_log_path = base / "kernel-stderr.log"
         self._kernel_log = open(self.kernel_log_path, "wb")
         self._cgroups = self._new_cgroups()
-        self._spent_cgroups: list[_Cgroups] = []
+        self._spent_cgroups: list[Cgroups] = []
         return self
 
-    def _new_cgroups(self) -> "_Cgroups":
-        return _Cgroups(f"grader-{uuid.uuid4().hex[:12]}", self.limits)
+    def _new_cgroups(self) -> Cgroups:
+        return Cgroups(f"grader-{uuid.uuid4().hex[:12]}", memory_mb=self.limits.memory_mb,
+                       max_processes=self.limits.max_processes)
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
@@ -364,11 +375,15 @@ class Sandbox:
                 cgroups.kill_all()
                 cgroups.remove()
             self._cgroups = None
+        if self.isolation == "user" and self.user is not None:
+            self.swept.extend(sweep_user(self.user[0]))
         if self._kernel_log is not None:
             self._kernel_log.close()
             self._kernel_log = None
         if self.root is not None:
             os.close(self.exchange_fd)
+            if self._tmpfs_root:
+                _unmount(self.root)
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
 
@@ -390,44 +405,52 @@ class Sandbox:
         self._hand_over(path)
         return path
 
-    # -- who the child runs as ---------------------------------------------
-
-    def _choose_user(self) -> tuple[int, int] | None:
-        if os.geteuid() != 0 or not shutil.which("setpriv"):
-            return None
-        nobody = _nobody()
-        if nobody is None:
-            return None
-        if self.isolation == "bwrap":
-            return nobody  # bwrap builds a view in which the environment is reachable
-        if all(_world_traversable(Path(p)) for p in (sys.executable, *python_roots())):
-            return nobody
-        return None
+    # -- what was active ---------------------------------------------------------
 
     def protections(self) -> Protections:
         notes = []
-        if os.geteuid() == 0 and self.user is None:
-            notes.append("the child runs as root: no setpriv, no 'nobody' user, "
-                         "or the Python environment is not readable by 'nobody'")
         cgroups = self._cgroups.kind if self._cgroups else "none"
         rlimit_memory = "" if self.device != "cpu" else f"rlimit data {self.limits.memory_mb} MB"
         memory = ", ".join(x for x in (f"cgroup {cgroups} {self.limits.memory_mb} MB" if cgroups != "none" else "",
                                        rlimit_memory) if x) or "none"
         processes = (f"cgroup {cgroups} pids.max {self.limits.max_processes}" if cgroups != "none"
-                     else f"rlimit nproc ({'binds' if self.user or os.geteuid() != 0 else 'does not bind root'})")
-        if self.isolation == "none":
-            notes.append("no namespaces: the child shares the network and sees the file system "
-                         "with its user's permissions; run the grader inside a container for isolation")
+                     else "rlimit nproc")
+        namespaces = self.isolation in NAMESPACE_MODES
+        if namespaces:
+            filesystem = ("private read-only view of the system and the Python environment; course files, "
+                          "data root, caches, outputs and other submissions absent")
+        elif self.isolation == "user":
+            filesystem = ("host file system with the sandbox user's permissions; course files, data root "
+                          "and outputs checked unreadable to it")
+            notes.append("no namespaces: the container is the outer wall; the network is not isolated and "
+                         "the child sees the host's file system with the sandbox user's permissions")
+        else:
+            filesystem = "host file system with the grader's own user's permissions"
+            notes.append("NO ISOLATION (--sandbox none): student code ran with the grader's own user, the "
+                         "network and the host's file system; grades are only as safe as the submissions")
+        if self.blocked_modules and not namespaces:
+            notes.append(f"{', '.join(self.blocked_modules)} could only be blocked by an import hook "
+                         "(no mount namespace to remove it from the child's view)")
+        if self.user is not None:
+            user = self.user_name
+        elif self.isolation == "unshare":
+            user = "the grader's own user (root of a user namespace, without capabilities)"
+        else:
+            user = pwd.getpwuid(os.geteuid()).pw_name
+        writable = (f"tmpfs {self.limits.disk_mb} MB" if self._tmpfs_root
+                    else f"working directory: tmpfs {self.limits.disk_mb} MB; exchange on the host disk"
+                    if namespaces else "host disk (each file at most "
+                                       f"{self.limits.max_file_mb} MB)")
+        if namespaces:
+            writable += f"; /tmp and /dev/shm: tmpfs {self.limits.tmp_mb} MB each"
+        if self.swept:
+            notes.append(f"removed what the sandbox user left behind: {', '.join(self.swept[:5])}"
+                         + (f" and {len(self.swept) - 5} more" if len(self.swept) > 5 else ""))
         return Protections(
             isolation=self.isolation,
-            network="isolated" if self.isolation in ("bwrap", "unshare") else "not isolated",
-            filesystem="private read-only view" if self.isolation == "bwrap"
-            else "host file system (user permissions)",
-            user="nobody" if self.user else pwd.getpwuid(os.geteuid()).pw_name,
-            memory=memory,
-            processes=processes,
-            notes=tuple(notes),
-        )
+            network="isolated" if namespaces else "not isolated",
+            filesystem=filesystem, user=user, memory=memory, processes=processes, writable=writable,
+            notes=tuple(notes))
 
     # -- the command line ----------------------------------------------------
 
@@ -467,27 +490,46 @@ class Sandbox:
             # RLIMIT_AS breaks torch's import (it maps its CUDA libraries); the
             # data limit counts only private writable memory, which is what we want.
             limits["RLIMIT_DATA"] = self.limits.memory_mb * _MB
-        own_uid_processes = 0 if self.user else _count_processes_of(os.getuid())
+        own_uid_processes = len(processes_of(self.user[0] if self.user else os.getuid()))
         cgroup_backstop = 8 if self._cgroups and self._cgroups.kind != "none" else 1
         limits["RLIMIT_NPROC"] = own_uid_processes + self.limits.max_processes * cgroup_backstop
         return limits
 
     def wrap(self, argv: list[str]) -> list[str]:
         """The full command line that runs `argv` inside this sandbox."""
-        rlimits = self._rlimits()
-        cgroup_files = self._cgroups.procs_files() if self._cgroups else []
-        spec = ",".join([str(len(cgroup_files)), *(f"{k}={v}" for k, v in rlimits.items())])
-        shim = [sys.executable, "-I", "-S", "-c", _SHIM, spec, *cgroup_files]
-        drop = []
-        if self.user is not None:
-            uid, gid = self.user
-            drop = [shutil.which("setpriv"), f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
-                    "--inh-caps=-all", "--bounding-set=-all"]
+        outer = {"cgroups": self._cgroups.procs_files() if self._cgroups else [], "rlimits": self._rlimits(),
+                 "ignore_sigint": True}
+        drop = list(self.user) if self.user else None
         if self.isolation == "bwrap":
-            return [*shim, *self._bwrap_prefix(), *drop, *argv]
+            inner = {"chown": [str(self.work)], "drop": drop, "chdir": str(self.work)}
+            return [*_launcher(outer, self._bwrap_prefix()), *self._launcher(inner, argv)]
         if self.isolation == "unshare":
-            return [*shim, shutil.which("unshare"), "--net", "--pid", "--fork", "--kill-child", "--", *drop, *argv]
-        return [*shim, *drop, *argv]
+            inner = {"view": self._view(), "chown": [str(self.work)], "drop": drop, "chdir": str(self.work)}
+            return [*_launcher(outer, _unshare_prefix()), *self._launcher(inner, argv)]
+        return _launcher({**outer, "drop": drop, "chdir": str(self.work)}, argv)
+
+    def _launcher(self, spec: dict[str, Any], argv: list[str]) -> list[str]:
+        return _launcher(spec, argv, childlib=self.childlib / "grader_child")
+
+    def _private_tmpfs(self) -> list[tuple[str, int, int]]:
+        """(path, bytes, mode) of the size-limited tmpfs mounts every namespace view has."""
+        return [("/tmp", self.limits.tmp_mb * _MB, 0o1777), ("/dev/shm", self.limits.tmp_mb * _MB, 0o1777),
+                (str(self.work), self.limits.disk_mb * _MB, 0o700)]
+
+    def _view(self) -> dict[str, Any]:
+        """launch.py's steps for the unshare view, in mount order."""
+        tmp, shm, work = self._private_tmpfs()
+        steps: list[list[Any]] = [["tmpfs", *tmp]]  # first: an environment under /tmp is bound on top of it
+        steps += [["ro", str(root)] for root in bound_roots()]
+        if self.device != "cpu" and os.path.exists("/sys"):
+            steps.append(["ro", "/sys"])
+        steps += [["ro", str(self.childlib)], ["rw", str(self.runtime)], ["rw", str(self.exchange)],
+                  ["tmpfs", *work], ["devices", *self._gpu_devices()], ["tmpfs", *shm], ["proc"]]
+        steps += [["mask", str(path)] for path in self._masked_paths()]
+        return {"root": str(self.root / "view"), "steps": steps}
+
+    def _gpu_devices(self) -> list[str]:
+        return [str(dev) for dev in sorted(Path("/dev").glob("nvidia*"))] if self.device != "cpu" else []
 
     def _bwrap_prefix(self) -> list[str]:
         args = [shutil.which("bwrap"), "--die-with-parent", "--unshare-net", "--unshare-pid",
@@ -501,21 +543,20 @@ class Sandbox:
                     args.extend(["--perms", "0755", "--dir", str(parent)])
                     made.add(parent)
 
-        # The private /tmp first: a Python environment that lives under /tmp is then mounted on top of it.
+        tmp, shm, work = self._private_tmpfs()
         args.extend(["--proc", "/proc", "--dev", "/dev",
-                     "--perms", "1777", "--size", str(self.limits.tmp_mb * _MB), "--tmpfs", "/tmp",
-                     "--perms", "1777", "--size", str(self.limits.tmp_mb * _MB), "--tmpfs", "/dev/shm"])
-        for root in _bound_roots():
+                     "--perms", f"{tmp[2]:o}", "--size", str(tmp[1]), "--tmpfs", tmp[0],
+                     "--perms", f"{shm[2]:o}", "--size", str(shm[1]), "--tmpfs", shm[0]])
+        for root in bound_roots():
             ensure_parents(root)
             args.extend(["--ro-bind", str(root), str(root)])
-        if self.device != "cpu":
-            for dev in sorted(Path("/dev").glob("nvidia*")):
-                args.extend(["--dev-bind", str(dev), str(dev)])
-            if os.path.exists("/sys"):
-                args.extend(["--ro-bind", "/sys", "/sys"])
+        for dev in self._gpu_devices():
+            args.extend(["--dev-bind", dev, dev])
+        if self.device != "cpu" and os.path.exists("/sys"):
+            args.extend(["--ro-bind", "/sys", "/sys"])
         ensure_parents(self.root / "x")
         args.extend(["--ro-bind", str(self.childlib), str(self.childlib),
-                     "--bind", str(self.work), str(self.work),
+                     "--perms", f"{work[2]:o}", "--size", str(work[1]), "--tmpfs", work[0],
                      "--bind", str(self.runtime), str(self.runtime),
                      "--bind", str(self.exchange), str(self.exchange)])
         for path in self._masked_paths():
@@ -523,15 +564,14 @@ class Sandbox:
                 args.extend(["--tmpfs", str(path)])
             elif path.exists():
                 args.extend(["--ro-bind", "/dev/null", str(path)])
-        args.extend(["--chdir", str(self.work)])
         return args
 
     def _masked_paths(self) -> list[Path]:
-        """Paths inside the bound view the child must not see: blocked modules, course files."""
-        candidates = list(self.hidden_paths)
+        """Paths inside the bound view the child must not see: blocked modules, the grader, course files."""
+        candidates = [*self.hidden_paths, *self.private_paths, *module_locations("grader")]
         for module in self.blocked_modules:
             candidates.extend(module_locations(module))
-        bound = _bound_roots()
+        bound = bound_roots()
         return [p for p in candidates if any(p.resolve().is_relative_to(root) for root in bound)]
 
     def kernel_command(self, connection_file: str) -> list[str]:
@@ -543,7 +583,7 @@ class Sandbox:
         return self.wrap(argv)
 
     def launch_kwargs(self) -> dict[str, Any]:
-        return {"env": self.child_env(), "cwd": str(self.work),
+        return {"env": self.child_env(), "cwd": str(self.root),
                 "stdout": subprocess.DEVNULL, "stderr": self._kernel_log, "stdin": subprocess.DEVNULL}
 
     def kernel_manager(self) -> "SandboxedKernelManager":
@@ -562,6 +602,8 @@ class Sandbox:
             if self._cgroups.kind != "none":
                 self._spent_cgroups.append(self._cgroups)
                 self._cgroups = self._new_cgroups()
+        if self.isolation == "user" and self.user is not None:
+            self.swept.extend(sweep_user(self.user[0]))
 
     def oom_killed(self) -> bool:
         return bool(self._cgroups and self._cgroups.oom_killed())
@@ -578,43 +620,15 @@ class Sandbox:
             return ""
 
 
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+class CappedKernelClient(AsyncKernelClient):
+    """A kernel client whose sockets refuse messages over MAX_MESSAGE_BYTES (ZMQ drops them and
+    reconnects), so a kernel cannot make the grader hold gigabytes."""
 
-
-def _bound_roots() -> list[Path]:
-    """What bwrap shows the child, read-only: the system and the Python environment."""
-    roots = [Path(d) for d in SYSTEM_DIRS if os.path.exists(d)]
-    for root in python_roots():
-        if not any(root.is_relative_to(d) for d in roots):
-            roots.append(root)
-    return roots
-
-
-def module_locations(name: str) -> list[Path]:
-    """Where a top-level module lives in this environment (to hide it from the child)."""
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return []
-    if spec is None:
-        return []
-    if spec.submodule_search_locations:
-        return [Path(p) for p in spec.submodule_search_locations]
-    return [Path(spec.origin)] if spec.origin else []
-
-
-def _count_processes_of(uid: int) -> int:
-    count = 0
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                if entry.stat().st_uid == uid:
-                    count += 1
-            except OSError:
-                pass
-    return count
+    def _context_default(self) -> zmq.asyncio.Context:
+        self._created_context = True
+        context = zmq.asyncio.Context()
+        context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        return context
 
 
 class SandboxedKernelManager(AsyncKernelManager):
@@ -625,6 +639,7 @@ class SandboxedKernelManager(AsyncKernelManager):
     """
 
     sandbox = AnyTrait()
+    client_factory = Type(klass=AsyncKernelClient, default_value=CappedKernelClient)
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         return self.sandbox.kernel_command(self.connection_file)

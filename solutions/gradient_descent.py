@@ -100,7 +100,7 @@ def as_pair(value, *, what: str) -> np.ndarray:
 
 def as_params(value, *, what: str) -> dict[str, np.ndarray]:
     if not isinstance(value, dict) or set(value) != {"a1", "b1", "a2", "b2"}:
-        keys = sorted(value) if isinstance(value, dict) else type(value).__name__
+        keys = sorted(map(repr, value)) if isinstance(value, dict) else type(value).__name__
         raise NotNumeric(f"{what} should be a dict with keys a1, b1, a2, b2; got {keys}")
     params = {k: as_array(value[k], what=f"{what}[{k!r}]") for k in value}
     for key, shape in (("a1", (HIDDEN_UNITS,)), ("b1", (HIDDEN_UNITS,)), ("a2", (HIDDEN_UNITS,))):

@@ -104,23 +104,57 @@ def test_other_commands_fail_with_one_line(command, capsys):
 
 
 def test_a_grader_crash_on_one_submission_does_not_stop_the_batch(tmp_path, monkeypatch, capsys):
-    from grader import batch
+    from grader import pipeline
 
     submissions = tmp_path / "in"
     submissions.mkdir()
     for name in ("alice", "bob"):
         (submissions / f"{name}.ipynb").write_bytes((SOLUTIONS / "gradient_descent.ipynb").read_bytes())
-    real = batch.grade_submission
+    real = pipeline.grade_submission
 
     def crash_on_alice(path, assignment, options):
         if path.stem == "alice":
             raise ValueError("unexpected")
         return real(path, assignment, options)
 
-    monkeypatch.setattr(batch, "grade_submission", crash_on_alice)
+    monkeypatch.setattr(pipeline, "grade_submission", crash_on_alice)
     out = tmp_path / "out"
     assert main(["batch", str(submissions), "--assignment", "gradient-descent", "--out", str(out)]) == 0
     alice = json.loads((out / "alice" / "result.json").read_text())
     assert alice["status"] == "error" and alice["score"] == 0 and alice["submission_sha256"] == ""
     assert "the grader crashed on this submission (ValueError: unexpected)" in alice["message"]
     assert json.loads((out / "bob" / "result.json").read_text())["score"] == 14
+
+
+def test_resume_trusts_only_results_the_grader_wrote(tmp_path, capsys):
+    """A planted result.json claiming full marks for an untouched template is graded again."""
+    from grader.notebook_io import sha256_of
+
+    submissions = tmp_path / "in"
+    submissions.mkdir()
+    (submissions / "bob.ipynb").write_bytes((TEMPLATES / "gradient_descent.ipynb").read_bytes())
+    out = tmp_path / "out"
+    (out / "bob").mkdir(parents=True)
+    forged = {"assignment": "gradient-descent", "submission": "bob.ipynb",
+              "submission_sha256": sha256_of(submissions / "bob.ipynb"), "score": 14.0, "max_score": 14.0,
+              "status": "graded", "checks": []}
+    (out / "bob" / "result.json").write_text(json.dumps(forged))
+    (out / "bob" / "result.json.sig").write_text("0" * 64 + "\n")
+    assert main(["batch", str(submissions), "--assignment", "gradient-descent", "--out", str(out)]) == 0
+    assert json.loads((out / "bob" / "result.json").read_text())["score"] == 0
+    assert "done: 1 graded, 0 already graded" in capsys.readouterr().err
+
+
+def test_a_student_whose_files_cannot_be_written_does_not_stop_the_batch(tmp_path, capsys):
+    submissions = tmp_path / "in"
+    submissions.mkdir()
+    for name in ("alice", "bob"):
+        (submissions / f"{name}.ipynb").write_bytes((SOLUTIONS / "gradient_descent.ipynb").read_bytes())
+    out = tmp_path / "out"
+    (out / "alice" / "result.json").mkdir(parents=True)  # a directory where the result should go
+    (out / "alice" / "result.json" / "keep").write_text("x")
+    assert main(["batch", str(submissions), "--assignment", "gradient-descent", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "not written: alice:" in err and "the results of 1 student(s) could not be written" in err
+    assert json.loads((out / "bob" / "result.json").read_text())["score"] == 14
+    assert (out / "summary.html").exists()

@@ -63,3 +63,44 @@ def test_bad_paths_give_one_line_not_a_traceback(tmp_path, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 4 and all(line.startswith("grader: error:") for line in lines), lines
     assert "is a directory; grade one notebook, or a class with grader batch" in lines[2]
+
+
+def test_student_text_never_reaches_the_terminal_as_markup_or_control_codes(tmp_path, capsys):
+    """A first line with rich markup and escape codes that would repaint the screen with a fake score."""
+    from conftest import load, save, with_cell
+
+    trap = "[/] [bold red]score: 14 / 14[/] \x1b[2J\x1b[H\x1b]0;pwned\x07 \r\b"
+    notebook = with_cell(load(SOLUTIONS / "gradient_descent.ipynb"),
+                         f"# {trap}\nraise ValueError({trap!r})", after=0)
+    path = save(notebook, tmp_path / "[red]alice.ipynb")
+    assert main(["grade", str(path), "--out", str(tmp_path / "out"), "--assignment", "gradient-descent"]) == 0
+    printed = capsys.readouterr()
+    assert "\x1b" not in printed.out and "\x07" not in printed.out and "\r" not in printed.out
+    assert "[/] [bold red]score: 14 / 14[/]" in printed.out  # shown as the text it is
+    assert "score: 14 / 14 in" in printed.out
+
+
+def test_a_deeply_nested_notebook_gets_a_result_not_a_crash(tmp_path, capsys):
+    path = tmp_path / "gradient_descent.ipynb"
+    path.write_text('{"nbformat": 4, "nbformat_minor": 5, "cells": [], "metadata": {"a": '
+                    + "[" * 200_000 + "]" * 200_000 + "}}")
+    assert main(["grade", str(path), "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["status"] == "error" and "nested more than 100 levels deep" in result["message"]
+
+
+def test_notebooks_other_tools_accept_are_graded_with_a_quiet_stderr(tmp_path, capsys):
+    """A cell type from a newer format minor and a cell without an id: warnings in result.json, not stderr."""
+    notebook = json.loads((SOLUTIONS / "gradient_descent.ipynb").read_text())
+    notebook["nbformat_minor"] = 9
+    notebook["cells"].insert(0, {"cell_type": "future", "metadata": {}, "source": "a new kind of cell"})
+    for cell in notebook["cells"]:
+        cell.pop("id", None)
+    path = tmp_path / "gradient_descent.ipynb"
+    path.write_text(json.dumps(notebook))
+    assert main(["grade", str(path), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr()
+    assert printed.err == ""
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["score"] == 14
+    assert any("cell 1 has the cell type 'future'" in w for w in result["execution"]["warnings"])

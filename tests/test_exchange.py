@@ -36,7 +36,7 @@ def test_a_pickled_array_is_refused(exchange):
     (root / "out").mkdir()
     np.save(root / "out" / "a0.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
     (root / "out" / "value.json").write_text(json.dumps({"ndarray": "a0.npy"}))
-    with pytest.raises(ExchangeError, match="not a valid .npy"):
+    with pytest.raises(ExchangeError, match="holds Python objects"):
         read_value(fd, "out")
 
 
@@ -76,4 +76,36 @@ def test_garbage_json_is_refused(exchange):
     (root / "out").mkdir()
     (root / "out" / "value.json").write_text('{"eval": "__import__(\'os\')"}')
     with pytest.raises(ExchangeError, match="malformed"):
+        read_value(fd, "out")
+
+
+def test_zero_dimensional_arrays_keep_their_shape(exchange):
+    """A correct b2 gradient returned as np.float64 or a 0-d array must not arrive as shape (1,)."""
+    root, fd = exchange
+    (root / "out").mkdir()
+    wire.dump({"b2": np.array(2.5), "s": np.float32(1.0), "v": np.arange(3)[::2]}, str(root / "out"))
+    back = read_value(fd, "out")
+    assert back["b2"].shape == () and back["b2"] == 2.5
+    assert back["s"].shape == () and back["v"].tolist() == [0, 2]
+
+
+def test_an_array_header_that_lies_about_its_size_is_refused_before_allocating(exchange):
+    root, fd = exchange
+    (root / "out").mkdir()
+    header = {"descr": "<f8", "fortran_order": False, "shape": (2 ** 40,)}  # 8 TiB promised
+    with open(root / "out" / "a0.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(b"\0" * 64)
+    (root / "out" / "value.json").write_text(json.dumps({"ndarray": "a0.npy"}))
+    with pytest.raises(ExchangeError, match="claims 8,796,093,022,208 bytes"):
+        read_value(fd, "out")
+
+
+@pytest.mark.parametrize("key", [{"list": [1, 2]}, {"ndarray": "a0.npy"}, {"dict": []}])
+def test_dict_keys_must_be_strings_or_numbers(exchange, key):
+    root, fd = exchange
+    (root / "out").mkdir()
+    np.save(root / "out" / "a0.npy", np.zeros(2))
+    (root / "out" / "value.json").write_text(json.dumps({"dict": [[key, 1.0]]}))
+    with pytest.raises(ExchangeError, match="keys must be strings or numbers"):
         read_value(fd, "out")

@@ -1,4 +1,8 @@
-"""The sandbox in each mode this machine offers: what the child can and cannot do."""
+"""The sandbox in each namespace mode this machine offers: what the child can and cannot do.
+
+The modes without namespaces ("user" inside an LMS container, "none" on a laptop)
+need a machine laid out for them: tests/test_fallback_modes.py.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,19 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from grader import sandbox as sandbox_module
+from grader.errors import HarnessError
 from grader.kernel import KernelSession
-from grader.sandbox import Limits, Sandbox, bwrap_available, unshare_available
+from grader.sandbox import Limits, Sandbox, bwrap_available, choose_isolation, unshare_available
 
 MODES = [pytest.param("bwrap", marks=pytest.mark.skipif(not bwrap_available(), reason="bwrap does not work here")),
          pytest.param("unshare", marks=pytest.mark.skipif(not unshare_available(),
-                                                          reason="unshare does not work here")),
-         "none"]
+                                                          reason="unshare does not work here"))]
 
 
-def run_in(mode: str, source: str, **sandbox_args) -> tuple[str, dict, Path]:
-    with Sandbox(Limits(memory_mb=1024), isolation=mode, **sandbox_args) as sandbox:
+def run_in(mode: str, source: str, limits: Limits = Limits(memory_mb=1024),
+           **sandbox_args) -> tuple[str, dict, Path]:
+    with Sandbox(limits, isolation=mode, **sandbox_args) as sandbox:
         session = KernelSession(sandbox)
         session.start()
         try:
@@ -34,12 +40,10 @@ def test_child_runs_and_protections_are_recorded(mode):
     output, protections, root = run_in(mode, "import os; print('uid', os.getuid(), 'cwd', os.getcwd())")
     assert protections["isolation"] == mode
     assert f"cwd {root}/work" in output
-    if os.geteuid() == 0 and protections["user"] == "nobody":
-        assert "uid 65534" in output
     assert not root.exists(), "the sandbox's directories are removed afterwards"
 
 
-@pytest.mark.parametrize("mode", [m for m in MODES if m != "none"])
+@pytest.mark.parametrize("mode", MODES)
 def test_no_network_in_namespaced_modes(mode):
     code = ("import socket\ntry:\n    socket.create_connection(('1.1.1.1', 53), timeout=3)\n    print('CONNECTED')\n"
             "except OSError as e:\n    print('refused', e)")
@@ -48,30 +52,82 @@ def test_no_network_in_namespaced_modes(mode):
     assert "refused" in output and "CONNECTED" not in output
 
 
-@pytest.mark.skipif(not bwrap_available(), reason="bwrap does not work here")
-def test_bwrap_child_sees_no_course_files_and_no_blocked_module():
-    code = (f"import os\nprint('solutions visible', os.path.exists({str(REPO / 'solutions')!r}))\n"
-            "import importlib.util\nprint('torch found', importlib.util.find_spec('torch') is not None)\n"
-            "import sys\nprint('torch files', [os.listdir(p) for p in sys.path if os.path.isdir(os.path.join(p, 'torch'))"
-            " for p in [os.path.join(p, 'torch')]])")
-    output, _, _ = run_in("bwrap", code, blocked_modules=("torch",))
-    assert "solutions visible False" in output
-    assert "torch files [[]]" in output, output  # the package directory is an empty mount
+@pytest.mark.parametrize("mode", MODES)
+def test_the_child_sees_no_course_files_no_grader_and_no_blocked_module(mode, tmp_path):
+    secret = tmp_path / "data"
+    secret.mkdir()
+    (secret / "labels.npy").write_text("secret")
+    code = (f"import os, sys\nprint('solutions visible', os.path.exists({str(REPO / 'solutions')!r}))\n"
+            f"print('data visible', os.path.exists({str(secret / 'labels.npy')!r}))\n"
+            "import importlib.util\nfor name in ('torch', 'grader'):\n"
+            "    spec = importlib.util.find_spec(name)\n"
+            "    files = [os.listdir(p) for p in (spec.submodule_search_locations or [])] if spec else None\n"
+            "    print(name, 'files', files)")
+    output, _, _ = run_in(mode, code, blocked_modules=("torch",), hidden_paths=(secret,))
+    assert "solutions visible False" in output and "data visible False" in output, output
+    assert "torch files None" in output or "torch files [[]]" in output, output  # absent, or an empty mount
+    assert "grader files None" in output or "grader files [[]]" in output, output
 
 
-def test_blocked_module_import_fails_with_a_reason_in_every_mode():
-    for mode in ("none",):
-        with Sandbox(Limits(), isolation=mode, blocked_modules=("torch",)) as sandbox:
-            session = KernelSession(sandbox)
-            session.start()
-            try:
-                session.run(f'__import__("sys").path.insert(0, {str(sandbox.childlib)!r})\n'
-                            '__import__("grader_child.prepare").prepare.prepare(0, ["torch"], "not allowed here")',
-                            timeout_s=30)
-                run = session.run("import torch", timeout_s=30)
-            finally:
-                session.stop()
-        assert run.error_name == "ModuleNotFoundError" and "not allowed here" in run.error_value
+@pytest.mark.parametrize("mode", MODES)
+def test_student_code_never_runs_as_root(mode):
+    code = ("import os\nprint('uid', os.getuid())\nprint('map', open('/proc/self/uid_map').read().split())\n"
+            "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('CapEff')])")
+    output, protections, _ = run_in(mode, code)
+    inside, outside, _ = output.split("map [")[1].split("]")[0].replace("'", "").split(", ")
+    assert "uid 0" not in output or outside != "0", output  # root inside only when it is another user outside
+    assert "['0000000000000000']" in output, output  # no capabilities whatever the uid
+    if os.geteuid() == 0:
+        assert protections["user"] == "nobody" and "uid 65534" in output
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_child_cannot_reach_the_grader_or_other_processes(mode):
+    code = ("import os\npids = [p for p in os.listdir('/proc') if p.isdigit()]\n"
+            "cmds = [open(f'/proc/{p}/cmdline', 'rb').read() for p in pids]\n"
+            "print('pytest seen', any(b'pytest' in c for c in cmds), 'processes', len(pids))\n"
+            "print('cgroup writable', os.access('/sys/fs/cgroup', os.W_OK))")
+    output, _, _ = run_in(mode, code)
+    assert "pytest seen False" in output and "cgroup writable False" in output, output
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_writable_space_is_size_limited(mode):
+    code = ("import os\nfor where in ('.', '/tmp', '/dev/shm'):\n    try:\n"
+            "        with open(os.path.join(where, 'big'), 'wb') as f:\n"
+            "            for _ in range(40):\n                f.write(b'x' * 2 ** 20)\n"
+            "        print(where, 'wrote 40 MB')\n    except OSError as e:\n        print(where, 'refused', e)")
+    output, protections, _ = run_in(mode, code, Limits(memory_mb=1024, disk_mb=16, tmp_mb=16))
+    assert output.count("No space left on device") == 3, output
+    assert "tmpfs 16 MB" in protections["writable"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_shared_memory_and_temp_files_die_with_the_sandbox(mode):
+    code = ("import ctypes, os\nprint('shm', ctypes.CDLL(None).shmget(0x6eed, 4096, 0o1666))\n"
+            "for d in ('/dev/shm', '/var/tmp', '/run/lock'):\n    try:\n"
+            "        open(os.path.join(d, 'left-behind'), 'w').write('x')\n    except OSError as e:\n"
+            "        print(d, 'refused')")
+    before = Path("/proc/sysvipc/shm").read_text()
+    output, _, _ = run_in(mode, code)
+    assert "shm -1" not in output, output
+    assert Path("/proc/sysvipc/shm").read_text() == before
+    assert not any(Path(d, "left-behind").exists() for d in ("/dev/shm", "/var/tmp", "/run/lock"))
+
+
+def test_blocked_module_import_fails_with_a_reason():
+    """Where the module's files are hidden the import fails anyway; the hook gives it a reason."""
+    with Sandbox(Limits(), isolation=choose_isolation("auto"), blocked_modules=("torch",)) as sandbox:
+        session = KernelSession(sandbox)
+        session.start()
+        try:
+            session.run(f'__import__("sys").path.insert(0, {str(sandbox.childlib)!r})\n'
+                        '__import__("grader_child.prepare").prepare.prepare(0, ["torch"], "not allowed here")',
+                        timeout_s=30)
+            run = session.run("import torch", timeout_s=30)
+        finally:
+            session.stop()
+    assert run.error_name == "ModuleNotFoundError" and "not allowed here" in run.error_value
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -92,8 +148,44 @@ def _cmdline(pid: str) -> str:
         return ""
 
 
-def test_unknown_mode_is_a_clear_error():
-    from grader.errors import HarnessError
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root could run student code as root")
+def test_none_is_refused_as_root():
+    with pytest.raises(HarnessError, match="would run student code as root"):
+        choose_isolation("none")
 
+
+def test_auto_never_falls_back_to_no_isolation(monkeypatch):
+    monkeypatch.setattr(sandbox_module, "bwrap_available", lambda: False)
+    monkeypatch.setattr(sandbox_module, "unshare_available", lambda: False)
+    monkeypatch.setattr(sandbox_module, "user_mode_problem", lambda user=None: "the grader is not root")
+    with pytest.raises(HarnessError, match="no sandbox works on this machine.*pass --sandbox none"):
+        choose_isolation("auto")
+
+
+def test_unknown_mode_is_a_clear_error():
     with pytest.raises(HarnessError, match="unknown sandbox mode 'docker'"):
         Sandbox(Limits(), isolation="docker")
+
+
+def test_the_grader_holds_bounded_memory_whatever_the_kernel_sends(tmp_path):
+    """Widget messages with large buffers, a huge display: the grader keeps none of it."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "flood.py"
+    script.write_text(
+        "import resource\nfrom grader.kernel import KernelSession\nfrom grader.sandbox import Limits, Sandbox\n"
+        "flood = ('from ipykernel.comm import Comm\\nimport os\\n'\n"
+        "         'c = Comm(target_name=\"jupyter.widget\", data={\"state\": {\"_model_name\": \"x\"}})\\n'\n"
+        "         'for i in range(8):\\n'\n"
+        "         '    c.send(data={\"state\": {\"v\": i}, \"buffer_paths\": [[\"a\"]]}, buffers=[os.urandom(50 * 2 ** 20)])\\n'\n"
+        "         'from IPython.display import display\\n'\n"
+        "         'display({\"text/plain\": \"y\" * (40 * 2 ** 20)}, raw=True)\\n')\n"
+        "with Sandbox(Limits(memory_mb=2048)) as sandbox:\n"
+        "    session = KernelSession(sandbox)\n    session.start()\n"
+        "    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "    run = session.run(flood, timeout_s=60)\n    session.stop()\n"
+        "print('grew_mb', (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024, run.status)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    grew = int(done.stdout.split("grew_mb")[1].split()[0])
+    assert grew < 150, done.stdout + done.stderr  # 440 MB were sent

@@ -52,7 +52,9 @@ class _Writer:
             return {"unsupported": f"array of {array.dtype}", "repr": ""}
         name = f"a{self.arrays}.npy"
         self.arrays += 1
-        np.save(os.path.join(self.directory, name), np.ascontiguousarray(array), allow_pickle=False)
+        # np.ascontiguousarray would make a 0-d array 1-d: a scalar must come back as shape ()
+        contiguous = array if array.flags.c_contiguous else array.copy(order="C")
+        np.save(os.path.join(self.directory, name), contiguous, allow_pickle=False)
         return {"ndarray": name, "source": source}
 
 

@@ -1,0 +1,240 @@
+"""What a sandbox's processes hold, and removing all of it when the sandbox closes.
+
+- `Cgroups`: memory and pids cgroups (v1 or v2) that one sandbox's processes
+  join; the only limits that hold for a whole process tree, and the only
+  reliable way to find every process again, however it detached itself.
+- `sweep_user`: where there is no namespace (the "user" sandbox mode, inside
+  an LMS container), what the sandbox user left in the machine's shared
+  places: processes, SysV shared memory, semaphores and message queues, and
+  files in /tmp, /var/tmp, /dev/shm and /run/lock.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+_MB = 1024 * 1024
+SHARED_TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+IPC_RMID = 0
+
+
+class Cgroups:
+    """Memory and pids cgroups for one sandbox (v1 or v2), or none ("none" when not writable)."""
+
+    def __init__(self, name: str, *, memory_mb: int, max_processes: int):
+        self.dirs: list[Path] = []
+        self.kind = "none"
+        self._memory_dir: Path | None = None
+        try:
+            self._create(name, memory_mb * _MB, max_processes)
+        except OSError:
+            self.remove()
+            self.dirs, self.kind, self._memory_dir = [], "none", None
+
+    @staticmethod
+    def _own_path(controller: str) -> str | None:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controller in controllers.split(","):
+                return path
+        return None
+
+    def _create(self, name: str, memory_bytes: int, max_processes: int) -> None:
+        base = Path("/sys/fs/cgroup")
+        v1_memory, v1_pids = base / "memory", base / "pids"
+        memory_path, pids_path = self._own_path("memory"), self._own_path("pids")
+        if memory_path is not None and pids_path is not None and (v1_memory / "cgroup.procs").exists():
+            memory_dir = v1_memory / memory_path.lstrip("/") / name
+            pids_dir = v1_pids / pids_path.lstrip("/") / name
+            memory_dir.mkdir()
+            self.dirs.append(memory_dir)
+            pids_dir.mkdir()
+            self.dirs.append(pids_dir)
+            (memory_dir / "memory.limit_in_bytes").write_text(str(memory_bytes))
+            swap = memory_dir / "memory.memsw.limit_in_bytes"
+            if swap.exists():
+                swap.write_text(str(memory_bytes))
+            (pids_dir / "pids.max").write_text(str(max_processes))
+            self.kind, self._memory_dir = "v1", memory_dir
+            return
+        if (base / "cgroup.controllers").exists():
+            own = base / (self._own_path("") or "/").lstrip("/")
+            child = own / name
+            child.mkdir()
+            self.dirs.append(child)
+            enabled = (child / "cgroup.controllers").read_text().split()
+            if not {"memory", "pids"} <= set(enabled):
+                raise OSError("memory and pids controllers are not delegated here")
+            (child / "memory.max").write_text(str(memory_bytes))
+            if (child / "memory.swap.max").exists():
+                (child / "memory.swap.max").write_text("0")
+            (child / "pids.max").write_text(str(max_processes))
+            self.kind, self._memory_dir = "v2", child
+
+    def procs_files(self) -> list[str]:
+        return [str(d / "cgroup.procs") for d in self.dirs]
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for d in self.dirs:
+            try:
+                found.update(int(p) for p in (d / "cgroup.procs").read_text().split())
+            except OSError:
+                pass
+        return found
+
+    def kill_all(self) -> None:
+        if self.kind == "v2" and (self.dirs[0] / "cgroup.kill").exists():
+            try:
+                (self.dirs[0] / "cgroup.kill").write_text("1")
+            except OSError:
+                pass
+        kill_until_gone(self.pids)
+
+    def oom_killed(self) -> bool:
+        if self._memory_dir is None:
+            return False
+        try:
+            if self.kind == "v1":
+                control = (self._memory_dir / "memory.oom_control").read_text()
+                counts = dict(line.split() for line in control.splitlines() if len(line.split()) == 2)
+                if int(counts.get("oom_kill", "0")) > 0:
+                    return True
+                return int((self._memory_dir / "memory.failcnt").read_text()) > 0 and not self.pids()
+            events = (self._memory_dir / "memory.events").read_text()
+            counts = dict(line.split() for line in events.splitlines())
+            return int(counts.get("oom_kill", "0")) > 0
+        except (OSError, ValueError):
+            return False
+
+    def pids_exhausted(self) -> bool:
+        """Whether a fork was refused because the process limit was reached."""
+        for d in self.dirs:
+            events = d / "pids.events"
+            try:
+                counts = dict(line.split() for line in events.read_text().splitlines() if len(line.split()) == 2)
+            except (OSError, ValueError):
+                continue
+            if int(counts.get("max", "0")) > 0:
+                return True
+        return False
+
+    def remove(self) -> None:
+        for d in reversed(self.dirs):
+            for _ in range(250):  # until the last zombie is reaped
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+
+
+def kill_until_gone(find_pids, *, seconds: float = 30.0) -> None:
+    """Stop every process first (a stopped process cannot fork), then kill; repeat until none is
+    left, so that a fork bomb cannot outrun us."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pids = find_pids()
+        if not pids:
+            return
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+        time.sleep(0.01)
+
+
+# --------------------------------------------------------------------------
+# The sandbox user's leftovers, where no namespace holds them
+
+
+def processes_of(uid: int) -> set[int]:
+    found = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid and _state(entry.name) != "Z":
+                    found.add(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def _state(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def ipc_objects_of(uid: int) -> list[tuple[str, int]]:
+    """("shm" | "sem" | "msg", id) for every SysV IPC object the user owns."""
+    found = []
+    for kind in ("shm", "sem", "msg"):
+        try:
+            lines = Path(f"/proc/sysvipc/{kind}").read_text().splitlines()
+        except OSError:
+            continue
+        header = lines[0].split() if lines else []
+        if "uid" not in header or ("shmid" not in header and "semid" not in header and "msqid" not in header):
+            continue
+        id_column = next(header.index(name) for name in ("shmid", "semid", "msqid") if name in header)
+        uid_column = header.index("uid")
+        for line in lines[1:]:
+            fields = line.split()
+            if len(fields) > max(id_column, uid_column) and fields[uid_column] == str(uid):
+                found.append((kind, int(fields[id_column])))
+    return found
+
+
+def remove_ipc_object(kind: str, ident: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if kind == "shm":
+        libc.shmctl(ident, IPC_RMID, None)
+    elif kind == "sem":
+        libc.semctl(ident, 0, IPC_RMID)
+    else:
+        libc.msgctl(ident, IPC_RMID, None)
+
+
+def temp_files_of(uid: int, dirs: tuple[str, ...] = SHARED_TEMP_DIRS) -> list[Path]:
+    found = []
+    for folder in dirs:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.stat(follow_symlinks=False).st_uid == uid:
+                    found.append(Path(entry.path))
+            except OSError:
+                pass
+    return found
+
+
+def sweep_user(uid: int) -> list[str]:
+    """Kill the user's processes and remove its IPC objects and shared temp files; say what went."""
+    swept = []
+    if processes_of(uid):
+        kill_until_gone(lambda: processes_of(uid))
+        swept.append("processes")
+    for kind, ident in ipc_objects_of(uid):
+        remove_ipc_object(kind, ident)
+        swept.append(f"SysV {kind} {ident}")
+    for path in temp_files_of(uid):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        swept.append(str(path))
+    return swept
