@@ -1,0 +1,139 @@
+"""What grading inside an LMS container takes, whichever the LMS: close its tree, grade, keep records.
+
+1. The LMS's tree (/autograder, /grade) is made root-only (0700, owned by root) when the
+   grader is root: without namespaces, file permissions are the only thing between the kernel
+   (the unprivileged sandbox user) and the spec, the data, the student's upload and the results.
+   The sandbox then checks that it holds before it starts anything.
+2. The upload's one notebook is found; a missing or second notebook, or a notebook of another
+   assignment, becomes a zero result that says so.
+3. The notebook goes through `grader.pipeline.grade_safely`. A failure of the grader itself
+   (HarnessError: no sandbox, missing data; or a crash) becomes a zero result whose message says
+   it is not the student's fault, and `fault` says the LMS should not count it.
+4. result.json and feedback.html are written for staff (`grader.reports.outputs`), with what the
+   entry point did recorded as `environment.lms`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from grader.assignment import Assignment, find_assignment, load_assignments
+from grader.errors import GraderError, UsageError
+from grader.lms.submission import find_notebook, wrong_assignment
+from grader.notebook_io import sha256_of
+from grader.pipeline import GradeOptions, grade_safely, zero_result
+from grader.reports.outputs import write_outputs
+from grader.results import GradeResult
+
+NOT_YOUR_FAULT = ("The autograder could not grade this submission. This is not your fault and says nothing "
+                  "about your work: tell your course staff, who can see why.")
+
+
+@dataclass(frozen=True)
+class LmsGrade:
+    """One upload, graded (or not) inside an LMS container."""
+
+    result: GradeResult | None  # None: not even the assignment could be loaded
+    fault: str = ""  # the grader's own failure ("" when the grading stands, whatever its score)
+
+
+def close_tree(root: Path) -> bool:
+    """Make the LMS's tree root-only when the grader is root; whether it did."""
+    if os.geteuid() != 0:
+        return False
+    os.chown(root, 0, 0)
+    os.chmod(root, 0o700)
+    return True
+
+
+def pick_assignment(course_root: Path, assignment_id: str | None) -> Assignment:
+    """The named assignment, else the only one the course holds (an LMS bundle ships one spec)."""
+    if assignment_id:
+        return find_assignment(course_root, assignment_id)
+    found = load_assignments(course_root)
+    if len(found) != 1:
+        raise UsageError(f"the course at {course_root} holds {len(found)} assignment specs "
+                         f"({', '.join(sorted(found)) or 'none'}); name one with --assignment")
+    return next(iter(found.values()))
+
+
+def grade_upload(upload_dir: Path, *, assignment_id: str | None, options: GradeOptions, out_dir: Path,
+                 lms: dict[str, Any], audience: str = "student",
+                 student: dict[str, Any] | None = None) -> LmsGrade:
+    """Grade the one notebook under `upload_dir`; write result.json and feedback into `out_dir`."""
+    try:
+        assignment = pick_assignment(options.course_root, assignment_id)
+    except GraderError as exc:
+        return LmsGrade(None, fault=f"{NOT_YOUR_FAULT} (The grader's configuration: {exc.message})")
+    with tempfile.TemporaryDirectory(prefix="grader-cache-") as cache:  # 0700, root's: the kernel cannot read it
+        options = dataclasses.replace(options, cache_dir=Path(cache))
+        result, fault = _grade(upload_dir, assignment, options)
+    result = dataclasses.replace(result, environment={**result.environment, "lms": lms},
+                                 student=student or result.student)
+    try:
+        write_outputs(result, out_dir, audience=audience)
+    except OSError as exc:  # staff's copy only: the LMS's own results file must still be written
+        print(f"grader: warning: result.json and feedback not written to {out_dir}: {exc}", file=sys.stderr)
+    return LmsGrade(result, fault)
+
+
+def _grade(upload_dir: Path, assignment: Assignment, options: GradeOptions) -> tuple[GradeResult, str]:
+    upload = find_notebook(upload_dir, expected=assignment.notebook)
+    if upload.notebook is None:
+        return _zero(upload_dir / assignment.notebook, assignment, options, upload.problem), ""
+    notebook = upload.notebook
+    mismatch = wrong_assignment(notebook, assignment)
+    if mismatch:
+        return _zero(notebook, assignment, options, mismatch, sha256=_digest(notebook)), ""
+    try:
+        result = grade_safely(notebook, assignment, options)
+    except GraderError as exc:  # the grader cannot work here: every submission would fail the same way
+        message = f"{NOT_YOUR_FAULT} (The grader: {exc.message})"
+        return zero_result(notebook, assignment, options, message=message, check_message=message,
+                           check_status="error", sha256=_digest(notebook)), message
+    if crashed(result):
+        return result, f"{NOT_YOUR_FAULT} ({result.message})"
+    return result, ""
+
+
+def crashed(result: GradeResult) -> bool:
+    """grade_safely's result for a grader crash: an error whose every check is an error."""
+    return result.status == "error" and bool(result.checks) and all(c.status == "error" for c in result.checks)
+
+
+def _zero(path: Path, assignment: Assignment, options: GradeOptions, message: str, *, sha256: str = "") \
+        -> GradeResult:
+    return zero_result(path, assignment, options, message=message, check_message=f"not graded: {message}",
+                       check_status="failed", sha256=sha256)
+
+
+def _digest(path: Path) -> str:
+    try:
+        return sha256_of(path)
+    except OSError:
+        return ""
+
+
+def remove_stale(path: Path) -> None:
+    """Remove a results file left from before, so that a run that dies shows as such (a file or a tree)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    """Write an LMS's results file atomically (the LMS reads the old file or the new one, never half)."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
