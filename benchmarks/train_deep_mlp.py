@@ -1,6 +1,9 @@
 """Grading the deep-mlp reference against a plain PyTorch script doing the same training.
 
-Run by hand: `GRADER_DATA=../shared/data python benchmarks/train_deep_mlp.py [--repeat 3]`.
+Run by hand: `GRADER_DATA=../shared/data python benchmarks/train_deep_mlp.py [--repeat 3]
+[--baseline-checkout DIR]`. With --baseline-checkout (another checkout of the
+grader, e.g. `git worktree add /tmp/before <commit>`), that version grades
+the same notebook in the same interleaved run, for a before/after ratio.
 
 Both sides train the reference architecture (784-512-256-10, ReLU) with Adam
 at 1e-3 for 10 epochs of batch 64, evaluate on the test set after every
@@ -60,11 +63,13 @@ def plain(data_root: str) -> tuple[float, float]:
     return total, float(done.stdout.split()[0])
 
 
-def graded(data_root: str, out: Path) -> tuple[float, float]:
+def graded(data_root: str, out: Path, checkout: Path = REPO) -> tuple[float, float]:
+    """`grader grade` of the deep-mlp reference by the grader in `checkout` (run from there, so its
+    package is the one imported)."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "grader", "grade", str(REPO / "solutions" / "deep_mlp.ipynb"),
-                    "--out", str(out), "--data-root", data_root, "--device", "cpu"],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "grader", "grade", str(checkout / "solutions" / "deep_mlp.ipynb"),
+                    "--out", str(out), "--data-root", data_root, "--device", "cpu", "--course", str(checkout)],
+                   check=True, stdout=subprocess.DEVNULL, cwd=checkout, env={**os.environ, "PYTHONPATH": str(checkout)})
     total = time.perf_counter() - start
     result = json.loads((out / "result.json").read_text())
     training = next(c for c in result["checks"] if c["id"] == "test-accuracy")["details"]["training"]
@@ -76,12 +81,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--data-root", default=os.environ.get("GRADER_DATA", str(REPO.parent / "shared" / "data")))
+    parser.add_argument("--baseline-checkout", type=Path, default=None,
+                        help="another checkout of the grader to grade the same notebook in the same run")
     args = parser.parse_args()
     runs: dict[str, list[tuple[float, float]]] = {"plain script": [], "grader grade": []}
+    if args.baseline_checkout:
+        runs["baseline grade"] = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeat):
             runs["plain script"].append(plain(args.data_root))
             runs["grader grade"].append(graded(args.data_root, Path(tmp)))
+            if args.baseline_checkout:
+                runs["baseline grade"].append(graded(args.data_root, Path(tmp), args.baseline_checkout.resolve()))
     medians = {name: (statistics.median(t for t, _ in values), statistics.median(w for _, w in values))
                for name, values in runs.items()}
     base_total, base_train = medians["plain script"]

@@ -59,7 +59,7 @@ class Assignment:
         """grader_child modules imported before the student's first cell. The model helper captures
         torch's classes and functions then, so a notebook cannot spoof them later; every assignment
         that may use torch gets it, so no spec can forget it."""
-        return () if "torch" in self.blocked_modules else ("training",)
+        return () if "torch" in self.blocked_modules else ("model",)
 
     @property
     def max_score(self) -> float:

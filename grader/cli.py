@@ -132,7 +132,44 @@ def build_parser() -> argparse.ArgumentParser:
     assign.add_argument("solution", type=Path)
     assign.add_argument("--out", type=Path, default=Path("assignments"),
                         help="directory for the template (default: assignments/)")
+    _lms_parsers(sub)
     return parser
+
+
+def _lms_parsers(sub: argparse._SubParsersAction) -> None:
+    """grader gradescope build|run, grader prairielearn (see grader/lms/)."""
+    gradescope = sub.add_parser("gradescope", help="Gradescope: build an autograder zip, or grade inside one")
+    gs_sub = gradescope.add_subparsers(dest="gradescope_command", required=True, metavar="ACTION")
+    build = gs_sub.add_parser("build", help="write the autograder zip for one assignment (upload it as it is)")
+    build.add_argument("assignment", help="assignment id")
+    build.add_argument("--out", type=Path, default=Path("autograder.zip"), help="zip to write (default: "
+                                                                               "autograder.zip)")
+    build.add_argument("--data", default="ship", choices=("ship", "fetch"),
+                       help="ship: put the datasets the assignment needs into the zip, from the data root "
+                            "(default: the image never depends on a download mirror); fetch: setup.sh runs "
+                            "`grader data fetch` instead (a smaller zip)")
+    build.add_argument("--dataset", action="append", default=None, metavar="DATASET",
+                       help=f"a dataset the assignment needs, when its spec does not say ({', '.join(ALL_DATASETS)})")
+    build.add_argument("--wheel", type=Path, default=None,
+                       help="the grader's wheel to ship (default: built from this checkout)")
+    _common(build)
+    run = gs_sub.add_parser("run", help="grade the submission inside Gradescope's container (run_autograder "
+                                        "runs this)")
+    run.add_argument("--root", type=Path, default=Path("/autograder"),
+                     help="Gradescope's tree: source/, submission/, results/ (default: /autograder)")
+    run.add_argument("--assignment", default=None, help="assignment id (default: the only spec in source/)")
+    run.add_argument("--no-leaderboard", action="store_true", help="leave test accuracy / MSE off the leaderboard")
+    _grading(run)
+
+    prairielearn = sub.add_parser("prairielearn", help="grade a submission inside a PrairieLearn external-grading "
+                                                       "container (the image's entry point)")
+    prairielearn.add_argument("--root", type=Path, default=Path("/grade"),
+                              help="PrairieLearn's tree: student/, data/data.json, tests/solutions/, results/ "
+                                   "(default: /grade)")
+    prairielearn.add_argument("--assignment", default=None,
+                              help="assignment id (default: data.json's params.assignment, else the only spec "
+                                   "in tests/solutions/)")
+    _grading(prairielearn)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +204,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _data(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "gradescope":
+        return _gradescope_build(args) if args.gradescope_command == "build" else _gradescope_run(args)
+    if args.command == "prairielearn":
+        return _prairielearn(args)
     raise UsageError(f"unknown command {args.command}")
 
 
@@ -227,12 +268,16 @@ def _batch(args: argparse.Namespace) -> int:
     from grader.batch import elapsed_text, grade_batch
     from grader.intake import collect
     from grader.reports.plain import rich_text
+    from grader.sandbox import choose_isolation
 
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     if not args.submissions.exists():
         raise UsageError(f"{args.submissions}: no such file or directory")
     options = grade_options(args)
+    if args.jobs > 1 and choose_isolation(options.isolation, user=options.sandbox_user) == "user":
+        raise UsageError("the 'user' sandbox grades one submission at a time (it cleans up after the sandbox "
+                         "user, so parallel jobs would clean up each other): use -j 1, or a sandbox with namespaces")
     assignment = find_assignment(options.course_root, args.assignment)
     out_dir = (args.out or Path("grader-out") / assignment.id).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -345,6 +390,78 @@ def _data(args: argparse.Namespace) -> int:
         except (OSError, RuntimeError) as exc:  # urllib raises OSErrors; torchvision wraps them
             reason = " ".join(str(exc).split())[:300]
             raise GraderError(f"could not download {dataset} (is this machine online?): {reason}") from None
+    return 0
+
+
+def _gradescope_build(args: argparse.Namespace) -> int:
+    from grader.assignment import default_course_root, find_assignment
+    from grader.lms.bundle import build_bundle
+
+    course = (args.course or default_course_root()).resolve()
+    assignment = find_assignment(course, args.assignment)
+    bundle = build_bundle(assignment, args.out, data_mode=args.data,
+                          data_root=(args.data_root or default_data_root()).resolve(), wheel=args.wheel,
+                          datasets=tuple(args.dataset) if args.dataset else None)
+    data = {"ship": f"shipped: {', '.join(bundle.datasets)}", "fetch": f"fetched by setup.sh: "
+            f"{', '.join(bundle.datasets)}"}[bundle.data_mode] if bundle.datasets else "none needed"
+    print(f"wrote {bundle.path} ({len(bundle.members)} files; datasets {data})")
+    print("upload it as it is: Gradescope › the assignment › Configure Autograder › Zip file upload")
+    return 0
+
+
+def _lms_options(args: argparse.Namespace, course: Path, data: Path | None, results: Path) -> "GradeOptions":
+    """GradeOptions inside an LMS tree: its course and data roots unless named; its results kept private."""
+    args.course = args.course or course
+    args.data_root = args.data_root or data
+    return grade_options(args, private=(results,))
+
+
+def _gradescope_run(args: argparse.Namespace) -> int:
+    from grader.lms import gradescope
+    from grader.reports.gradescope import failure_json
+    from grader.reports.terminal import print_summary
+
+    tree = gradescope.GradescopeTree(args.root.resolve())
+    closed = gradescope.prepare(tree)
+    try:
+        options = _lms_options(args, tree.course, tree.data, tree.results)
+    except GraderError as exc:
+        gradescope.write_results(tree, failure_json(f"The autograder could not run: {exc.message}. This is not "
+                                                    "your fault: tell your course staff."))
+        raise
+    _warm_report_imports()
+    graded = gradescope.run(tree, assignment_id=args.assignment, options=options, closed=closed,
+                            audience=args.audience, leaderboard=not args.no_leaderboard)
+    if graded.result is not None:
+        print_summary(graded.result)  # run_autograder's stdout: instructors only
+    if graded.fault:
+        print(f"grader: {graded.fault}", file=sys.stderr)
+    print(f"results: {tree.results_file}\nstaff copy: {tree.staff_dir}")
+    return 0
+
+
+def _prairielearn(args: argparse.Namespace) -> int:
+    from grader.lms import prairielearn
+    from grader.lms.grading import write_json
+    from grader.reports.prairielearn import not_gradable_json
+
+    tree = prairielearn.PrairieLearnTree(args.root.resolve())
+    closed = prairielearn.prepare(tree)
+    course = tree.course if (tree.course / "solutions").is_dir() else None
+    try:
+        options = _lms_options(args, course, None, tree.results)
+    except GraderError as exc:
+        write_json(tree.results_file, not_gradable_json(f"The autograder could not run: {exc.message}"))
+        raise
+    _warm_report_imports()
+    graded = prairielearn.run(tree, assignment_id=args.assignment, options=options, closed=closed,
+                              audience=args.audience)
+    if graded.result is not None:  # the job's log: only what a student may see
+        print(f"{graded.result.assignment}: {graded.result.score:g} / {graded.result.max_score:g} "
+              f"({graded.result.status})")
+    if graded.fault:
+        print(f"grader: {graded.fault}", file=sys.stderr)
+    print(f"results: {tree.results_file}")
     return 0
 
 

@@ -9,26 +9,18 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from grader.child import protocol
+from grader.errors import StudentError
 from grader.exchange import ExchangeError, read_value, write_value
 from grader.execution import NotebookRunner, child_call
 from grader.sandbox import Sandbox
 
-# Kinds of StudentError; "timeout" and "died" make a check's status "error".
-LIMIT_KINDS = ("timeout", "died", "budget")
-
-
-class StudentError(Exception):
-    """The student's code could not give a value: missing, raising, hanging, crashing."""
-
-    def __init__(self, message: str, *, kind: str, traceback: list[str] | None = None):
-        super().__init__(message)
-        self.message = message
-        self.kind = kind
-        self.traceback = traceback or []
+if TYPE_CHECKING:
+    from grader.ml.training import TrainingSetup
 
 
 class CheckContext:
@@ -55,7 +47,7 @@ class CheckContext:
         """
         if name in self._stuck:
             raise self._stuck[name]
-        in_dir = self._input_dir([list(args), kwargs])
+        in_dir = self._input_dir(protocol.to_wire(protocol.Call(list(args), kwargs)))
         out_name = self._output_name()
         source = child_call("probe", "call", name, str(in_dir), str(self.sandbox.exchange / out_name))
         try:
@@ -71,13 +63,21 @@ class CheckContext:
         source = child_call("probe", "get", name, str(self.sandbox.exchange / out_name))
         return self._answer(source, out_name, what=name, timeout_s=None)
 
-    def run_child(self, module: str, function: str, payload: Any, *, what: str,
+    def run_child(self, module: str, function: str, request: Any, *, what: str,
                   timeout_s: float | None = None) -> Any:
-        """Run grader_child.<module>.<function>(namespace, in_dir, out_dir) in the kernel."""
-        in_dir = self._input_dir(payload)
+        """Run grader_child.<module>.<function>(namespace, in_dir, out_dir) in the kernel, with a request
+        from grader.child.protocol."""
+        in_dir = self._input_dir(protocol.to_wire(request))
         out_name = self._output_name()
         source = child_call(module, function, str(in_dir), str(self.sandbox.exchange / out_name))
         return self._answer(source, out_name, what=what, timeout_s=timeout_s)
+
+    def training_setup(self) -> "TrainingSetup":
+        """How the grader's trainer runs for this submission: its device, threads, memory and seed."""
+        from grader.ml.training import TrainingSetup
+
+        return TrainingSetup(device=self.device, threads=self.sandbox.threads,
+                             memory_mb=self.sandbox.limits.memory_mb, seed=self.seed)
 
     def shared_file(self, name: str) -> Path:
         """A path in the exchange directory the child can read (for large inputs)."""

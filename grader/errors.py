@@ -33,3 +33,17 @@ class NotebookError(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
+
+
+# Kinds of StudentError; "timeout" and "died" make a check's status "error".
+LIMIT_KINDS = ("timeout", "died", "budget")
+
+
+class StudentError(Exception):
+    """The student's code could not give a value: missing, raising, hanging, crashing."""
+
+    def __init__(self, message: str, *, kind: str, traceback: list[str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.traceback = traceback or []

@@ -18,9 +18,11 @@ from typing import Any
 
 import grader
 from grader.assignment import Assignment, Check, ResourceRequest
-from grader.context import LIMIT_KINDS, CheckContext, StudentError
+from grader.child import protocol
+from grader.context import CheckContext
 from grader.data import DatasetMissing
-from grader.errors import GraderError, HarnessError, NotebookError
+from grader.errors import LIMIT_KINDS, GraderError, HarnessError, NotebookError, StudentError
+from grader.exchange import write_value
 from grader.execution import Deadline, NotebookRunner
 from grader.kernel import KernelSession
 from grader.notebook_io import code_cells, read_submission, sha256_of, skipped_cells
@@ -72,7 +74,7 @@ def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) 
     prepared = time.monotonic()
     limits = assignment.limits
     hidden = (options.course_root / "solutions", options.data_root, options.cache_dir, path.resolve().parent)
-    with Sandbox(limits, isolation=options.isolation, device=options.device,
+    with Sandbox(limits, isolation=options.isolation,
                  blocked_modules=assignment.blocked_modules, hidden_paths=hidden,
                  private_paths=options.private_paths, threads=options.threads,
                  user=options.sandbox_user) as sandbox:
@@ -150,11 +152,15 @@ def zero_result(path: Path, assignment: Assignment, options: GradeOptions, *, me
 
 
 def _preamble(sandbox: Sandbox, assignment: Assignment) -> str:
+    """Source for the kernel's first cell: the grader's helpers, before any student code."""
     reason = "this assignment must not use it" if assignment.blocked_modules else ""
+    folder = sandbox.exchange / "prepare"
+    folder.mkdir(mode=0o755, exist_ok=True)
+    write_value(protocol.to_wire(protocol.Prepare(seed=assignment.seed, blocked_modules=assignment.blocked_modules,
+                                                  block_reason=reason, helpers=assignment.child_helpers)), folder)
     return "\n".join([
         f'__import__("sys").path.insert(0, {str(sandbox.childlib)!r})',
-        f'__import__("grader_child.prepare").prepare.prepare({assignment.seed!r}, '
-        f'{list(assignment.blocked_modules)!r}, {reason!r}, {list(assignment.child_helpers)!r})',
+        f'__import__("grader_child.prepare").prepare.run({str(folder)!r})',
     ])
 
 

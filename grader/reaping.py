@@ -222,10 +222,11 @@ def temp_files_of(uid: int, dirs: tuple[str, ...] = SHARED_TEMP_DIRS) -> list[Pa
     return found
 
 
-def sweep_user(uid: int) -> list[str]:
-    """Kill the user's processes and remove its IPC objects and shared temp files; say what went."""
+def sweep_user(uid: int, *, processes: bool) -> list[str]:
+    """Remove the user's IPC objects and shared temp files, and kill its processes if asked (where no
+    cgroup holds them); say what went. Only for a user that grades one submission at a time."""
     swept = []
-    if processes_of(uid):
+    if processes and processes_of(uid):
         kill_until_gone(lambda: processes_of(uid))
         swept.append("processes")
     for kind, ident in ipc_objects_of(uid):

@@ -300,11 +300,10 @@ def _unmount(path: Path) -> None:
 class Sandbox:
     """One submission's child process environment. Use as a context manager."""
 
-    def __init__(self, limits: Limits, *, isolation: str = "auto", device: str = "cpu",
+    def __init__(self, limits: Limits, *, isolation: str = "auto",
                  blocked_modules: tuple[str, ...] = (), hidden_paths: tuple[Path, ...] = (),
                  private_paths: tuple[Path, ...] = (), threads: int | None = None, user: str | None = None):
         self.limits = limits
-        self.device = device
         self.blocked_modules = tuple(blocked_modules)
         # hidden: the child must not read them; private: not write them either (the grader's outputs)
         self.hidden_paths = tuple(Path(p).resolve() for p in hidden_paths if p)
@@ -360,6 +359,8 @@ class Sandbox:
         self._kernel_log = open(self.kernel_log_path, "wb")
         self._cgroups = self._new_cgroups()
         self._spent_cgroups: list[Cgroups] = []
+        # where cgroups hold the child's processes they are killed by group; else, in "user" mode, by user
+        self._cgroups_hold_processes = self._cgroups.kind != "none"
         return self
 
     def _new_cgroups(self) -> Cgroups:
@@ -376,7 +377,7 @@ class Sandbox:
                 cgroups.remove()
             self._cgroups = None
         if self.isolation == "user" and self.user is not None:
-            self.swept.extend(sweep_user(self.user[0]))
+            self.swept.extend(sweep_user(self.user[0], processes=not self._cgroups_hold_processes))
         if self._kernel_log is not None:
             self._kernel_log.close()
             self._kernel_log = None
@@ -410,7 +411,7 @@ class Sandbox:
     def protections(self) -> Protections:
         notes = []
         cgroups = self._cgroups.kind if self._cgroups else "none"
-        rlimit_memory = "" if self.device != "cpu" else f"rlimit data {self.limits.memory_mb} MB"
+        rlimit_memory = f"rlimit data {self.limits.memory_mb} MB"
         memory = ", ".join(x for x in (f"cgroup {cgroups} {self.limits.memory_mb} MB" if cgroups != "none" else "",
                                        rlimit_memory) if x) or "none"
         processes = (f"cgroup {cgroups} pids.max {self.limits.max_processes}" if cgroups != "none"
@@ -470,14 +471,8 @@ class Sandbox:
             "OMP_NUM_THREADS": str(self.threads),
             "MKL_NUM_THREADS": str(self.threads),
             "OPENBLAS_NUM_THREADS": str(self.threads),
-            "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+            "CUDA_VISIBLE_DEVICES": "",  # the kernel only builds and describes the model: no GPU
         }
-        if self.device == "cpu":
-            env["CUDA_VISIBLE_DEVICES"] = ""
-        else:
-            for key in ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "NVIDIA_VISIBLE_DEVICES"):
-                if key in os.environ:
-                    env[key] = os.environ[key]
         return env
 
     def _rlimits(self) -> dict[str, int]:
@@ -486,10 +481,9 @@ class Sandbox:
             "RLIMIT_NOFILE": self.limits.max_open_files,
             "RLIMIT_CORE": 0,
         }
-        if self.device == "cpu":
-            # RLIMIT_AS breaks torch's import (it maps its CUDA libraries); the
-            # data limit counts only private writable memory, which is what we want.
-            limits["RLIMIT_DATA"] = self.limits.memory_mb * _MB
+        # RLIMIT_AS breaks torch's import (it maps its CUDA libraries); the data limit counts only
+        # private writable memory, which is what we want.
+        limits["RLIMIT_DATA"] = self.limits.memory_mb * _MB
         own_uid_processes = len(processes_of(self.user[0] if self.user else os.getuid()))
         cgroup_backstop = 8 if self._cgroups and self._cgroups.kind != "none" else 1
         limits["RLIMIT_NPROC"] = own_uid_processes + self.limits.max_processes * cgroup_backstop
@@ -521,15 +515,10 @@ class Sandbox:
         tmp, shm, work = self._private_tmpfs()
         steps: list[list[Any]] = [["tmpfs", *tmp]]  # first: an environment under /tmp is bound on top of it
         steps += [["ro", str(root)] for root in bound_roots()]
-        if self.device != "cpu" and os.path.exists("/sys"):
-            steps.append(["ro", "/sys"])
         steps += [["ro", str(self.childlib)], ["rw", str(self.runtime)], ["rw", str(self.exchange)],
-                  ["tmpfs", *work], ["devices", *self._gpu_devices()], ["tmpfs", *shm], ["proc"]]
+                  ["tmpfs", *work], ["devices"], ["tmpfs", *shm], ["proc"]]
         steps += [["mask", str(path)] for path in self._masked_paths()]
         return {"root": str(self.root / "view"), "steps": steps}
-
-    def _gpu_devices(self) -> list[str]:
-        return [str(dev) for dev in sorted(Path("/dev").glob("nvidia*"))] if self.device != "cpu" else []
 
     def _bwrap_prefix(self) -> list[str]:
         args = [shutil.which("bwrap"), "--die-with-parent", "--unshare-net", "--unshare-pid",
@@ -550,10 +539,6 @@ class Sandbox:
         for root in bound_roots():
             ensure_parents(root)
             args.extend(["--ro-bind", str(root), str(root)])
-        for dev in self._gpu_devices():
-            args.extend(["--dev-bind", dev, dev])
-        if self.device != "cpu" and os.path.exists("/sys"):
-            args.extend(["--ro-bind", "/sys", "/sys"])
         ensure_parents(self.root / "x")
         args.extend(["--ro-bind", str(self.childlib), str(self.childlib),
                      "--perms", f"{work[2]:o}", "--size", str(work[1]), "--tmpfs", work[0],
@@ -603,7 +588,7 @@ class Sandbox:
                 self._spent_cgroups.append(self._cgroups)
                 self._cgroups = self._new_cgroups()
         if self.isolation == "user" and self.user is not None:
-            self.swept.extend(sweep_user(self.user[0]))
+            self.swept.extend(sweep_user(self.user[0], processes=not self._cgroups_hold_processes))
 
     def oom_killed(self) -> bool:
         return bool(self._cgroups and self._cgroups.oom_killed())
@@ -618,6 +603,24 @@ class Sandbox:
                 return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
+
+
+def run_trusted(argv: list[str], *, timeout_s: float, memory_mb: int | None, threads: int,
+                device: str = "cpu") -> subprocess.CompletedProcess:
+    """Run the grader's own code in a child process (the trainer): not sandboxed, since no student code
+    runs there and it reads only validated data, but memory-limited where the device allows and
+    killed at the timeout."""
+    rlimits = {"RLIMIT_CORE": 0}
+    if memory_mb and device == "cpu":
+        rlimits["RLIMIT_DATA"] = memory_mb * _MB
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "OPENBLAS_NUM_THREADS": str(threads), "PYTHONHASHSEED": "0"}
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    else:
+        env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"  # deterministic cuBLAS, for the same grade on every run
+    return subprocess.run(_launcher({"rlimits": rlimits}, argv), stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=timeout_s, env=env, start_new_session=True)
 
 
 class CappedKernelClient(AsyncKernelClient):

@@ -13,7 +13,8 @@ import numpy as np
 
 from grader.assignment import Assignment, Check
 from grader.checks.numeric import NotNumeric, as_array, compare_array, compare_gradients
-from grader.context import CheckContext, StudentError
+from grader.context import CheckContext
+from grader.errors import StudentError
 from grader.sandbox import Limits
 from grader.scoring import Outcome
 

@@ -8,7 +8,7 @@ have as compared to the number of samples?
 The data is California housing (scikit-learn's 8 features, target in 100k$),
 split with train_test_split(test_size=0.33, random_state=42) and standardised
 on the training split. The grader fits LinearRegression and a random forest
-itself (once per data version, see grader.baselines), trains the student's
+itself (once per data version, see grader.ml.baselines), trains the student's
 build_regressor(8) with its own seed and TRAINING clamped to the caps below,
 and compares test MSEs:
 
@@ -26,11 +26,14 @@ from __future__ import annotations
 
 from grader.assignment import Assignment, Check
 from grader.checks.models import (declared_parameter_count, declared_ratio, mse_below, mse_near, no_output_activation,
-                                  not_a_number, output_squashing, regression_output_shape, returns_module, unusable)
-from grader.context import CheckContext, StudentError
-from grader.models import (Budget, BudgetCaps, ModelTask, TrainingRun, student_budget, mean_squared_error,
-                           regression_details)
-from grader.regression import TabularRegression, comparison_table
+                                  not_a_number, output_squashing, regression_output_shape, returns_module)
+from grader.context import CheckContext
+from grader.errors import StudentError
+from grader.ml.budget import Budget, BudgetCaps, student_budget
+from grader.ml.metrics import mean_squared_error, regression_details
+from grader.ml.recipes import TabularRegression, comparison_table
+from grader.ml.task import FEATURE_STYLES, ModelTask
+from grader.ml.training import TrainingRun
 from grader.sandbox import Limits
 from grader.scoring import Outcome
 
@@ -38,28 +41,26 @@ SEED = 8
 N_FEATURES = 8
 FACTORY = "build_regressor"
 DEFAULT_TRAINING = Budget(optimizer="adam", lr=1e-3, epochs=40, batch_size=64, loss="mse")
-CAPS = BudgetCaps(max_epochs=50, lr_range=(1e-6, 1.0), batch_range=(32, 1024), losses=("mse", "mae"))
+CAPS = BudgetCaps(max_epochs=50, batch_range=(32, 1024), losses=("mse", "mae"))
 FOREST_FACTOR = 1.4  # full credit at or below this multiple of the random forest's test MSE
 PARAMS_RTOL = 0.01  # PARAMS_PER_SAMPLE may be rounded to 1 %
 
 SETUP = TabularRegression(seed=SEED, task=ModelTask(kind="regression", n_outputs=1, factory=FACTORY,
                                                     factory_args=(N_FEATURES,), max_params=1_000_000,
-                                                    max_train_seconds=300.0))
+                                                    max_train_seconds=300.0, input_styles=FEATURE_STYLES))
 
 
 def trained(ctx: CheckContext) -> tuple[TrainingRun, list[str]] | Outcome:
-    """The grader's training run and notes for the messages, or why there is none."""
-    description = SETUP.describe(ctx)
-    problem = unusable(description, FACTORY)
-    if problem:
-        return problem
-    if description.input_style is None:
-        shape = regression_output_shape(description, FACTORY)
-        return Outcome.skipped(f"not trained: {shape.message}")
-    budget, notes = student_budget(ctx, default=DEFAULT_TRAINING, caps=CAPS)
-    if output_squashing(description):
+    """The grader's training run and notes for the messages, or why there is none. A squashed output is
+    trained all the same: its MSE shows what the activation costs."""
+    choice = student_budget(ctx, default=DEFAULT_TRAINING, caps=CAPS)
+    run = SETUP.trained(ctx, choice)
+    if isinstance(run, Outcome):
+        return run
+    notes = list(choice.notes)
+    if output_squashing(SETUP.describe(ctx)):
         notes.append("the activation on the output limits what the model can predict (see no-output-activation)")
-    return SETUP.train(ctx, budget), notes
+    return run, notes
 
 
 def check_beats_linear(ctx: CheckContext) -> Outcome:
@@ -67,9 +68,8 @@ def check_beats_linear(ctx: CheckContext) -> Outcome:
     if isinstance(found, Outcome):
         return found
     run, notes = found
-    resources = ctx.resources
-    linear_mse = baseline_mse(resources, "linear")
-    return mse_below(run, resources.data, baseline_mse=linear_mse, baseline="linear regression", notes=notes)
+    data = SETUP.data(ctx)
+    return mse_below(run, data, baseline_mse=baseline_mse(ctx, "linear"), baseline="linear regression", notes=notes)
 
 
 def check_close_to_forest(ctx: CheckContext) -> Outcome:
@@ -77,16 +77,16 @@ def check_close_to_forest(ctx: CheckContext) -> Outcome:
     if isinstance(found, Outcome):
         return found
     run, notes = found
-    resources = ctx.resources
-    details = {"table": comparison_table(run, resources.data, resources.baselines, SETUP.describe(ctx).total_params),
-               **regression_details(run, resources.data)}
-    return mse_near(run, resources.data, reference_mse=baseline_mse(resources, "forest"), factor=FOREST_FACTOR,
-                    floor_mse=baseline_mse(resources, "linear"), reference="the random forest",
+    data = SETUP.data(ctx)
+    details = {"table": comparison_table(run, data, SETUP.baselines(ctx), SETUP.describe(ctx).total_params),
+               **regression_details(run, data)}
+    return mse_near(run, data, reference_mse=baseline_mse(ctx, "forest"), factor=FOREST_FACTOR,
+                    floor_mse=baseline_mse(ctx, "linear"), reference="the random forest",
                     floor="linear regression", notes=notes, **details)
 
 
-def baseline_mse(resources, name: str) -> float:
-    return mean_squared_error(getattr(resources.baselines, name).predictions, resources.data.test_y)
+def baseline_mse(ctx: CheckContext, name: str) -> float:
+    return mean_squared_error(getattr(SETUP.baselines(ctx), name).predictions, SETUP.data(ctx).test_y)
 
 
 def check_n_params(ctx: CheckContext) -> Outcome:
@@ -104,7 +104,7 @@ def check_params_per_sample(ctx: CheckContext) -> Outcome:
         declared = ctx.get("N_PARAMS")
     except StudentError:
         declared = None
-    data = ctx.resources.data
+    data = SETUP.data(ctx)
     return declared_ratio(value, declared, SETUP.describe(ctx), n_train=len(data.train_y), n_test=len(data.test_y),
                           rtol=PARAMS_RTOL)
 
@@ -119,11 +119,11 @@ ASSIGNMENT = Assignment(
     resources=SETUP.resources,
     checks=(
         Check("returns-module", "build_regressor returns a module", 1,
-              lambda ctx: returns_module(SETUP.describe(ctx), FACTORY)),
+              SETUP.structure_check(lambda description: returns_module(description, FACTORY))),
         Check("output-shape", "one output: shape (B, 1)", 1,
-              lambda ctx: regression_output_shape(SETUP.describe(ctx), FACTORY)),
+              SETUP.structure_check(lambda description: regression_output_shape(description, FACTORY))),
         Check("no-output-activation", "no activation on the output", 2,
-              lambda ctx: no_output_activation(SETUP.describe(ctx), FACTORY)),
+              SETUP.structure_check(lambda description: no_output_activation(description, FACTORY))),
         Check("beats-linear", "test MSE below linear regression's", 2, check_beats_linear),
         Check("close-to-forest", f"test MSE within {FOREST_FACTOR:g} × the random forest's", 4,
               check_close_to_forest),

@@ -20,12 +20,14 @@ import pytest
 
 from conftest import (REPO, SOLUTIONS, TEMPLATES, assignment, check, data_root, grade, load, save, scores,
                       with_definition)
-from grader import baselines, pipeline
+from grader import pipeline
+from grader.ml import baselines
 from grader.assignment import ResourceRequest
 from grader.data import DatasetMissing, load_california_housing
 from grader.checks.models import declared_parameter_count, declared_ratio
-from grader.models import Layer, ModelDescription, mean_squared_error
-from grader.regression import tabular_task_data
+from grader.ml.description import Layer, ModelDescription
+from grader.ml.metrics import mean_squared_error
+from grader.ml.task import tabular_task_data
 
 try:
     load_california_housing(data_root())
@@ -290,6 +292,8 @@ def test_counts_from_numpy_and_torch_cross_the_sandbox_as_numbers(spec, options,
 
 
 SQUASHED = {
+    "scaled-sigmoid": (module("return 5 * torch.sigmoid(self.b(F.relu(self.a(x))))"),
+                       "something that keeps it within [0, 5] even for inputs scaled up 10,000 times"),
     "sequential-sigmoid": (sequential("nn.Linear(n, 32)", "nn.ReLU()", "nn.Linear(32, 1)", "nn.Sigmoid()"),
                            "a sigmoid (nn.Sigmoid, the last module of the model)"),
     "torch-sigmoid-in-forward": (module("return torch.sigmoid(self.b(F.relu(self.a(x))))"),
@@ -307,7 +311,7 @@ SQUASHED = {
     "sigmoid-without-linear": (module("return torch.sigmoid(torch.relu(x @ self.w) @ self.v)",
                                       ("self.w, self.v = nn.Parameter(torch.randn(n, 16)), "
                                        "nn.Parameter(torch.randn(16, 1))")),
-                               ("something that keeps it within [0, 1] even for inputs scaled up 1000 times, "
+                               ("something that keeps it within [0, 1] even for inputs scaled up 10,000 times, "
                                 "like a sigmoid")),
 }
 
@@ -331,7 +335,6 @@ UNSQUASHED = {
                                                "nn.Linear(32, 1)"),
     "dropout-and-a-tuple": module("h = self.drop(F.relu(self.a(x)))\n        y = self.b(h)\n        return y, h",
                                   "self.a, self.b, self.drop = nn.Linear(n, 32), nn.Linear(32, 1), nn.Dropout(0.2)"),
-    "scaled-sigmoid": module("return 5 * torch.sigmoid(self.b(F.relu(self.a(x))))"),
 }
 
 
@@ -368,15 +371,29 @@ def test_a_model_worse_than_linear_earns_no_mse_points(spec, options, tmp_path):
     assert linear.details["test_mse"] > linear.details["linear_regression_mse"]
 
 
-def test_training_settings_outside_the_caps_are_clamped_and_said(spec, options, tmp_path):
-    training = "TRAINING = {'epochs': 2, 'batch_size': 4096, 'lr': 3e-3, 'loss': 'huber', 'momentum': 0.5}"
+def test_training_settings_that_cost_budget_are_clamped_and_said(spec, options, tmp_path):
+    training = "TRAINING = {'epochs': 2, 'batch_size': 4096, 'lr': 3e-3, 'loss': 'mae', 'momentum': 0.5}"
     notebook = notebook_with(("TRAINING", training))
     result = grade(save(notebook, tmp_path / "caps.ipynb"), spec, options)
     message = check(result, "beats-linear").message
-    for note in ("TRAINING['batch_size'] = 4096 is outside [32, 1024]: used 1024",
-                 "TRAINING['loss'] = 'huber' is not one of mse, mae: used mse",
-                 "ignored unknown TRAINING keys: momentum"):
+    for note in ("TRAINING['batch_size'] = 4096 is outside [32, 1024]: the grader used 1024",
+                 "ignored unknown TRAINING keys: momentum", "adam, lr 0.003, 2 epochs, batch size 1024, mae loss"):
         assert note in message
+
+
+@pytest.mark.parametrize("training, why", [
+    ("{'loss': 'huber'}", "TRAINING['loss'] = 'huber' is not one of mse, mae"),
+    ("{'lr': 'fast'}", "TRAINING['lr'] = 'fast' is not a number"),
+    ("{'lr': -0.1}", "TRAINING['lr'] = -0.1 is negative"),
+    ("{'epochs': None}", "TRAINING['epochs'] = None is not a number"),
+    ("[3e-3, 2]", "TRAINING is a list, not a dict"),
+])
+def test_a_setting_the_grader_cannot_use_is_never_replaced_by_its_own(spec, options, tmp_path, training, why):
+    notebook = notebook_with(("TRAINING", f"TRAINING = {training}"))
+    result = grade(save(notebook, tmp_path / "refused.ipynb"), spec, options)
+    for check_id in ("beats-linear", "close-to-forest"):
+        found = check(result, check_id)
+        assert found.score == 0 and found.message.startswith(f"not trained: {why}"), found.message
 
 
 def test_a_flat_output_loses_the_shape_point_but_is_trained(spec, options, tmp_path):
@@ -386,7 +403,7 @@ def test_a_flat_output_loses_the_shape_point_but_is_trained(spec, options, tmp_p
     result = grade(save(notebook, tmp_path / "flat.ipynb"), spec, options)
     shape = check(result, "output-shape")
     assert shape.score == 0 and shape.message == (
-        "the output has shape (5,) for a batch of 5 rows, expected (B, 1): keep the last dimension (no .squeeze() "
+        "the output has shape (16,) for a batch of 16 rows, expected (B, 1): keep the last dimension (no .squeeze() "
         "or .view(-1) in forward); the grader trained it anyway")
     assert check(result, "beats-linear").score == 2
     assert check(result, "no-output-activation").score == 2
@@ -396,11 +413,11 @@ def test_more_than_one_output_is_not_trained(spec, options, tmp_path):
     notebook = notebook_with(("build_regressor", sequential("nn.Linear(n, 32)", "nn.ReLU()", "nn.Linear(32, 3)")))
     result = grade(save(notebook, tmp_path / "three.ipynb"), spec, options)
     assert check(result, "output-shape").message == (
-        "the forward pass failed on a batch of feature rows (ValueError: forward returned (5, 3), "
-        "expected shape (5, 1))")
+        "the forward pass failed on a batch of feature rows (ValueError: forward returned (16, 3), "
+        "expected shape (16, 1))")
     for check_id in TRAINED:
         assert check(result, check_id).status == "skipped"
-        assert check(result, check_id).message.startswith("not trained: the forward pass failed")
+        assert check(result, check_id).message.startswith("not trained: its forward pass failed")
     assert check(result, "n-params").message == "N_PARAMS = 387, the number of parameters of build_regressor(8)"
 
 

@@ -13,7 +13,9 @@ import pytest
 
 from conftest import REPO
 from grader import sandbox as sandbox_module
+from grader.child import protocol
 from grader.errors import HarnessError
+from grader.exchange import write_value
 from grader.kernel import KernelSession
 from grader.sandbox import Limits, Sandbox, bwrap_available, choose_isolation, unshare_available
 
@@ -118,12 +120,15 @@ def test_shared_memory_and_temp_files_die_with_the_sandbox(mode):
 def test_blocked_module_import_fails_with_a_reason():
     """Where the module's files are hidden the import fails anyway; the hook gives it a reason."""
     with Sandbox(Limits(), isolation=choose_isolation("auto"), blocked_modules=("torch",)) as sandbox:
+        request = sandbox.exchange / "prepare"
+        request.mkdir()
+        write_value(protocol.to_wire(protocol.Prepare(seed=0, blocked_modules=("torch",),
+                                                      block_reason="not allowed here")), request)
         session = KernelSession(sandbox)
         session.start()
         try:
             session.run(f'__import__("sys").path.insert(0, {str(sandbox.childlib)!r})\n'
-                        '__import__("grader_child.prepare").prepare.prepare(0, ["torch"], "not allowed here")',
-                        timeout_s=30)
+                        f'__import__("grader_child.prepare").prepare.run({str(request)!r})', timeout_s=30)
             run = session.run("import torch", timeout_s=30)
         finally:
             session.stop()

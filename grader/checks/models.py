@@ -1,8 +1,8 @@
 """Checks on a student's model and on the grader's training of it. Pure.
 
-Inputs are the records from grader.models (a ModelDescription, a
-TrainingRun and the task's data); outputs are Outcomes with messages that
-name what was found against what was expected.
+Inputs are the records of grader.ml (a ModelDescription, a TrainingRun and
+the task's data); outputs are Outcomes with messages that name what was found
+against what was expected.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from itertools import zip_longest
 
 import numpy as np
 
-from grader.models import (FUNCTIONS, ModelDescription, TaskData, TrainingRun, accuracy,
-                           classification_details, mean_squared_error)
+from grader.ml.description import FUNCTIONS, ModelDescription
+from grader.ml.metrics import accuracy, classification_details, mean_squared_error
+from grader.ml.task import TaskData
+from grader.ml.training import TrainingRun
 from grader.scoring import Outcome, linear_credit
 
 # Layers a "fully connected" network may contain besides nn.Linear.
@@ -101,7 +103,7 @@ def parameter_count(description: ModelDescription, dims: list[int]) -> Outcome:
 
 
 def output_shape(description: ModelDescription, n_outputs: int) -> Outcome:
-    problem = unusable(description)
+    problem = unusable(description) or output_shape_problem(description)
     if problem:
         return problem
     if description.input_style is None:
@@ -111,6 +113,13 @@ def output_shape(description: ModelDescription, n_outputs: int) -> Outcome:
         return Outcome.failed("the model's output contains NaN or infinity for ordinary inputs")
     return Outcome.passed(f"output shape (B, {n_outputs}); the model {description.style_text()}",
                           detected=description.style_text())
+
+
+def output_shape_problem(description: ModelDescription) -> Outcome | None:
+    """A failed Outcome when the model cannot be run as the grader rebuilds it, else None."""
+    if description.unrebuildable:
+        return Outcome.failed(f"the grader cannot rebuild the model: {description.unrebuildable}")
+    return None
 
 
 def activation_between(description: ModelDescription, activation: str = "relu") -> Outcome:
@@ -140,15 +149,20 @@ def min_linear_layers(description: ModelDescription, minimum: int) -> Outcome:
                           f"({_linear_text(description)})")
 
 
+# torch functions that are not fully connected: a convolution or pooling written in forward counts too
+NOT_DENSE_FUNCTIONS = frozenset({"F.conv2d", "F.max_pool2d", "F.avg_pool2d", "F.adaptive_avg_pool2d"})
+
+
 def fully_connected_only(description: ModelDescription) -> Outcome:
     problem = unusable(description)
     if problem:
         return problem
-    foreign = [layer for layer in description.layers
+    foreign = [f"{layer.name} ({layer.type})" for layer in description.layers
                if not layer.is_linear and not (layer.from_torch and layer.type in DENSE_COMPANIONS)]
+    foreign += [f"{name} in forward" for name in description.functional_ops if name in NOT_DENSE_FUNCTIONS]
     if not foreign:
         return Outcome.passed("only fully connected layers and activations")
-    names = ", ".join(f"{layer.name} ({layer.type})" for layer in foreign[:5])
+    names = ", ".join(foreign[:5])
     return Outcome.failed(f"this assignment asks for a fully connected network: {names} "
                           f"{'is' if len(foreign) == 1 else 'are'} not allowed "
                           "(use nn.Linear layers and activations only)")
@@ -201,7 +215,7 @@ ACTIVATION_MODULES = frozenset({
 
 
 def _forward_failed(description: ModelDescription, factory: str) -> Outcome | None:
-    problem = unusable(description, factory)
+    problem = unusable(description, factory) or output_shape_problem(description)
     if problem:
         return problem
     if description.input_style is None:
@@ -231,7 +245,7 @@ def output_squashing(description: ModelDescription) -> str | None:
     """What keeps a regressor's output from taking any value, in words, or None when nothing seems to.
 
     Evidence, strongest first: the function joining the last nn.Linear's output to the model's
-    output; the last torch.nn module; how far the output moves for inputs scaled up 1000 times.
+    output; the last torch.nn module; whether the output stops growing for inputs scaled up 10,000 times.
     """
     function, module = description.output_activation, description.last_module
     if function in FUNCTIONS and function not in ("identity", "other"):
@@ -240,10 +254,12 @@ def output_squashing(description: ModelDescription) -> str | None:
         return f"{FUNCTIONS[function]} ({where})"
     if module in ACTIVATION_MODULES:
         return f"nn.{module}, the last module of the model"
-    if function == "identity" or description.output_range is None:
+    # Probing decides only where something does follow the last nn.Linear layer (or there is none):
+    # hidden layers that saturate bound a network too, yet its last layer can still learn any scale.
+    if function == "identity" or description.output_range is None or not description.bounded_output:
         return None
     low, high = description.output_range
-    scaled = "even for inputs scaled up 1000 times"
+    scaled = "even for inputs scaled up 10,000 times"
     if high - low <= 1e-6 * max(1.0, abs(low)):
         return (f"something that makes it constant: it is {low:.4g} for every input "
                 "(a softmax over one output is always 1)")
@@ -251,7 +267,7 @@ def output_squashing(description: ModelDescription) -> str | None:
         return f"something that keeps it within [0, 1] {scaled}, like a sigmoid"
     if -1 <= low and high <= 1:
         return f"something that keeps it within [-1, 1] {scaled}, like a tanh"
-    return None
+    return f"something that keeps it within [{low:.3g}, {high:.3g}] {scaled}"
 
 
 def no_output_activation(description: ModelDescription, factory: str = "build_regressor") -> Outcome:

@@ -5,6 +5,8 @@ import os
 import random
 import sys
 
+from . import protocol, wire
+
 
 class _BlockedImport:
     """Fallback when the sandbox cannot hide a module's files: refuse to import it."""
@@ -19,15 +21,17 @@ class _BlockedImport:
         return None
 
 
-def prepare(seed, blocked_modules=(), block_reason="", helpers=()):
-    if blocked_modules:
-        sys.meta_path.insert(0, _BlockedImport(blocked_modules, block_reason))
-    for helper in helpers:
+def run(in_dir):
+    """Apply the grader's Prepare request (grader_child.protocol) found in in_dir."""
+    request = protocol.from_wire(protocol.Prepare, wire.load(in_dir))
+    if request.blocked_modules:
+        sys.meta_path.insert(0, _BlockedImport(request.blocked_modules, request.block_reason))
+    for helper in request.helpers:
         importlib.import_module(f"grader_child.{helper}")
-    random.seed(seed)
+    random.seed(request.seed)
     try:
         import numpy
-        numpy.random.seed(seed)
+        numpy.random.seed(request.seed)
     except ImportError:
         pass
     os.environ.setdefault("MPLBACKEND", "Agg")

@@ -9,7 +9,7 @@ import os
 import sys
 import traceback
 
-from . import wire
+from . import protocol, wire
 
 
 class Missing(Exception):
@@ -64,9 +64,9 @@ def call(namespace, name, in_dir, out_dir):
             answer = {"error": {"type": "NotCallable", "function": name, "traceback": [],
                                 "message": f"{name} is a {type(fn).__name__}, not a function"}}
         else:
-            args, kwargs = wire.load(in_dir)
+            request = protocol.from_wire(protocol.Call, wire.load(in_dir))
             try:
-                answer = {"ok": fn(*args, **kwargs)}
+                answer = {"ok": fn(*request.args, **request.kwargs)}
             except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt too: the parent reports it
                 answer = _error(exc, name)
     _write(answer, out_dir)

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from grader.models import TaskData
+from grader.ml.task import TaskData
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,46 @@
+"""Every request the grader sends into the kernel, as a small record of primitives and arrays.
+
+Both sides use these: the grader builds a request and writes `to_wire()` with
+grader.child.wire (JSON and pickle-free .npy); the child reads it back with
+`from_wire`. Answers travel the other way as {"ok": value} or {"error": ...}
+and are read by the grader's hardened reader (grader.exchange), never here.
+"""
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Prepare:
+    """Run once in a fresh kernel before the student's first cell."""
+
+    seed: int
+    blocked_modules: tuple = ()
+    block_reason: str = ""
+    helpers: tuple = ()  # grader_child modules imported before any student code (they capture torch)
+
+
+@dataclass(frozen=True)
+class Call:
+    """name(*args, **kwargs) in the student's namespace."""
+
+    args: list = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Build the model with factory(*args) once, and describe it (grader_child.model)."""
+
+    factory: str
+    args: list
+    max_params: int
+    seed: int
+    probes: dict  # input style -> array: the inputs the model's own forward pass is run on
+
+
+def to_wire(request):
+    return asdict(request)
+
+
+def from_wire(kind, data):
+    return kind(**data)

@@ -1,0 +1,169 @@
+"""What the grader learns by running its rebuild of a student's model (in the grader's process).
+
+From the rebuild alone, on the probe inputs: which input shape the model
+takes, where its scores are in its output and what they are (logits,
+probabilities, log-probabilities), whether the student's own forward pass gave
+the same outputs as its parts do, how much memory a sample's activations take,
+and, for a regressor, whether its output stays bounded however large the
+input grows (probed, not guessed from names).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from grader.ml.graph import ModelGraph, ProbeAnswer
+from grader.ml.task import ModelTask, model_inputs
+
+EXTREME_SCALES = (1.0, 1e2, 1e3, 1e4)
+PROBE_RTOL, PROBE_ATOL = 1e-3, 1e-4
+BOUNDED_GROWTH = 3.0  # a 10-fold larger input moves an unbounded (linear) head about 10-fold
+
+
+@dataclass(frozen=True)
+class Analysis:
+    input_style: str | None = None  # "image" (B, 1, 28, 28) | "flat" (B, 784) | "features" (B, n)
+    forward_errors: dict[str, str] = field(default_factory=dict)
+    tuple_index: int | None = None
+    tuple_length: int | None = None
+    output_shape: tuple[int, ...] = ()
+    output_kind: str = ""  # classification: "logits" | "probabilities" | "log-probabilities"
+    output_finite: bool = True
+    probe_mismatch: str = ""  # how the student's own forward differed from its rebuild
+    activation_bytes: int = 0  # per sample, forward pass
+    output_range: tuple[float, float] | None = None  # regression, on extreme inputs
+    bounded_output: bool | None = None  # regression: stays within a range however large the input
+
+
+def shaped(array: np.ndarray, style: str):
+    """The tensor a model is fed (grader.ml.task.model_inputs)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(model_inputs(array, style)))
+
+
+def scores_in(output, batch: int, n_outputs: int, *, flat_ok: bool):
+    """(index in a tuple or None, the (batch, n_outputs) float tensor); ValueError naming what was found."""
+    import torch
+
+    candidates = list(enumerate(output)) if isinstance(output, (tuple, list)) else [(None, output)]
+    shapes = [(batch, n_outputs)] + ([(batch,)] if flat_ok and n_outputs == 1 else [])
+    for index, item in candidates:
+        if isinstance(item, torch.Tensor) and item.is_floating_point() and tuple(item.shape) in shapes:
+            return index, item
+    found = [tuple(item.shape) if isinstance(item, torch.Tensor) else type(item).__name__ for _, item in candidates]
+    raise ValueError(f"forward returned {found[0] if len(found) == 1 else found}, expected shape ({batch}, {n_outputs})")
+
+
+def output_kind(scores) -> str:
+    import torch
+
+    if scores.dim() != 2 or scores.shape[1] < 2:
+        return "logits"
+    if torch.all(scores >= 0) and torch.allclose(scores.sum(dim=1), torch.ones(len(scores)), atol=1e-4):
+        return "probabilities"
+    if torch.all(scores <= 0) and torch.allclose(torch.logsumexp(scores, dim=1), torch.zeros(len(scores)), atol=1e-4):
+        return "log-probabilities"
+    return "logits"
+
+
+def analyze(graph: ModelGraph, model, task: ModelTask, probes: dict[str, np.ndarray], *, seed: int) -> Analysis:
+    """Run the rebuild (evaluation mode, no gradients) on the probe inputs of each style the task allows."""
+    import torch
+
+    model.eval()
+    errors: dict[str, str] = {}
+    regression = task.kind == "regression"
+    for style in task.input_styles:
+        x = shaped(probes[style], style)
+        try:
+            with torch.no_grad():
+                output = model(x)
+            index, scores = scores_in(output, len(x), task.n_outputs, flat_ok=regression)
+        except Exception as exc:  # noqa: BLE001 - try the next style
+            errors[style] = f"{type(exc).__name__}: {exc}"[:300]
+            continue
+        length = len(output) if isinstance(output, (tuple, list)) else None
+        facts = dict(input_style=style, tuple_index=index, tuple_length=length, output_shape=tuple(scores.shape),
+                     output_kind="" if regression else output_kind(scores),
+                     output_finite=bool(torch.isfinite(scores).all()),
+                     probe_mismatch=mismatch(output, graph.probes.get(style)),
+                     activation_bytes=_activation_bytes(model, x[:2]), forward_errors=errors)
+        if regression:
+            facts.update(_head_on_extreme_inputs(model, probes[style], index, seed))
+        return Analysis(**facts)
+    return Analysis(forward_errors=errors)
+
+
+def mismatch(output, answer: ProbeAnswer | None) -> str:
+    """"" when the student's own forward gave what the rebuild gives, else how they differ."""
+    import torch
+
+    if answer is None:
+        return "the model's own forward pass was not run on the grader's inputs"
+    if answer.error:
+        return f"the model's own forward pass failed on inputs its layers accept ({answer.error})"
+    items = list(output) if isinstance(output, (tuple, list)) else [output]
+    if answer.is_tuple != isinstance(output, (tuple, list)) or len(answer.outputs) != len(items[:8]):
+        return "the model's own forward pass returns something else than its layers compute"
+    for i, (mine, theirs) in enumerate(zip(items, answer.outputs)):
+        if not isinstance(mine, torch.Tensor):
+            continue
+        if theirs is None or tuple(theirs.shape) != tuple(mine.shape):
+            return f"output {i} of the model's own forward pass has another shape than its layers compute"
+        expected = mine.detach().float().numpy() if mine.is_floating_point() else mine.detach().numpy()
+        if expected.dtype.kind == "f":
+            if not np.allclose(theirs, expected, rtol=PROBE_RTOL, atol=PROBE_ATOL, equal_nan=True):
+                worst = float(np.nanmax(np.abs(theirs.astype(np.float64) - expected)))
+                return (f"the model's own forward pass gives other values than its layers compute "
+                        f"(largest difference {worst:.3g} on the grader's inputs)")
+        elif not np.array_equal(theirs, expected):
+            return f"output {i} of the model's own forward pass differs from what its layers compute"
+    return ""
+
+
+def _activation_bytes(model, x) -> int:
+    import torch
+
+    total = [0]
+
+    def record(name, value):
+        for item in (value if isinstance(value, (tuple, list)) else [value]):
+            if isinstance(item, torch.Tensor):
+                total[0] += item.numel() * item.element_size()
+
+    try:
+        with torch.no_grad():
+            model(x, record=record)
+    except Exception:  # noqa: BLE001 - the forward pass worked on these inputs a moment ago
+        return 0
+    return total[0] // max(1, len(x))
+
+
+def _head_on_extreme_inputs(model, sample: np.ndarray, index: int | None, seed: int) -> dict:
+    """The output range on inputs far outside the data, and whether it stops growing with them."""
+    import torch
+
+    base = torch.from_numpy(np.ascontiguousarray(sample)).float()
+    directions = torch.cat([base, torch.randn(64, *base.shape[1:], generator=torch.Generator().manual_seed(seed))])
+    directions = torch.cat([directions, -directions])
+    largest = []
+    low, high = math.inf, -math.inf
+    for scale in EXTREME_SCALES:
+        try:
+            with torch.no_grad():
+                output = model(directions * scale)
+        except Exception:  # noqa: BLE001
+            return {}
+        scores = (output if index is None else output[index]).detach().double().reshape(len(directions), -1)
+        finite = scores[torch.isfinite(scores)]
+        if finite.numel():
+            low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+            largest.append(float(finite.abs().max()))
+    facts = {"output_range": (low, high)} if math.isfinite(low) and math.isfinite(high) else {}
+    if len(largest) == len(EXTREME_SCALES):
+        facts["bounded_output"] = largest[-1] <= BOUNDED_GROWTH * max(largest[-2], 1e-12)
+    return facts

@@ -1,0 +1,98 @@
+"""What a model assignment asks for, and the arrays its model is trained and tested on."""
+
+from __future__ import annotations
+
+import tempfile
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_STYLES = ("image", "flat")  # (B, 1, 28, 28) or (B, 784); the grader tries them in this order
+FEATURE_STYLES = ("features",)  # (B, n_features)
+
+
+@dataclass(frozen=True)
+class ModelTask:
+    kind: str  # "classification" | "regression"
+    n_outputs: int
+    factory: str = "build_model"
+    factory_args: tuple = ()
+    max_params: int = 50_000_000
+    max_train_seconds: float = 900.0
+    input_styles: tuple[str, ...] = IMAGE_STYLES
+    max_activation_mb: int = 2048  # one training batch's forward activations, estimated before training
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Arrays for one task. test_y never leaves the grader: the child sees no test data at all,
+    the trainer sees test inputs only."""
+
+    name: str
+    version: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: tuple[str, ...] = ()
+    _files: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def probes(self, styles: tuple[str, ...], count: int = 16) -> dict[str, np.ndarray]:
+        """Inputs the student's model and its rebuild both run on: training rows, in each input style."""
+        return {style: model_inputs(self.train_x[:count], style) for style in styles}
+
+    def files(self) -> dict[str, Path]:
+        """The arrays the trainer reads, written once per process to a private directory."""
+        if not self._files:
+            folder = Path(tempfile.mkdtemp(prefix="grader-data-"))
+            weakref.finalize(self, _remove, folder)
+            for key in ("train_x", "train_y", "test_x"):
+                np.save(folder / f"{key}.npy", np.ascontiguousarray(getattr(self, key)), allow_pickle=False)
+                self._files[key] = folder / f"{key}.npy"
+        return dict(self._files)
+
+
+def model_inputs(array: np.ndarray, style: str) -> np.ndarray:
+    """What a model is fed: uint8 images scaled to [0, 1] (as torchvision's ToTensor does) in the shape of
+    the style; feature rows as float32."""
+    if array.dtype != np.uint8:
+        return np.asarray(array, dtype=np.float32)
+    scaled = array.astype(np.float32) / np.float32(255.0)
+    if style == "flat":
+        return scaled.reshape(len(scaled), -1)
+    return scaled.reshape(len(scaled), 1, *scaled.shape[1:])
+
+
+def _remove(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def image_task_data(images, *, seed: int) -> TaskData:
+    """An image dataset; its test set in a secret order, so that no order carries labels."""
+    order = np.random.default_rng([seed, 7919]).permutation(len(images.test_labels))
+    return TaskData(name=images.name, version=images.version, train_x=images.train_images,
+                    train_y=images.train_labels.astype(np.int64), test_x=images.test_images[order],
+                    test_y=images.test_labels[order].astype(np.int64), classes=images.classes)
+
+
+def tabular_task_data(table, *, seed: int, test_size: float = 0.33, random_state: int = 42) -> TaskData:
+    """sklearn's train_test_split, then StandardScaler fitted on the training split only.
+
+    The trainer gets float32 features and training targets; the test rows go in a secret
+    order (as image tasks do) and their targets stay in test_y, in the grader.
+    """
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    train_x, test_x, train_y, test_y = train_test_split(table.features, table.target, test_size=test_size,
+                                                        random_state=random_state)
+    scaler = StandardScaler().fit(train_x)
+    order = np.random.default_rng([seed, 7919]).permutation(len(test_y))
+    return TaskData(name="california-housing", version=f"{table.version}-split-{test_size:g}-{random_state}",
+                    train_x=scaler.transform(train_x).astype(np.float32), train_y=train_y.astype(np.float32),
+                    test_x=scaler.transform(test_x)[order].astype(np.float32),
+                    test_y=np.asarray(test_y, dtype=np.float64)[order])

@@ -1,0 +1,159 @@
+"""The grader's training run, in a process that never ran student code.
+
+    python -m grader.ml.trainer JOB
+
+JOB is a directory the grader wrote (grader/ml/training.py): job.json with the
+model's description in the child's format, the budget, the seed, the device,
+the input style, where the scores are in the output and the loss; the
+parameter values as state-<i>.npy; the paths of the data arrays (no test
+labels among them). The model is rebuilt from standard torch, trained with
+exactly that budget, and its raw outputs on the test inputs go back, before
+training and after each epoch, with the history: JOB/out/ in the exchange
+format (value.json and .npy files), which the grader reads as untrusted data
+all the same and checks against the budget it set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+LOG_EPSILON = 1e-12
+
+
+def _loss(kind: str, scores, targets):
+    import torch.nn.functional as F  # noqa: N812
+
+    if kind == "regression-mse":
+        return F.mse_loss(scores.reshape(-1), targets)
+    if kind == "regression-mae":
+        return F.l1_loss(scores.reshape(-1), targets)
+    if kind == "probabilities":
+        # NLL on log-probabilities: cross-entropy on probabilities would apply softmax twice
+        return F.nll_loss(scores.clamp_min(LOG_EPSILON).log(), targets)
+    if kind == "log-probabilities":
+        return F.nll_loss(scores, targets)
+    return F.cross_entropy(scores, targets)
+
+
+def _optimizer(name: str, parameters, lr: float):
+    import torch
+
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr)
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=0.9)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(parameters, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def _scores(output, index):
+    return output if index is None else output[index]
+
+
+def _outputs(model, x, job, device, batch_size=1000) -> np.ndarray:
+    import torch
+
+    n_outputs = job["n_outputs"]
+    model.eval()
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            scores = _scores(model(x[start:start + batch_size].to(device)), job["tuple_index"])
+            chunks.append(scores.reshape(-1, n_outputs).float().cpu().numpy())
+    model.train()
+    return np.concatenate(chunks) if chunks else np.zeros((0, n_outputs), dtype=np.float32)
+
+
+def train(job_dir: Path) -> dict:
+    import torch
+
+    from grader.ml.analysis import shaped
+    from grader.ml.graph import graph_from
+    from grader.ml.rebuild import rebuild
+
+    started = time.monotonic()
+    job = json.loads((job_dir / "job.json").read_text())
+    torch.set_num_threads(max(1, int(job["threads"])))
+    state = {name: np.load(job_dir / file, allow_pickle=False) for name, file in job["state_files"].items()}
+    graph = graph_from({**job["model"], "state": state})
+    seed, device, budget = job["seed"], job["device"], job["budget"]
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if device != "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    model = rebuild(graph).to(device)
+    style, index, kind = job["input_style"], job["tuple_index"], job["loss_kind"]
+    train_x = shaped(np.load(job["data"]["train_x"], allow_pickle=False), style)
+    train_y = torch.from_numpy(np.load(job["data"]["train_y"], allow_pickle=False))
+    train_y = train_y.float() if kind.startswith("regression") else train_y.long()
+    test_x = shaped(np.load(job["data"]["test_x"], allow_pickle=False), style)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _optimizer(budget["optimizer"], trainable, budget["lr"]) if trainable else None
+    generator = torch.Generator().manual_seed(seed)
+    history = {"train_loss": [], "train_accuracy": []}
+    test_outputs = [_outputs(model, test_x, job, device)]
+    stopped, steps = None, 0
+    model.train()
+    for _epoch in range(budget["epochs"]):
+        order = torch.randperm(len(train_x), generator=generator)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for start in range(0, len(order), budget["batch_size"]):
+            batch = order[start:start + budget["batch_size"]]
+            xb, yb = train_x[batch].to(device), train_y[batch].to(device)
+            scores = _scores(model(xb), index)
+            loss = _loss(kind, scores, yb)
+            if not torch.isfinite(loss):
+                stopped = f"the loss became {loss.item()} at step {steps + 1}: training diverged"
+                break
+            if optimizer is not None:
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            steps += 1
+            loss_sum += loss.item() * len(batch)
+            seen += len(batch)
+            if not kind.startswith("regression"):
+                correct += int((scores.detach().argmax(dim=1) == yb).sum())
+            if time.monotonic() - started > job["max_seconds"]:
+                stopped = f"the grader's safety limit of {job['max_seconds']:.0f} s was reached"
+                break
+        if seen:
+            history["train_loss"].append(loss_sum / seen)
+            history["train_accuracy"].append(math.nan if kind.startswith("regression") else correct / seen)
+            test_outputs.append(_outputs(model, test_x, job, device))
+        if stopped:
+            break
+    return {"epochs_run": len(history["train_loss"]), "steps": steps, "history": history,
+            "test_outputs": test_outputs, "stopped_early": stopped, "wall_s": time.monotonic() - started,
+            "device": device}
+
+
+def main(argv: list[str]) -> int:
+    from grader.child import wire
+
+    job_dir = Path(argv[1])
+    out_dir = job_dir / "out"
+    out_dir.mkdir(exist_ok=True)
+    try:
+        answer = {"ok": train(job_dir)}
+    except Exception as exc:  # noqa: BLE001 - reported to the grader as data
+        answer = {"error": {"type": type(exc).__name__, "message": str(exc)[:1000]}}
+    wire.dump(answer, str(out_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,169 @@
+"""The grader's side of a training run: the job it writes, the trainer it starts, the record it checks.
+
+The trainer (grader/ml/trainer.py) runs in a process of its own that never ran
+student code, on the rebuilt model. Its answer is read as untrusted data all
+the same, and the grader counts for itself: the epochs, the optimizer steps
+every epoch must take, one set of test outputs before training and one after
+each epoch. A run that does not match the budget the grader set is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grader.errors import StudentError
+from grader.exchange import ExchangeError, read_value
+from grader.ml.budget import Budget
+from grader.ml.description import ModelDescription
+from grader.ml.task import ModelTask, TaskData
+from grader.sandbox import run_trusted
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    epochs_run: int
+    steps: int
+    train_loss: tuple[float, ...]
+    train_accuracy: tuple[float, ...]
+    test_outputs: tuple[np.ndarray, ...]  # before training, then after each epoch
+    stopped_early: str | None
+    wall_s: float
+    device: str
+    budget: Budget
+
+    @property
+    def final_outputs(self) -> np.ndarray:
+        return self.test_outputs[-1]
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """How the grader runs the trainer: where, with how many threads and how much memory."""
+
+    device: str = "cpu"
+    threads: int = 1
+    memory_mb: int | None = None
+    seed: int = 0
+
+
+def loss_kind(task: ModelTask, description: ModelDescription, budget: Budget) -> str:
+    return f"regression-{budget.loss}" if task.kind == "regression" else description.output_kind or "logits"
+
+
+def not_trainable(description: ModelDescription, task: ModelTask, budget: Budget) -> str:
+    """Why the grader will not train this model ("" when it will), in words a student can act on."""
+    if not description.is_module:
+        return f"{task.factory}() did not return a model"
+    if description.unrebuildable:
+        return f"the grader cannot rebuild the model: {description.unrebuildable}"
+    if description.input_style is None:
+        return "its forward pass failed on the grader's inputs"
+    needed_mb = description.activation_bytes * budget.batch_size * 3 / 2 ** 20
+    if needed_mb > task.max_activation_mb:
+        return (f"one training batch of {budget.batch_size} would need about {needed_mb:,.0f} MB for its "
+                f"activations; the grader allows {task.max_activation_mb:,} MB (make the layers smaller)")
+    return ""
+
+
+def train(description: ModelDescription, task: ModelTask, data: TaskData, budget: Budget,
+          setup: TrainingSetup) -> TrainingRun:
+    """Train the rebuild of the student's model with this budget; StudentError when it cannot be."""
+    problem = not_trainable(description, task, budget)
+    if problem:
+        raise StudentError(f"the model was not trained: {problem}", kind="exception")
+    job = Path(tempfile.mkdtemp(prefix="grader-train-"))
+    try:
+        _write_job(job, description, task, data, budget, setup)
+        try:
+            done = run_trusted([sys.executable, "-m", "grader.ml.trainer", str(job)],
+                               timeout_s=task.max_train_seconds + 120, memory_mb=setup.memory_mb,
+                               threads=setup.threads, device=setup.device)
+        except subprocess.TimeoutExpired:
+            raise StudentError(f"training did not finish within {task.max_train_seconds + 120:.0f} s",
+                               kind="timeout") from None
+        answer = _answer(job, done)
+    finally:
+        shutil.rmtree(job, ignore_errors=True)
+    return checked_run(answer, budget=budget, n_train=len(data.train_y), n_test=len(data.test_y),
+                       n_outputs=task.n_outputs)
+
+
+def _write_job(job: Path, description: ModelDescription, task: ModelTask, data: TaskData, budget: Budget,
+               setup: TrainingSetup) -> None:
+    graph = description.graph
+    state_files = {}
+    for i, (name, array) in enumerate(graph.state.items()):
+        np.save(job / f"state-{i}.npy", array, allow_pickle=False)
+        state_files[name] = f"state-{i}.npy"
+    spec = {"model": graph.to_answer(), "state_files": state_files, "seed": setup.seed, "device": setup.device,
+            "threads": setup.threads, "input_style": description.input_style, "tuple_index": description.tuple_index,
+            "loss_kind": loss_kind(task, description, budget), "n_outputs": task.n_outputs,
+            "max_seconds": task.max_train_seconds, "data": {k: str(v) for k, v in data.files().items()},
+            "budget": {"optimizer": budget.optimizer, "lr": budget.lr, "epochs": budget.epochs,
+                       "batch_size": budget.batch_size}}
+    (job / "job.json").write_text(json.dumps(spec))
+
+
+def _answer(job: Path, done: subprocess.CompletedProcess) -> Any:
+    fd = os.open(job, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        answer = read_value(fd, "out")
+    except ExchangeError:
+        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+        raise StudentError(f"the grader's training process failed (exit status {done.returncode}"
+                           + (f": {tail[:300]}" if tail else "") + ")", kind="died") from None
+    finally:
+        os.close(fd)
+    if isinstance(answer, dict) and "error" in answer:
+        error = answer["error"] if isinstance(answer["error"], dict) else {}
+        raise StudentError(f"the model could not be trained: {error.get('type', 'Error')}: "
+                           f"{str(error.get('message', ''))[:300]}", kind="exception")
+    if not isinstance(answer, dict) or "ok" not in answer:
+        raise StudentError("the grader's training process gave no record", kind="broken")
+    return answer["ok"]
+
+
+def checked_run(answer: Any, *, budget: Budget, n_train: int, n_test: int, n_outputs: int) -> TrainingRun:
+    """The trainer's record, checked against the budget the grader set: the grader counts for itself."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("history"), dict):
+        raise StudentError("the grader got a malformed training record", kind="broken")
+    outputs = []
+    for array in answer.get("test_outputs", []):
+        if not isinstance(array, np.ndarray) or array.shape != (n_test, n_outputs) or array.dtype.kind != "f":
+            raise StudentError("the grader got test outputs of the wrong shape from training", kind="broken")
+        outputs.append(array.astype(np.float64))
+    history = answer["history"]
+
+    def floats(key: str) -> tuple[float, ...]:
+        return tuple(float(v) if isinstance(v, (int, float)) else math.nan for v in history.get(key, []))
+
+    losses = floats("train_loss")
+    stopped = answer.get("stopped_early")
+    stopped = str(stopped)[:300] if stopped else None
+    epochs, steps = answer.get("epochs_run"), answer.get("steps")
+    per_epoch = math.ceil(n_train / budget.batch_size)
+    full = (stopped is None and epochs == budget.epochs and steps == budget.steps(n_train))
+    partial = (stopped is not None and isinstance(epochs, int) and isinstance(steps, int)
+               and epochs <= budget.epochs and (epochs - 1) * per_epoch <= steps <= epochs * per_epoch + per_epoch)
+    if not (full or partial) or len(outputs) != len(losses) + 1 or len(losses) != epochs:
+        raise StudentError(f"the training run did not follow the grader's budget ({budget.text()}: "
+                           f"{budget.epochs} epochs, {budget.steps(n_train)} steps; the record says "
+                           f"{epochs} epochs, {steps} steps, {len(outputs)} test evaluations); it is not scored",
+                           kind="broken")
+    wall = answer.get("wall_s")
+    return TrainingRun(epochs_run=epochs, steps=steps, train_loss=losses, train_accuracy=floats("train_accuracy"),
+                       test_outputs=tuple(outputs), stopped_early=stopped,
+                       wall_s=float(wall) if isinstance(wall, (int, float)) else 0.0,
+                       device=str(answer.get("device", ""))[:20], budget=budget)
+
