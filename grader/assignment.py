@@ -97,14 +97,22 @@ def default_course_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def load_assignments(course_root: Path) -> dict[str, Assignment]:
+def load_assignments(course_root: Path, *, problems: list[str] | None = None) -> dict[str, Assignment]:
+    """Every spec of the course. With `problems`, a spec that fails to load is noted there and skipped
+    (one broken spec must not stop the grading of another assignment); without, it is an error."""
     solutions = Path(course_root) / "solutions"
     if not solutions.is_dir():
         raise UsageError(f"no solutions/ directory under {course_root}: set --course or GRADER_COURSE "
                          "to the course's root")
     found: dict[str, Assignment] = {}
     for module_path in sorted(solutions.glob("*.py")):
-        assignment = _load_module(module_path)
+        try:
+            assignment = _load_module(module_path)
+        except UsageError as exc:
+            if problems is None:
+                raise
+            problems.append(exc.message)
+            continue
         if assignment is None:
             continue
         if assignment.id in found:
@@ -136,16 +144,18 @@ def _load_module(path: Path) -> Assignment | None:
 
 
 def find_assignment(course_root: Path, assignment_id: str) -> Assignment:
-    assignments = load_assignments(course_root)
+    problems: list[str] = []
+    assignments = load_assignments(course_root, problems=problems)
     if assignment_id not in assignments:
         known = ", ".join(sorted(assignments)) or "none"
-        raise UsageError(f"unknown assignment {assignment_id!r} (known: {known})")
+        broken = f"; and {'; '.join(problems)}" if problems else ""
+        raise UsageError(f"unknown assignment {assignment_id!r} (known: {known}){broken}")
     return assignments[assignment_id]
 
 
 def infer_assignment_id(course_root: Path, *, metadata_hint: str | None, file_name: str) -> str:
     """The assignment a notebook belongs to: its metadata, else its file name."""
-    assignments = load_assignments(course_root)
+    assignments = load_assignments(course_root, problems=[])
     if metadata_hint in assignments:
         return metadata_hint
     stem = Path(file_name).stem.lower()

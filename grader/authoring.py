@@ -19,11 +19,23 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nbformat
 from nbformat import NotebookNode
 
 from grader.errors import UsageError
+
+if TYPE_CHECKING:
+    from grader.assignment import Assignment, ResourceRequest
+
+CHECK_INTRO = ("## Check your work\n\n"
+               "Run the cell below to check your notebook against the assignment's visible checks before you "
+               "submit (it needs the `*.checks.json` file that came with this notebook, beside it). From a "
+               "terminal, `grader check THIS_NOTEBOOK.ipynb` runs them as the grader does, with a preview of "
+               "the training, and `grader check --submit` writes the copy to upload. Hidden checks are graded "
+               "after you submit.")
+CHECK_CELL = "from grader.student import check\ncheck()"
 
 BEGIN_SOLUTION = re.compile(r"^(\s*)### BEGIN SOLUTION\b(.*)$")
 END_SOLUTION = re.compile(r"^\s*### END SOLUTION\b")
@@ -86,11 +98,15 @@ def make_template(solution: NotebookNode, *, name: str) -> NotebookNode:
         cells.append(cell)
     if total_regions == 0:
         raise UsageError(f"{name} has no '### BEGIN SOLUTION' markers: is it a solution notebook?")
-    template.cells = cells
+    check_cell = nbformat.v4.new_code_cell(CHECK_CELL)
+    check_cell.metadata["tags"] = ["demo"]
+    check_cell.id = "grader-check"
+    template.cells = cells + [nbformat.v4.new_markdown_cell(CHECK_INTRO, id="grader-check-intro"), check_cell]
     return template
 
 
 def write_template(solution_path: Path, out_dir: Path) -> Path:
+    """The student's template for a solution notebook (bundle: see write_bundle)."""
     solution_path = Path(solution_path)
     if not solution_path.is_file():
         raise UsageError(f"{solution_path}: no such file")
@@ -108,3 +124,28 @@ def write_template(solution_path: Path, out_dir: Path) -> Path:
 
 def render(notebook: NotebookNode) -> str:
     return nbformat.writes(notebook) + "\n"
+
+
+def spec_for(solution_path: Path) -> "Assignment | None":
+    """The spec whose notebook is this solution, from the course the solution lives in."""
+    from grader.assignment import load_assignments
+
+    solution_path = Path(solution_path).resolve()
+    problems: list[str] = []
+    specs = load_assignments(solution_path.parent.parent, problems=problems)
+    found = next((a for a in specs.values() if a.notebook == solution_path.name), None)
+    if found is None and problems:
+        raise UsageError("; ".join(problems))
+    return found
+
+
+def write_bundle(solution_path: Path, out_dir: Path, request: "ResourceRequest") -> Path | None:
+    """The student bundle beside the template (grader/bundle.py); None when no spec names the notebook."""
+    from grader.bundle import build_bundle, bundle_path, render_bundle
+
+    spec = spec_for(solution_path)
+    if spec is None:
+        return None
+    target = bundle_path(out_dir, spec.notebook)
+    target.write_text(render_bundle(build_bundle(spec, request)))
+    return target

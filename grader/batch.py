@@ -7,6 +7,10 @@ run the same command again and it grades only what is missing or changed
 (grader.ledger). Workers grade and render; the batch itself writes, so a
 student whose files cannot be written is reported and the rest go on.
 summary.html is rebuilt at the end.
+
+Where the grading runs is a `Runner`: `LocalRunner` (in this process, or a
+pool of N processes on this machine) or `grader.distributed.DaskRunner` (the
+workers of a Dask cluster). Each hands every `Graded` to the same writer.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol, Sequence
 
 from grader.assignment import Assignment, find_assignment
 from grader.errors import GraderError
@@ -63,17 +67,24 @@ def previous_result(out_dir: Path, item: BatchItem, assignment_id: str, ledger: 
     return None
 
 
-def grade_item(item: BatchItem, assignment: Assignment, options: GradeOptions, audience: str) -> Graded:
-    """Grade one student and render their files; anything unexpected becomes an error result."""
+def grade_item(item: BatchItem, assignment: Assignment, options: GradeOptions, audience: str, *,
+               worker: str = "") -> Graded:
+    """Grade one student and render their files; anything unexpected becomes an error result.
+
+    `worker` names the cluster worker that graded it, recorded in result.json's environment."""
     result = replace(grade_safely(item.notebook, assignment, options), student=item.identity.to_dict())
+    if worker:
+        result = replace(result, environment={**result.environment, "worker": worker})
     return Graded(item.student, result, render_outputs(result, audience=audience))
 
 
 def crashed(item: BatchItem, assignment: Assignment, options: GradeOptions, message: str,
-            audience: str) -> Graded:
-    """A zero that says why, for a submission whose grading could not even report back (a dead worker)."""
+            audience: str, *, sha256: str = "") -> Graded:
+    """A zero that says why, for a submission whose grading could not even report back (a dead worker).
+
+    Without `sha256` the next run of the batch grades it again; with the notebook's, the zero stands."""
     result = zero_result(item.notebook, assignment, options, message=message, check_message=message,
-                         check_status="error")
+                         check_status="error", sha256=sha256)
     result = replace(result, student=item.identity.to_dict())
     return Graded(item.student, result, render_outputs(result, audience=audience))
 
@@ -94,17 +105,91 @@ class BatchReport:
     write_failures: list[str]  # "student: why" for each student whose files could not be written
 
 
+@dataclass(frozen=True)
+class BatchJob:
+    """What every pending submission of a batch is graded with."""
+
+    assignment: Assignment
+    options: GradeOptions
+    audience: str  # "student" | "staff"
+
+
+Record = Callable[[Graded], None]
+
+
+class Runner(Protocol):
+    """Where a batch's grading runs. `run` grades every pending item and hands each `Graded` to
+    `record` as it arrives (in any order); a submission it could not grade still gets a `Graded`
+    (a zero that says why). It raises only for a failure that would fail every submission."""
+
+    def describe(self) -> str: ...
+
+    def run(self, pending: Sequence[BatchItem], job: BatchJob, record: Record) -> None: ...
+
+    def workers_in_use(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """Where a batch stands after one more outcome: for the progress display."""
+
+    done: int  # outcomes so far, reused ones included
+    total: int
+    graded: int  # graded by this run
+    elapsed_s: float  # since this run started grading
+    workers: int  # workers grading now
+
+    @property
+    def rate_per_min(self) -> float:
+        return self.graded * 60 / self.elapsed_s if self.graded and self.elapsed_s > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the rate so far; None before the first submission is graded."""
+        return (self.total - self.done) * 60 / self.rate_per_min if self.rate_per_min else None
+
+
+class LocalRunner:
+    """Grade on this machine: in this process (jobs=1) or a pool of `jobs` processes."""
+
+    def __init__(self, jobs: int = 1):
+        self.jobs = max(1, jobs)
+        self._remaining = 0
+
+    def describe(self) -> str:
+        return f"with {self.jobs} job(s)"
+
+    def workers_in_use(self) -> int:
+        return min(self.jobs, self._remaining)
+
+    def run(self, pending: Sequence[BatchItem], job: BatchJob, record: Record) -> None:
+        # Each child kernel gets its share of the cores, so parallel jobs do not fight over threads.
+        options = replace(job.options, threads=max(1, (os.cpu_count() or 1) // self.jobs))
+        self._remaining = len(pending)
+
+        def counted(graded: Graded) -> None:
+            self._remaining -= 1
+            record(graded)
+
+        if self.jobs == 1:
+            for item in pending:
+                counted(grade_item(item, job.assignment, options, job.audience))
+        else:
+            _run_parallel(pending, job.assignment, options, self.jobs, job.audience, counted)
+
+
 def grade_batch(intake: Intake, assignment: Assignment, options: GradeOptions, out_dir: Path, *, jobs: int = 1,
-                staff: bool = False,
-                on_done: Callable[[Outcome, int, int], None] = lambda *_: None) -> BatchReport:
+                runner: Runner | None = None, staff: bool = False,
+                on_done: Callable[[Outcome, BatchProgress], None] = lambda *_: None) -> BatchReport:
     """Grade every item not already graded; every item's outcome comes back in input order.
 
-    Results are written (and signed) here, the moment each arrives; a student whose files cannot
-    be written is recorded and the batch goes on.
+    The runner grades (default: `LocalRunner(jobs)`); results are written (and signed) here, the
+    moment each arrives, whatever the runner; a student whose files cannot be written is recorded
+    and the batch goes on.
     """
+    runner = runner or LocalRunner(jobs)
     out_dir.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(options.cache_dir)
-    audience = "staff" if staff else "student"
     outcomes: dict[str, Outcome] = {}
     failures: list[str] = []
     pending: list[BatchItem] = []
@@ -116,32 +201,34 @@ def grade_batch(intake: Intake, assignment: Assignment, options: GradeOptions, o
             pending.append(item)
     total = len(intake.items)
     for count, outcome in enumerate(outcomes.values(), start=1):
-        on_done(outcome, count, total)
-    # Each child kernel gets its share of the cores, so parallel jobs do not fight over threads.
-    options = replace(options, threads=max(1, (os.cpu_count() or 1) // max(1, jobs)),
-                      private_paths=(*options.private_paths, out_dir))
+        on_done(outcome, BatchProgress(done=count, total=total, graded=0, elapsed_s=0.0, workers=0))
+    started = time.monotonic()
+    job = BatchJob(assignment, replace(options, private_paths=(*options.private_paths, out_dir)),
+                   "staff" if staff else "student")
 
     def record(graded: Graded) -> None:
+        if graded.student in outcomes:  # a runner's duplicate (a retried task): the first result stands
+            log.warning("a second result for %s was ignored", printable(graded.student))
+            return
         try:
             ledger.write(graded.rendered, out_dir / graded.student)
         except OSError as exc:
             failures.append(f"{graded.student}: {exc.strerror or exc} ({exc.filename or out_dir / graded.student})")
             log.error("could not write the results of %s: %s", printable(graded.student), exc)
         outcomes[graded.student] = Outcome(graded.student, graded.result, reused=False)
-        on_done(outcomes[graded.student], len(outcomes), total)
+        on_done(outcomes[graded.student],
+                BatchProgress(done=len(outcomes), total=total, graded=len(outcomes) - (total - len(pending)),
+                              elapsed_s=time.monotonic() - started, workers=runner.workers_in_use()))
 
-    if jobs <= 1:
-        for item in pending:
-            record(grade_item(item, assignment, options, audience))
-    else:
-        _run_parallel(pending, assignment, options, jobs, audience, record)
+    if pending:
+        runner.run(pending, job, record)
     ordered = [outcomes[item.student] for item in intake.items if item.student in outcomes]
     write_summary(ordered, out_dir, title=f"{assignment.title} ({assignment.id})")
     return BatchReport(ordered, failures)
 
 
-def _run_parallel(pending: list[BatchItem], assignment: Assignment, options: GradeOptions, jobs: int,
-                  audience: str, record: Callable[[Graded], None]) -> None:
+def _run_parallel(pending: Sequence[BatchItem], assignment: Assignment, options: GradeOptions, jobs: int,
+                  audience: str, record: Record) -> None:
     # spawn, not fork: the parent holds ZMQ sockets and threads that must not be duplicated
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:

@@ -19,6 +19,7 @@ from grader.errors import GraderError, UsageError
 if TYPE_CHECKING:
     from grader.assignment import Assignment
     from grader.pipeline import GradeOptions
+    from grader.results import GradeResult
 
 DEVICES = ("auto", "cpu", "cuda")
 SANDBOX_MODES = ("auto", "bwrap", "unshare", "user", "none")
@@ -66,14 +67,16 @@ def _grading(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audience", default="student", choices=("student", "staff"), help=AUDIENCE_HELP)
 
 
-def grade_options(args: argparse.Namespace, *, private: tuple[Path, ...] = ()) -> "GradeOptions":
-    """GradeOptions from the shared options; `private` paths (the outputs) are kept from the child."""
+def grade_options(args: argparse.Namespace, *, private: tuple[Path, ...] = (),
+                  device: str | None = None) -> "GradeOptions":
+    """GradeOptions from the shared options; `private` paths (the outputs) are kept from the child.
+    `device`, where given, is used as it is instead of resolving --device on this machine."""
     from grader.assignment import default_course_root
     from grader.pipeline import GradeOptions
 
     return GradeOptions(course_root=(args.course or default_course_root()).resolve(),
                         data_root=(args.data_root or default_data_root()).resolve(), cache_dir=cache_dir(),
-                        device=resolve_device(args.device), isolation=args.sandbox,
+                        device=device or resolve_device(args.device), isolation=args.sandbox,
                         sandbox_user=args.sandbox_user, private_paths=private)
 
 
@@ -94,7 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("submissions", type=Path, help="directory of notebooks (or of one folder per student), "
                                                       "or a zip file")
     batch.add_argument("--assignment", required=True, help="assignment id")
-    batch.add_argument("-j", "--jobs", type=int, default=1, help="submissions graded at once (default: 1)")
+    batch.add_argument("-j", "--jobs", type=int, default=1,
+                       help="submissions graded at once on this machine (default: 1)")
+    batch.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                       help="grade on the workers of this Dask scheduler instead of this machine (see the "
+                            "README, Grading at scale); --device auto sends model training to workers started "
+                            "with --resources GPU=1")
     batch.add_argument("--out", type=Path, default=None,
                        help="output directory (default: grader-out/<assignment>); one folder per student "
                             "and summary.html")
@@ -128,10 +136,32 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("--data-root", type=Path, default=None,
                             help="dataset root (default: GRADER_DATA, else ~/.cache/grader/data)")
 
-    assign = sub.add_parser("assign", help="make the student template from a solution notebook")
+    assign = sub.add_parser("assign", help="make the student template and student bundle from a solution notebook")
     assign.add_argument("solution", type=Path)
     assign.add_argument("--out", type=Path, default=Path("assignments"),
-                        help="directory for the template (default: assignments/)")
+                        help="directory for the template and its NAME.checks.json (default: assignments/)")
+    assign.add_argument("--data-root", type=Path, default=None,
+                        help="dataset root, for a model assignment's bundle (default: GRADER_DATA, else "
+                             "~/.cache/grader/data)")
+
+    check = sub.add_parser("check", help="students: run the visible checks on your notebook before submitting")
+    check.add_argument("notebook", type=Path)
+    check.add_argument("--bundle", type=Path, default=None,
+                       help="the assignment's NAME.checks.json (default: the one beside the notebook)")
+    check.add_argument("--train", action="store_true",
+                       help="run the graded training on your copy of the dataset (default: a short preview)")
+    check.add_argument("--out", type=Path, default=None,
+                       help="where feedback.html goes (default: grader-check/<notebook name>)")
+    check.add_argument("--submit", action="store_true",
+                       help="also write the copy of the notebook to upload (outputs cleared)")
+    check.add_argument("--submit-to", type=Path, default=None, metavar="FILE",
+                       help="where --submit writes it (default: NAME-submit.ipynb beside the notebook)")
+    check.add_argument("--device", default="auto", choices=DEVICES, help="where a training preview runs")
+    check.add_argument("--sandbox", default=os.environ.get("GRADER_SANDBOX", "auto"), choices=SANDBOX_MODES,
+                       help="isolation for your notebook's code (default: the strongest available, else none: "
+                            "it is your own code on your own machine)")
+    check.add_argument("--data-root", type=Path, default=None,
+                       help="dataset root (default: GRADER_DATA, else ~/.cache/grader/data)")
     _lms_parsers(sub)
     return parser
 
@@ -204,6 +234,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _data(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "check":
+        return _check(args)
     if args.command == "gradescope":
         return _gradescope_build(args) if args.gradescope_command == "build" else _gradescope_run(args)
     if args.command == "prairielearn":
@@ -272,9 +304,13 @@ def _batch(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    if args.scheduler and args.jobs > 1:
+        raise UsageError("-j is for grading on this machine; with --scheduler the workers' threads say how many "
+                         "submissions are graded at once")
     if not args.submissions.exists():
         raise UsageError(f"{args.submissions}: no such file or directory")
-    options = grade_options(args)
+    # On a cluster each worker grades on its own device: the client resolves nothing here.
+    options = grade_options(args, device="cpu" if args.scheduler else None)
     if args.jobs > 1 and choose_isolation(options.isolation, user=options.sandbox_user) == "user":
         raise UsageError("the 'user' sandbox grades one submission at a time (it cleans up after the sandbox "
                          "user, so parallel jobs would clean up each other): use -j 1, or a sandbox with namespaces")
@@ -289,18 +325,20 @@ def _batch(args: argparse.Namespace) -> int:
         (out_dir / "intake-problems.txt").write_text("\n".join(intake.problems) + "\n")
     if not intake.items:
         raise UsageError(f"no notebooks found in {args.submissions}")
+    runner = _batch_runner(args)
     start = time.monotonic()
-    console.print(f"grading {len(intake.items)} submission(s) of {assignment.id} with {args.jobs} job(s) "
+    console.print(f"grading {len(intake.items)} submission(s) of {assignment.id} {runner.describe()} "
                   f"into {out_dir}")
 
-    def progress(outcome, done: int, total: int) -> None:
+    def progress(outcome, where) -> None:
         result = outcome.result
         how = "already graded" if outcome.reused else f"{result.timings.get('total_s', 0):.1f} s"
         flag = ("", "") if result.status == "graded" else (" (not gradable)", "red")
-        console.print(Text.assemble(f"[{done}/{total}] ", rich_text(outcome.student),
-                                    f": {result.score:g}/{result.max_score:g} ({how})", flag))
+        console.print(Text.assemble(f"[{where.done}/{where.total}] ", rich_text(outcome.student),
+                                    f": {result.score:g}/{result.max_score:g} ({how})", flag,
+                                    ("" if outcome.reused else _pace(where), "dim")))
 
-    report = grade_batch(intake, assignment, options, out_dir, jobs=args.jobs, staff=args.audience == "staff",
+    report = grade_batch(intake, assignment, options, out_dir, runner=runner, staff=args.audience == "staff",
                          on_done=progress)
     graded = sum(1 for o in report.outcomes if not o.reused)
     console.print(f"done: {graded} graded, {len(report.outcomes) - graded} already graded, in "
@@ -312,6 +350,27 @@ def _batch(args: argparse.Namespace) -> int:
                           "(listed above); the others are in place: fix the output directory and run the "
                           "same command again")
     return 0
+
+
+def _batch_runner(args: argparse.Namespace):
+    """Where a batch grades: this machine (-j N), or the workers of a Dask cluster (--scheduler)."""
+    if not args.scheduler:
+        from grader.batch import LocalRunner
+
+        return LocalRunner(args.jobs)
+    from grader.distributed import DaskRunner
+
+    return DaskRunner(args.scheduler, device=args.device,
+                      data_root=args.data_root.resolve() if args.data_root else None)
+
+
+def _pace(where) -> str:
+    """' · 12.5/min · 3.2 min left · 4 workers': the rate so far, the time left at that rate, the workers busy."""
+    if not where.rate_per_min:
+        return ""
+    eta = where.eta_s or 0.0
+    left = f"{eta / 60:.1f} min" if eta >= 120 else f"{eta:.0f} s"
+    return f" · {where.rate_per_min:.1f}/min · {left} left · {where.workers} worker(s)"
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -466,10 +525,72 @@ def _prairielearn(args: argparse.Namespace) -> int:
 
 
 def _assign(args: argparse.Namespace) -> int:
-    from grader.authoring import write_template
+    from grader.assignment import ResourceRequest
+    from grader.authoring import write_bundle, write_template
+    from grader.data import DatasetMissing
 
     target = write_template(args.solution, args.out)
     print(f"wrote {target}")
+    request = ResourceRequest(data_root=(args.data_root or default_data_root()).resolve(), cache_dir=cache_dir(),
+                              device="cpu")
+    try:
+        bundle = write_bundle(args.solution, args.out, request)
+    except DatasetMissing as exc:
+        raise UsageError(f"the student bundle needs the assignment's data: {exc}") from None
+    print(f"wrote {bundle}" if bundle else f"no spec names {args.solution.name}: no student bundle written")
+    return 0
+
+
+def check_score_line(result: "GradeResult") -> str:
+    """What a student's check adds up to: the points it checked, and what is left for grading."""
+    from grader.bundle import AFTER_SUBMITTING
+
+    later = sum(c.max_score for c in result.checks if c.message.startswith(AFTER_SUBMITTING))
+    previewed = sum(c.max_score for c in result.checks if c.message.startswith("preview"))
+    checked = result.max_score - later - previewed
+    line = f"visible checks: {result.score:g} / {checked:g} points"
+    parts = [f"{previewed:g} previewed (the graded training runs after you submit)" if previewed else "",
+             f"{later:g} graded after you submit" if later else ""]
+    return line + "".join(f"; {part}" for part in parts if part)
+
+
+def _check(args: argparse.Namespace) -> int:
+    """A student's check: the bundle's visible checks, graded on their own machine as the grader would."""
+    from grader.bundle import assignment_from_bundle, find_bundle, read_bundle
+    from grader.errors import NotebookError
+    from grader.notebook_io import read_submission
+    from grader.pipeline import GradeOptions, grade_safely
+    from grader.reports.outputs import write_outputs
+    from grader.reports.terminal import print_summary
+    from grader.submit import write_submission
+
+    notebook: Path = args.notebook
+    if not notebook.is_file():
+        raise UsageError(f"{notebook}: no such file" if not notebook.exists() else f"{notebook} is not a file")
+    try:
+        hint = read_submission(notebook).assignment_hint
+    except NotebookError:
+        hint = None
+    bundle_file = args.bundle or find_bundle(notebook, hint)
+    bundle = read_bundle(bundle_file)
+    if hint and hint != bundle["assignment"]:
+        raise UsageError(f"{notebook.name} is a notebook of {hint}, but {bundle_file.name} checks "
+                         f"{bundle['assignment']}: pass the right --bundle")
+    assignment = assignment_from_bundle(bundle, train=args.train)
+    options = GradeOptions(course_root=bundle_file.resolve().parent,
+                           data_root=(args.data_root or default_data_root()).resolve(), cache_dir=cache_dir(),
+                           device=resolve_device(args.device), isolation=args.sandbox, own_code=True)
+    _warm_report_imports()
+    result = grade_safely(notebook, assignment, options)
+    out_dir = (args.out or Path("grader-check") / notebook.stem).resolve()
+    write_outputs(result, out_dir)
+    print_summary(result, score_line=check_score_line(result))
+    print("These are the visible checks, run on your machine: hidden checks and the graded training run "
+          "after you submit, so your final grade can differ.")
+    print(f"feedback: {out_dir / 'feedback.html'}")
+    if args.submit:
+        written = write_submission(notebook, bundle, args.submit_to)
+        print(f"ready to upload: {written}")
     return 0
 
 

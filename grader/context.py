@@ -48,10 +48,8 @@ class CheckContext:
         if name in self._stuck:
             raise self._stuck[name]
         in_dir = self._input_dir(protocol.to_wire(protocol.Call(list(args), kwargs)))
-        out_name = self._output_name()
-        source = child_call("probe", "call", name, str(in_dir), str(self.sandbox.exchange / out_name))
         try:
-            return self._answer(source, out_name, what=name, timeout_s=timeout_s)
+            return self._ask("probe", "call", (name, str(in_dir)), what=name, timeout_s=timeout_s)
         except StudentError as exc:
             if exc.kind == "timeout":
                 self._stuck[name] = StudentError(f"{exc.message}; it was not called again", kind="timeout")
@@ -59,18 +57,26 @@ class CheckContext:
 
     def get(self, name: str) -> Any:
         """The value of a module-level name in the student's notebook."""
-        out_name = self._output_name()
-        source = child_call("probe", "get", name, str(self.sandbox.exchange / out_name))
-        return self._answer(source, out_name, what=name, timeout_s=None)
+        return self._ask("probe", "get", (name,), what=name, timeout_s=None)
+
+    def set(self, name: str, value: Any) -> None:
+        """Bind a module-level name in the student's notebook to `value` (data only)."""
+        in_dir = self._input_dir(value)
+        self._ask("probe", "assign", (name, str(in_dir)), what=name, timeout_s=None)
+
+    def restart_kernel(self) -> None:
+        """A fresh kernel that has run the notebook's cells again: nothing of the old one's memory is left
+        (to prove that a value comes from a file, not from the process that wrote it)."""
+        self.runner.session.stop()
+        if not self.runner.ensure_alive():
+            raise StudentError("the notebook could not be run again in a fresh kernel", kind="died")
 
     def run_child(self, module: str, function: str, request: Any, *, what: str,
                   timeout_s: float | None = None) -> Any:
         """Run grader_child.<module>.<function>(namespace, in_dir, out_dir) in the kernel, with a request
         from grader.child.protocol."""
         in_dir = self._input_dir(protocol.to_wire(request))
-        out_name = self._output_name()
-        source = child_call(module, function, str(in_dir), str(self.sandbox.exchange / out_name))
-        return self._answer(source, out_name, what=what, timeout_s=timeout_s)
+        return self._ask(module, function, (str(in_dir),), what=what, timeout_s=timeout_s)
 
     def training_setup(self) -> "TrainingSetup":
         """How the grader's trainer runs for this submission: its device, threads, memory and seed."""
@@ -96,6 +102,13 @@ class CheckContext:
         self.sandbox.new_output_dir(name)
         return name
 
+    def _ask(self, module: str, function: str, args: tuple[str, ...], *, what: str,
+             timeout_s: float | None) -> Any:
+        """grader_child.<module>.<function>(namespace, *args, out_dir) in the kernel; its answer, read as data."""
+        out_name = self._output_name()
+        source = child_call(module, function, *args, str(self.sandbox.exchange / out_name))
+        return self._answer(source, out_name, what=what, timeout_s=timeout_s)
+
     def _answer(self, source: str, out_name: str, *, what: str, timeout_s: float | None) -> Any:
         if self.runner.deadline.expired():
             raise StudentError(f"{what} was not checked: the submission's time budget was used up",
@@ -113,6 +126,9 @@ class CheckContext:
             raise StudentError(f"the grader could not evaluate {what}: {run.error_name}: {run.error_value} "
                                "(did the notebook change the grader's helpers?)",
                                kind="broken", traceback=run.traceback)
+        return self._read_answer(out_name, what)
+
+    def _read_answer(self, out_name: str, what: str) -> Any:
         try:
             answer = read_value(self.sandbox.exchange_fd, out_name)
         except ExchangeError as exc:
@@ -122,6 +138,9 @@ class CheckContext:
         if "error" in answer:
             raise self._error_from(answer["error"], what)
         return answer["ok"]
+
+    def _readable(self, traceback: list[str]) -> list[str]:
+        return self.runner.readable(traceback)
 
     def _run_probe(self, source: str, what: str, timeout_s: float | None):
         if not self.runner.ensure_alive():
@@ -134,7 +153,7 @@ class CheckContext:
         error = error if isinstance(error, dict) else {}
         kind = str(error.get("type", "Exception"))
         message = str(error.get("message", ""))
-        traceback = self.runner.readable([str(line) for line in error.get("traceback", [])][-10:])
+        traceback = self._readable([str(line) for line in error.get("traceback", [])][-10:])
         if kind == "Missing":
             hint = (" (a cell that raised an error may have stopped it from being defined)"
                     if self._cell_problems else "")

@@ -44,6 +44,7 @@ class GradeOptions:
     threads: int | None = None
     sandbox_user: str | None = None  # who a root grader runs student code as (default: nobody)
     private_paths: tuple[Path, ...] = ()  # the grader's outputs: the child may neither read nor write them
+    own_code: bool = False  # a student's check of their own notebook: nothing to hide, no sandbox required
 
 
 def grade_safely(path: Path, assignment: Assignment, options: GradeOptions) -> GradeResult:
@@ -73,11 +74,12 @@ def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) 
     resources = _resources(assignment, options)
     prepared = time.monotonic()
     limits = assignment.limits
-    hidden = (options.course_root / "solutions", options.data_root, options.cache_dir, path.resolve().parent)
+    hidden = () if options.own_code else (options.course_root / "solutions", options.data_root, options.cache_dir,
+                                          path.resolve().parent)
     with Sandbox(limits, isolation=options.isolation,
                  blocked_modules=assignment.blocked_modules, hidden_paths=hidden,
                  private_paths=options.private_paths, threads=options.threads,
-                 user=options.sandbox_user) as sandbox:
+                 user=options.sandbox_user, own_code=options.own_code) as sandbox:
         deadline = Deadline(limits.total_timeout_s)
         runner = NotebookRunner(KernelSession(sandbox), preamble=_preamble(sandbox, assignment),
                                 cell_timeout_s=limits.cell_timeout_s, deadline=deadline)

@@ -7,11 +7,16 @@
   an LMS container), what the sandbox user left in the machine's shared
   places: processes, SysV shared memory, semaphores and message queues, and
   files in /tmp, /var/tmp, /dev/shm and /run/lock.
+- `sweep_orphaned_sandboxes`: what a grader killed mid-submission (a batch
+  worker killed or out of memory) could not remove itself: its sandbox's
+  root (a tmpfs when root) and its cgroups, found by the owner record each
+  sandbox keeps in its root.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -20,6 +25,8 @@ from pathlib import Path
 
 _MB = 1024 * 1024
 SHARED_TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+OWNER_FILE = "owner.json"  # in a sandbox's root: the grader process that owns it, and its cgroups
+CGROUP_BASE = Path("/sys/fs/cgroup")
 IPC_RMID = 0
 
 
@@ -75,6 +82,15 @@ class Cgroups:
                 (child / "memory.swap.max").write_text("0")
             (child / "pids.max").write_text(str(max_processes))
             self.kind, self._memory_dir = "v2", child
+
+    @classmethod
+    def existing(cls, dirs: list[Path]) -> "Cgroups":
+        """Cgroups made earlier by a grader since gone: to kill what they hold and remove them."""
+        group = cls.__new__(cls)
+        group.dirs = list(dirs)
+        group.kind = "v2" if any((d / "cgroup.kill").exists() for d in group.dirs) else "v1"
+        group._memory_dir = None
+        return group
 
     def procs_files(self) -> list[str]:
         return [str(d / "cgroup.procs") for d in self.dirs]
@@ -239,3 +255,79 @@ def sweep_user(uid: int, *, processes: bool) -> list[str]:
             path.unlink(missing_ok=True)
         swept.append(str(path))
     return swept
+
+
+# --------------------------------------------------------------------------
+# What a killed grader left
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (with the pid, names one process for good)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def record_owner(root: Path, cgroup_dirs: list[Path]) -> None:
+    """Write (atomically) which process owns the sandbox at `root`, and its cgroup directories."""
+    record = {"pid": os.getpid(), "start": _start_time(os.getpid()), "pid_namespace": _pid_namespace(),
+              "cgroups": [str(d) for d in cgroup_dirs]}
+    temporary = root / f".{OWNER_FILE}.tmp"
+    temporary.write_text(json.dumps(record))
+    os.replace(temporary, root / OWNER_FILE)
+
+
+def _owner_alive(record: dict) -> bool:
+    """Whether the owner may still run; True where this process cannot tell (another pid namespace)."""
+    pid = record.get("pid")
+    if record.get("pid_namespace") != _pid_namespace() or not isinstance(pid, int) or pid <= 0:
+        return True
+    return _start_time(pid) == str(record.get("start"))
+
+
+def sweep_orphaned_sandboxes(temp_dir: str | os.PathLike | None = None) -> list[str]:
+    """Remove the sandboxes under `temp_dir` (default: the temp directory sandboxes are made in) whose
+    owner process is gone: kill what is left in their cgroups, remove the cgroups, unmount and delete
+    the root. Sandboxes without an owner record (being set up, or older) are left alone. Says what went."""
+    import tempfile
+
+    swept = []
+    for root in Path(temp_dir or tempfile.gettempdir()).glob("grader-*"):
+        try:
+            if root.is_symlink() or not root.is_dir():
+                continue
+            record = json.loads((root / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict) or _owner_alive(record):
+            continue
+        for cgroup in _own_cgroups(record.get("cgroups")):
+            group = Cgroups.existing([cgroup])
+            group.kill_all()
+            group.remove()
+        if os.path.ismount(root):
+            ctypes.CDLL(None, use_errno=True).umount2(str(root).encode(), 2)  # MNT_DETACH
+        shutil.rmtree(root, ignore_errors=True)
+        swept.append(str(root))
+    return swept
+
+
+def _own_cgroups(listed: object) -> list[Path]:
+    """The cgroup directories of an owner record that really are a sandbox's (grader-*, under the base)."""
+    if not isinstance(listed, list):
+        return []
+    found = []
+    for entry in listed:
+        path = Path(str(entry))
+        if (path.is_absolute() and path.name.startswith("grader-") and CGROUP_BASE in path.parents
+                and ".." not in path.parts and path.is_dir() and not path.is_symlink()):
+            found.append(path)
+    return found

@@ -8,12 +8,25 @@ A check's `details` is free-form JSON, but these keys have one meaning
 everywhere, so that reports can draw them (all optional):
 
     series             {"name": [float per epoch], ...} e.g. train_loss, test_accuracy
+    series_x           {"label": str, "values": [number], "mark": number, "mark_label": str}
+                                                  (optional, with series) the series are against these
+                                                  x values, not epochs (e.g. polynomial degree): drawn
+                                                  together on one chart, y on a log scale when it spans
+                                                  decades, a vertical line at "mark" (e.g. a choice)
     confusion_matrix   {"labels": [str], "matrix": [[int]]} rows: true, columns: predicted
     misclassified      [{"image": [[0..255]] (H x W), "predicted": str, "true": str}]
     scatter            {"x": [float], "y": [float], "x_label": str, "y_label": str,
                         "diagonal": bool}          predicted vs actual
     curve              {"data_x": [...], "data_y": [...], "fit_x": [...], "fit_y": [...],
                         "label": str}             a fitted line or curve over the data
+    field              {"x": [float] (nx), "y": [float] (ny), "values": [[float | null]] (ny rows of nx),
+                        "label": str, "classes": [str], "range": [low, high], "title": str,
+                        "points": {"x": [float], "y": [float], "value": [float]}}
+                                                  a model's estimate over a grid of the plane (values[i][j]
+                                                  at x[j], y[i]) with data points and their targets on top;
+                                                  with "classes", values and targets are class indexes
+                                                  (drawn as regions), else on one colour scale ("range"
+                                                  when given)
     layers             [{"layer": str, "expected": str, "found": str, "ok": bool}]
     table              {"title": str, "columns": [str], "rows": [[str | number]]}
                                                   any small table, e.g. models side by side

@@ -50,10 +50,11 @@ def test_broken_markers_name_the_cell_and_line(source, problem):
         strip_cell_source(source, where="nb.ipynb, cell 3")
 
 
-def test_assign_command_writes_the_template(tmp_path, capsys):
+def test_assign_command_writes_the_template_and_the_bundle(tmp_path, capsys):
     assert main(["assign", str(SOLUTIONS / "gradient_descent.ipynb"), "--out", str(tmp_path)]) == 0
     written = tmp_path / "gradient_descent.ipynb"
     assert written.read_text() == (TEMPLATES / "gradient_descent.ipynb").read_text()
+    assert (tmp_path / "gradient_descent.checks.json").read_text() == (TEMPLATES / "gradient_descent.checks.json").read_text()
     assert "wrote" in capsys.readouterr().out
 
 
@@ -62,3 +63,27 @@ def test_assign_refuses_a_notebook_without_markers(tmp_path, capsys):
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), plain)
     assert main(["assign", str(plain), "--out", str(tmp_path / "out")]) == 2
     assert "no '### BEGIN SOLUTION' markers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("solution", sorted(SOLUTIONS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_every_student_bundle_is_what_assign_makes(solution, tmp_path):
+    """assignments/NAME.checks.json is generated too (model bundles need their dataset's first rows)."""
+    from conftest import data_root
+    from grader.assignment import ResourceRequest
+    from grader.authoring import write_bundle
+    from grader.data import DatasetMissing
+
+    try:
+        written = write_bundle(solution, tmp_path, ResourceRequest(data_root(), tmp_path / "cache", "cpu"))
+    except DatasetMissing as exc:
+        pytest.skip(str(exc))
+    assert written is not None, f"no spec names {solution.name}"
+    committed = TEMPLATES / written.name
+    assert committed.exists() and committed.read_text() == written.read_text(), \
+        f"assignments/{written.name} is stale: run grader assign {solution}"
+
+
+def test_templates_end_with_a_check_cell_that_grading_skips():
+    template = nbformat.read(TEMPLATES / "gradient_descent.ipynb", as_version=4)
+    last = template.cells[-1]
+    assert last.source == "from grader.student import check\ncheck()" and last.metadata["tags"] == ["demo"]

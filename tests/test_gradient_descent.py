@@ -31,7 +31,7 @@ def test_reference_solution_earns_full_marks(spec, options):
     assert all(c.status == "passed" for c in result.checks)
     assert result.execution["problems"] == []
     assert result.execution["demo_cells_skipped"], "the demo cells are tagged and skipped"
-    assert result.environment["sandbox"]["isolation"] in ("bwrap", "unshare", "none")
+    assert result.environment["sandbox"]["isolation"] in ("bwrap", "unshare", "user", "none")
 
 
 def test_template_earns_zero_and_names_each_function(spec, options):
@@ -90,3 +90,22 @@ def test_grading_twice_gives_the_same_scores(spec, options, solution, tmp_path):
     first, second = grade(path, spec, options), grade(path, spec, options)
     assert scores(first) == scores(second)
     assert check(first, "fit-mlp-steps").score == 0
+
+
+def test_the_graders_network_gradient_is_torch_autograds():
+    """The grader's reference gradient is closed-form NumPy (no torch in the grader's process for this
+    assignment); it must agree with autograd wherever a student's answer is judged."""
+    import numpy as np
+    import torch
+
+    module = __import__(f"grader_course_{assignment('gradient-descent').source.stem}")
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        params = module.random_params(rng)
+        x, y = rng.uniform(-3, 3, 40), rng.normal(size=40)
+        tensors = {k: torch.tensor(np.asarray(v, dtype=np.float64), requires_grad=True) for k, v in params.items()}
+        hidden = torch.relu(torch.tensor(x)[:, None] * tensors["a1"] + tensors["b1"])
+        torch.mean((hidden @ tensors["a2"] + tensors["b2"] - torch.tensor(y)) ** 2).backward()
+        ours = module.network_gradient(x, y, params)
+        for key, tensor in tensors.items():
+            np.testing.assert_allclose(ours[key], tensor.grad.numpy(), rtol=1e-12, atol=1e-12)

@@ -26,19 +26,25 @@ DENSE_COMPANIONS = frozenset({
 })
 
 
+def called(factory: str) -> str:
+    """How a message names the call: `build_model` as build_model(), a call with its arguments as it is."""
+    return factory if factory.endswith(")") else f"{factory}()"
+
+
 def unusable(description: ModelDescription, factory: str = "build_model") -> Outcome | None:
     """A failed Outcome when there is no model to check, else None."""
     if description.refused_params:
-        return Outcome.failed(f"{factory}() would create {description.refused_params:,} parameters, far more than "
-                              "this assignment allows; the grader refused to build it")
+        return Outcome.failed(f"{called(factory)} would create {description.refused_params:,} parameters, far more "
+                              "than this assignment allows; the grader refused to build it")
     if not description.is_module:
-        return Outcome.failed(f"{factory}() returned a {description.type_name or 'value'}, not a torch.nn.Module")
+        return Outcome.failed(f"{called(factory)} returned a {description.type_name or 'value'}, not a "
+                              "torch.nn.Module")
     return None
 
 
 def returns_module(description: ModelDescription, factory: str = "build_model") -> Outcome:
     return unusable(description, factory) or Outcome.passed(
-        f"{factory}() returns a torch.nn.Module ({description.class_name})")
+        f"{called(factory)} returns a torch.nn.Module ({description.class_name})")
 
 
 def _linear_text(description: ModelDescription) -> str:
@@ -102,8 +108,8 @@ def parameter_count(description: ModelDescription, dims: list[int]) -> Outcome:
                           expected=expected, found=found)
 
 
-def output_shape(description: ModelDescription, n_outputs: int) -> Outcome:
-    problem = unusable(description) or output_shape_problem(description)
+def output_shape(description: ModelDescription, n_outputs: int, factory: str = "build_model") -> Outcome:
+    problem = unusable(description, factory) or output_shape_problem(description)
     if problem:
         return problem
     if description.input_style is None:
@@ -168,27 +174,32 @@ def fully_connected_only(description: ModelDescription) -> Outcome:
                           "(use nn.Linear layers and activations only)")
 
 
-def pretrained(run: TrainingRun, data: TaskData, limit: float) -> Outcome | None:
+def pretrained(run: TrainingRun, data: TaskData, limit: float, factory: str = "build_model") -> Outcome | None:
     """A failed Outcome when the model was accurate before the grader's first step."""
     before = accuracy(run.test_outputs[0], data.test_y)
     if before > limit:
-        return Outcome.failed(f"the model was already trained when build_model() returned: {before:.1%} test "
+        return Outcome.failed(f"the model was already trained when {called(factory)} returned: {before:.1%} test "
                               f"accuracy before the grader's first step (chance is about "
-                              f"{1 / run.test_outputs[0].shape[1]:.0%}). build_model() must return an "
+                              f"{1 / run.test_outputs[0].shape[1]:.0%}). {called(factory)} must return an "
                               "untrained model; the grader trains it", initial_test_accuracy=before)
     return None
 
 
+def _samples(data: TaskData) -> str:
+    return "images" if data.test_x.ndim >= 3 else "samples"
+
+
 def accuracy_outcome(run: TrainingRun, data: TaskData, *, floor: float, target: float,
-                     pretrained_limit: float, notes: list[str] = ()) -> Outcome:
-    """Full credit at or above `target`, linear down to zero at `floor`."""
+                     pretrained_limit: float, notes: list[str] = (), factory: str = "build_model") -> Outcome:
+    """Full credit at or above `target`, linear down to zero at `floor`. A binary classifier's run comes here
+    with two columns of scores per sample (grader.ml.metrics.two_class_run)."""
     details = classification_details(run, data)
-    flagged = pretrained(run, data, pretrained_limit)
+    flagged = pretrained(run, data, pretrained_limit, factory)
     if flagged:
         return Outcome.failed(flagged.message, **details)
     final = accuracy(run.final_outputs, data.test_y)
     fraction = linear_credit(final, floor=floor, target=target)
-    trained = f"after the grader's training ({run.budget.text()}, on {len(data.train_y):,} images)"
+    trained = f"after the grader's training ({run.budget.text()}, on {len(data.train_y):,} {_samples(data)})"
     if run.epochs_run < run.budget.epochs:
         trained += f", stopped after {run.epochs_run} epoch{'s' if run.epochs_run != 1 else ''}"
     extra = "".join(f"; {note}" for note in notes)
@@ -270,7 +281,8 @@ def output_squashing(description: ModelDescription) -> str | None:
     return f"something that keeps it within [{low:.3g}, {high:.3g}] {scaled}"
 
 
-def no_output_activation(description: ModelDescription, factory: str = "build_regressor") -> Outcome:
+def no_output_activation(description: ModelDescription, factory: str = "build_regressor",
+                         targets: str = "house values here go up to 5") -> Outcome:
     problem = _forward_failed(description, factory)
     if problem:
         return problem
@@ -278,7 +290,7 @@ def no_output_activation(description: ModelDescription, factory: str = "build_re
     found = output_squashing(description)
     if found:
         return Outcome.failed(f"the output passes through {found}; a regressor's last layer must have no "
-                              "activation, so that it can predict any value (house values here go up to 5)",
+                              f"activation, so that it can predict any value ({targets})",
                               **details)
     after = ("nothing follows the last nn.Linear layer" if description.output_activation == "identity"
              else "the output is not squashed")
@@ -339,6 +351,130 @@ def mse_near(run: TrainingRun, data: TaskData, *, reference_mse: float, factor: 
     if fraction >= 1:
         return Outcome(1.0, f"{found}: within {factor:g} × {reference}'s {reference_mse:.3f}{_notes(notes)}",
                        details)
+    if fraction <= 0:
+        return Outcome(0.0, f"{found}: {scale}{_notes(notes)}", details)
+    return Outcome(fraction, f"{found}: partial credit; {scale}{_notes(notes)}", details)
+
+
+# --------------------------------------------------------------------------
+# Convolutional networks: convolutions the forward pass calls, a parameter cap, the feature maps
+
+
+def feature_map_table(description: ModelDescription) -> dict:
+    """details["table"]: what each layer the forward pass calls gives for one sample, and its parameters;
+    the layers as defined when the model did not run."""
+    rows = []
+    if description.feature_maps:
+        if description.input_shape:
+            rows.append(["input", "", _shape_text(description.input_shape), ""])
+        rows += [[fm.name, fm.kind, _shape_text(fm.shape), "" if fm.params is None else f"{fm.params:,}"]
+                 for fm in description.feature_maps]
+        title = "Feature maps, layer by layer (the output of each step for one input)"
+    else:
+        rows += [[layer.name, layer.shape_text(), "", f"{layer.params:,}"] for layer in description.layers]
+        title = "Layers (the forward pass did not run, so no feature maps)"
+    rows.append(["total", "", "", f"{description.total_params:,}"])
+    return {"title": title, "columns": ["layer", "type", "output shape", "parameters"], "rows": rows}
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def convolutions_called(description: ModelDescription) -> list[str] | None:
+    """The standard nn.Conv2d layers the traced forward pass calls, in order; None when it was not traced."""
+    graph = description.graph
+    if graph is None or graph.nodes is None:
+        return None
+    return list(dict.fromkeys(node.target for node in graph.nodes if node.op == "call_module"
+                              and (module := graph.module(node.target)) is not None and module.standard == "Conv2d"))
+
+
+def uses_convolution(description: ModelDescription, factory: str = "build_model") -> Outcome:
+    """At least one standard nn.Conv2d layer that the forward pass calls."""
+    problem = unusable(description, factory)
+    if problem:
+        return problem
+    table = feature_map_table(description)
+    found = convolutions_called(description)
+    if found is None:
+        return Outcome.failed(f"the grader could not see which layers the forward pass calls: "
+                              f"{description.unrebuildable or 'it was not traced'}", table=table)
+    if found:
+        names = ", ".join(found[:5])
+        return Outcome.passed(f"{len(found)} nn.Conv2d layer{'s' if len(found) != 1 else ''} in the forward pass "
+                              f"({names})", table=table)
+    why = []
+    unused = [layer.name for layer in description.layers if layer.type == "Conv2d" and layer.from_torch]
+    if unused:
+        why.append(f"{', '.join(unused[:3])} {'is' if len(unused) == 1 else 'are'} defined but never used in forward")
+    custom = [layer.name for layer in description.layers if "subclass of nn.Conv2d" in layer.type]
+    if custom:
+        why.append(f"{', '.join(custom[:3])} overrides the forward of nn.Conv2d, so it is a custom layer")
+    if "F.conv2d" in description.functional_ops:
+        why.append("F.conv2d in forward does not count")
+    detail = f" ({'; '.join(why)})" if why else ""
+    return Outcome.failed(f"this assignment asks for a convolutional network: the forward pass calls no nn.Conv2d "
+                          f"layer{detail}. Use at least one nn.Conv2d layer in forward", table=table)
+
+
+def max_parameters(description: ModelDescription, maximum: int, factory: str = "build_model") -> Outcome:
+    """At most `maximum` parameters; over it, the layer-by-layer table shows where they are."""
+    problem = unusable(description, factory)
+    if problem:
+        return problem
+    found = description.total_params
+    if found <= maximum:
+        return Outcome.passed(f"{found:,} parameters, within this assignment's cap of {maximum:,}")
+    table = feature_map_table(description)
+    return Outcome.failed(f"{found:,} parameters, more than this assignment's cap of {maximum:,} "
+                          f"({found - maximum:+,}); see the layer-by-layer table for where they are (a "
+                          "Linear layer on a large feature map is the usual place)", table=table,
+                          expected=f"at most {maximum:,}", found=found)
+
+
+# --------------------------------------------------------------------------
+# Binary classification: one output, a probability or a logit
+
+
+def binary_output(description: ModelDescription, factory: str = "build_model") -> Outcome:
+    """Shape (B, 1); says whether the grader found a probability or a logit. A flat (B,) output fails here
+    but is still trained."""
+    problem = _forward_failed(description, factory)
+    if problem:
+        return problem
+    shape = description.output_shape
+    if len(shape) != 2:
+        rows = f" for a batch of {shape[0]} rows" if shape else ""
+        return Outcome.failed(f"the output has shape {tuple(shape)}{rows}, expected (B, 1): keep the last "
+                              "dimension (no .squeeze() or .view(-1) in forward); the grader trained it anyway",
+                              found=list(shape))
+    if not description.output_finite:
+        return Outcome.failed("the model's output contains NaN or infinity for ordinary inputs")
+    return Outcome.passed(f"output shape (B, 1); the model {description.style_text()}",
+                          detected=description.style_text())
+
+
+# --------------------------------------------------------------------------
+# Regression against a fixed target
+
+
+def mse_outcome(run: TrainingRun, data: TaskData, *, floor: float, target: float, pretrained_mse: float,
+                notes=(), factory: str = "build_model", **details) -> Outcome:
+    """Full credit at or below the `target` test MSE, none at or above `floor`, linear between; a model whose
+    test MSE is below `pretrained_mse` before the grader's first step was trained already and earns nothing."""
+    before = mean_squared_error(run.test_outputs[0], data.test_y)
+    if before < pretrained_mse:
+        return Outcome.failed(f"the model was already trained when {called(factory)} returned: test MSE "
+                              f"{before:.4f} before the grader's first step. {called(factory)} must return an "
+                              "untrained model; the grader trains it", initial_test_mse=before, **details)
+    mse = mean_squared_error(run.final_outputs, data.test_y)
+    details = {"test_mse": mse, **details}
+    fraction = linear_credit(-mse, floor=-floor, target=-target)
+    found = f"test MSE {mse:.4f} {_trained_text(run, data)}"
+    if fraction >= 1:
+        return Outcome(1.0, f"{found}, at or below the {target:g} target{_notes(notes)}", details)
+    scale = f"full credit at or below {target:g}, none at or above {floor:g}"
     if fraction <= 0:
         return Outcome(0.0, f"{found}: {scale}{_notes(notes)}", details)
     return Outcome(fraction, f"{found}: partial credit; {scale}{_notes(notes)}", details)

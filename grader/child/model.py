@@ -100,6 +100,8 @@ def _describe(namespace, request):
                       else tensor.detach().cpu().numpy() for name, tensor in {**parameters, **buffers}.items()}
     try:
         facts["graph"] = _graph(model)
+    except TraceProblem as exc:
+        facts["rebuild_problem"] = str(exc)[:600]
     except Exception as exc:  # noqa: BLE001 - torch.fx or student code: say which, in words
         facts["trace_error"] = f"{type(exc).__name__}: {exc}"[:600]
     facts["probes"] = _probes(model, request.probes)
@@ -194,6 +196,14 @@ def _plain(value):
 # The forward pass as a graph
 
 
+_NOTHING = object()
+_LEN = len
+
+
+def _traced_len(value):
+    return value.size(0) if isinstance(value, torch.fx.Proxy) else _LEN(value)
+
+
 class _Tracer(_TRACER):
     """torch.fx's tracer, finding modules and parameters by torch's own dicts (as _walk does), so that
     a model overriding named_modules() or named_parameters() cannot misname them."""
@@ -202,7 +212,21 @@ class _Tracer(_TRACER):
         self._paths = {id(module): path for path, module in _walk(root)}
         self._tensors = {id(t): name for name, t in {**_parameters(root), **_buffers(root)}.items()}
         self._attribute_proxies = {}
-        return super().trace(root, concrete_args)
+        # len(x) on the batch is common in forward; torch.fx refuses it, so the notebook's own code sees,
+        # while tracing, a len that gives x.size(0) for a traced tensor (and the real len otherwise)
+        namespaces = {id(g): g for g in (getattr(type(m).forward, "__globals__", None) for _, m in _walk(root))
+                      if g is not None and not g.get("__name__", "").startswith("torch")}
+        saved = {key: g.get("len", _NOTHING) for key, g in namespaces.items()}
+        for g in namespaces.values():
+            g["len"] = _traced_len
+        try:
+            return super().trace(root, concrete_args)
+        finally:
+            for key, g in namespaces.items():
+                if saved[key] is _NOTHING:
+                    g.pop("len", None)
+                else:
+                    g["len"] = saved[key]
 
     def is_leaf_module(self, module, qualified_name):
         return _standard_class(module) is not None

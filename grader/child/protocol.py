@@ -38,6 +38,29 @@ class Trace:
     probes: dict  # input style -> array: the inputs the model's own forward pass is run on
 
 
+@dataclass(frozen=True)
+class SaveModel:
+    """Build a model with factory(), shift its weights, save it with saver(model, path), open the file
+    with torch.load(weights_only=True) and report what it holds (grader_child.persist)."""
+
+    factory: str
+    saver: str
+    path: str  # in the exchange directory: it outlives a kernel restart
+    seed: int
+    images: object  # (N, 1, 28, 28) floats in [0, 1]: the inputs the model's outputs are reported on
+
+
+@dataclass(frozen=True)
+class LoadModel:
+    """model = loader(path), in a fresh kernel, and its outputs on the same inputs (grader_child.persist)."""
+
+    loader: str
+    path: str
+    seed: int
+    images: object
+    style: str  # "image" (N, 1, 28, 28) or "flat" (N, 784): how the saved model took its input
+
+
 def to_wire(request):
     return asdict(request)
 

@@ -87,10 +87,14 @@ def build_bundle(assignment: Assignment, out: Path, *, data_mode: str = "ship", 
 
 def datasets_of(assignment: Assignment) -> tuple[str, ...]:
     """The datasets an assignment's resources load: its recipe's `dataset` (ImageClassification,
-    TabularRegression); none when it has no resources."""
+    TabularRegression), or the `datasets` a recipe names (Toy2D: none, it draws its own data); none when
+    it has no resources."""
     if assignment.resources is None:
         return ()
-    dataset = getattr(getattr(assignment.resources, "__self__", None), "dataset", None)
+    owner = getattr(assignment.resources, "__self__", None)
+    if isinstance(getattr(owner, "datasets", None), tuple):
+        return owner.datasets
+    dataset = getattr(owner, "dataset", None)
     if isinstance(dataset, str) and dataset in ALL_DATASETS:
         return (dataset,)
     raise UsageError(f"cannot tell which dataset {assignment.id} needs; name it with --dataset "

@@ -10,7 +10,8 @@
     trainer.py      the trusted training process (`python -m grader.ml.trainer`)
     metrics.py      accuracy, MSE, and the plot data for feedback
     baselines.py    scikit-learn baselines, cached
-    recipes.py      the recipes a spec builds on: ImageClassification, TabularRegression
+    toy.py          toy tasks on points of the plane, drawn by the grader (toy-2d)
+    recipes.py      the recipes a spec builds on: ImageClassification, TabularRegression, Toy2D
 
 A student's model is built once, in the sandbox, and described as data; the
 grader rebuilds it, inspects the rebuild, trains it in a process that never

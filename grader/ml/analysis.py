@@ -3,9 +3,12 @@
 From the rebuild alone, on the probe inputs: which input shape the model
 takes, where its scores are in its output and what they are (logits,
 probabilities, log-probabilities), whether the student's own forward pass gave
-the same outputs as its parts do, how much memory a sample's activations take,
-and, for a regressor, whether its output stays bounded however large the
-input grows (probed, not guessed from names).
+the same outputs as its parts do, how much memory a sample's activations take
+and the shape of each node's output (the feature maps, layer by layer), and,
+for a regressor or a binary classifier, whether its output stays bounded
+however large the input grows (probed, not guessed from names): a binary
+classifier whose output stays within [0, 1] gives a probability, any other a
+logit.
 """
 
 from __future__ import annotations
@@ -30,12 +33,15 @@ class Analysis:
     tuple_index: int | None = None
     tuple_length: int | None = None
     output_shape: tuple[int, ...] = ()
-    output_kind: str = ""  # classification: "logits" | "probabilities" | "log-probabilities"
+    output_kind: str = ""  # classification: "logits" | "probabilities" | "log-probabilities"; binary:
+    # "probability" | "logit"
     output_finite: bool = True
     probe_mismatch: str = ""  # how the student's own forward differed from its rebuild
     activation_bytes: int = 0  # per sample, forward pass
-    output_range: tuple[float, float] | None = None  # regression, on extreme inputs
-    bounded_output: bool | None = None  # regression: stays within a range however large the input
+    node_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # traced node -> its output's shape
+    # for one sample (without the batch dimension), for nodes whose output is one tensor
+    output_range: tuple[float, float] | None = None  # regression and binary, on extreme inputs
+    bounded_output: bool | None = None  # regression and binary: stays within a range however large the input
 
 
 def shaped(array: np.ndarray, style: str):
@@ -76,26 +82,37 @@ def analyze(graph: ModelGraph, model, task: ModelTask, probes: dict[str, np.ndar
 
     model.eval()
     errors: dict[str, str] = {}
-    regression = task.kind == "regression"
+    one_value = task.kind in ("regression", "binary")
     for style in task.input_styles:
         x = shaped(probes[style], style)
         try:
             with torch.no_grad():
                 output = model(x)
-            index, scores = scores_in(output, len(x), task.n_outputs, flat_ok=regression)
+            index, scores = scores_in(output, len(x), task.n_outputs, flat_ok=one_value)
         except Exception as exc:  # noqa: BLE001 - try the next style
             errors[style] = f"{type(exc).__name__}: {exc}"[:300]
             continue
         length = len(output) if isinstance(output, (tuple, list)) else None
+        activation_bytes, node_shapes = _recorded(model, x[:2])
         facts = dict(input_style=style, tuple_index=index, tuple_length=length, output_shape=tuple(scores.shape),
-                     output_kind="" if regression else output_kind(scores),
+                     output_kind="" if one_value else output_kind(scores),
                      output_finite=bool(torch.isfinite(scores).all()),
                      probe_mismatch=mismatch(output, graph.probes.get(style)),
-                     activation_bytes=_activation_bytes(model, x[:2]), forward_errors=errors)
-        if regression:
+                     activation_bytes=activation_bytes, node_shapes=node_shapes, forward_errors=errors)
+        if one_value:
             facts.update(_head_on_extreme_inputs(model, probes[style], index, seed))
+        if task.kind == "binary":
+            facts["output_kind"] = binary_kind(facts.get("output_range"))
         return Analysis(**facts)
     return Analysis(forward_errors=errors)
+
+
+def binary_kind(output_range: tuple[float, float] | None) -> str:
+    """A one-output classifier whose output stays within [0, 1] even on inputs far outside the data gives a
+    probability (a sigmoid, or anything else that keeps it there); any other gives a logit."""
+    if output_range is not None and 0.0 <= output_range[0] and output_range[1] <= 1.0:
+        return "probability"
+    return "logit"
 
 
 def mismatch(output, answer: ProbeAnswer | None) -> str:
@@ -125,22 +142,26 @@ def mismatch(output, answer: ProbeAnswer | None) -> str:
     return ""
 
 
-def _activation_bytes(model, x) -> int:
+def _recorded(model, x) -> tuple[int, dict[str, tuple[int, ...]]]:
+    """The bytes of every node's output per sample, and each tensor node's output shape for one sample."""
     import torch
 
     total = [0]
+    shapes: dict[str, tuple[int, ...]] = {}
 
     def record(name, value):
         for item in (value if isinstance(value, (tuple, list)) else [value]):
             if isinstance(item, torch.Tensor):
                 total[0] += item.numel() * item.element_size()
+        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == len(x):
+            shapes[name] = tuple(int(d) for d in value.shape[1:])
 
     try:
         with torch.no_grad():
             model(x, record=record)
     except Exception:  # noqa: BLE001 - the forward pass worked on these inputs a moment ago
-        return 0
-    return total[0] // max(1, len(x))
+        return 0, {}
+    return total[0] // max(1, len(x)), shapes
 
 
 def _head_on_extreme_inputs(model, sample: np.ndarray, index: int | None, seed: int) -> dict:

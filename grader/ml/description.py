@@ -4,7 +4,8 @@ Every fact here comes from the validated description (graph.py) and from
 running the rebuild (analysis.py), never from the student's objects: the
 layers a check counts are the standard torch.nn layers the traced forward
 pass calls; a subclass that overrides forward is a custom layer; the function
-joining two layers is read off the graph.
+joining two layers is read off the graph. The feature maps, layer by layer,
+are the shapes the rebuild's nodes gave when the analysis ran it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ FUNCTIONS = {
     "clamp": "a clamp", "other": "something else",
 }
 _ACTIVATION_OF = {kind: name for name, kinds in ops.ACTIVATIONS.items() for kind in kinds}
+# functions and tensor methods that a feature-map table lists beside the torch.nn layers: the ones that act
+# as a layer does (activations, convolutions, pooling, reshaping), not arithmetic on sizes
+LAYER_FUNCTIONS = frozenset({*_ACTIVATION_OF, *ops.PASS_THROUGH, "F.conv2d", "F.max_pool2d", "F.avg_pool2d",
+                             "F.adaptive_avg_pool2d", "F.linear", "F.layer_norm"}) - {"float", "contiguous",
+                                                                                      "detach", "clone"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,16 @@ class Layer:
         if self.in_features is not None and self.out_features is not None:
             return f"{self.type}({self.in_features} → {self.out_features})"
         return self.type
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """One step of the forward pass and the shape of what it gives for one sample."""
+
+    name: str  # the module's path, or the traced node's name for a function
+    kind: str  # e.g. "Conv2d(1 → 16, kernel 3)", "MaxPool2d(2)", "F.relu", ".view()"
+    shape: tuple[int, ...]
+    params: int | None = None  # a torch.nn layer's own parameters; None for a function
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,10 @@ class ModelDescription:
     last_module: str = ""
     output_range: tuple[float, float] | None = None
     bounded_output: bool | None = None
+    # each torch.nn layer and layer-like function the forward pass calls, in order, with its output's shape
+    # for one sample, on the input style the grader detected (empty when the model did not run)
+    feature_maps: tuple[FeatureMap, ...] = ()
+    input_shape: tuple[int, ...] = ()  # one sample, as the grader feeds it
     task: str = "classification"
     graph: ModelGraph | None = field(default=None, compare=False, repr=False)
 
@@ -108,11 +128,15 @@ class ModelDescription:
             parts.append("takes flat inputs of shape (B, 784)")
         elif self.input_style == "features":
             parts.append("takes a batch of feature rows")
+        kind = {"probability": "a probability (its output stays within [0, 1]): trained with binary "
+                               "cross-entropy on it",
+                "logit": "a logit (no sigmoid on its output): trained with binary cross-entropy with logits"
+                }.get(self.output_kind, self.output_kind) if self.task == "binary" else self.output_kind
         if self.tuple_length:
             parts.append(f"returns a tuple of {self.tuple_length}; the grader trains on element "
-                         f"{self.tuple_index} ({self.output_kind or 'the output'})")
-        elif self.output_kind:
-            parts.append(f"returns {self.output_kind}")
+                         f"{self.tuple_index} ({kind or 'the output'})")
+        elif kind:
+            parts.append(f"returns {kind}")
         return ", ".join(parts)
 
 
@@ -139,7 +163,50 @@ def describe(graph: ModelGraph, analysis: Analysis, *, task: str) -> ModelDescri
         activation_bytes=analysis.activation_bytes,
         output_activation=_head(graph, linear_nodes[-1], analysis.tuple_index) if linear_nodes else None,
         last_module=_last_module(graph, analysis.tuple_index),
-        output_range=analysis.output_range, bounded_output=analysis.bounded_output, graph=graph)
+        output_range=analysis.output_range, bounded_output=analysis.bounded_output,
+        feature_maps=_feature_maps(graph, analysis.node_shapes), input_shape=_input_shape(graph, analysis.node_shapes),
+        graph=graph)
+
+
+def _input_shape(graph: ModelGraph, shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
+    placeholder = next((node for node in graph.nodes or () if node.op == "placeholder"), None)
+    return shapes.get(placeholder.name, ()) if placeholder is not None else ()
+
+
+def _feature_maps(graph: ModelGraph, shapes: dict[str, tuple[int, ...]]) -> tuple[FeatureMap, ...]:
+    maps = []
+    for node in graph.nodes or ():
+        if node.name not in shapes:
+            continue
+        if node.op == "call_module":
+            module = graph.module(node.target)
+            if module is not None:
+                maps.append(FeatureMap(name=node.target or module.class_name, kind=_module_text(module),
+                                       shape=shapes[node.name], params=module.params))
+        elif node.op in ("call_function", "call_method") and node.target in LAYER_FUNCTIONS:
+            kind = node.target if node.op == "call_function" else f".{node.target}()"
+            maps.append(FeatureMap(name=node.name, kind=kind, shape=shapes[node.name]))
+    return tuple(maps)
+
+
+def _module_text(module) -> str:
+    """A standard layer with the settings that decide its output's shape."""
+    config, name = module.config, module.standard
+
+    def size(value) -> str:
+        return "×".join(map(str, value)) if isinstance(value, tuple) and len(set(value)) > 1 else \
+            str(value[0] if isinstance(value, tuple) else value)
+
+    if name == "Linear":
+        return f"Linear({config['in_features']} → {config['out_features']})"
+    if name == "Conv2d":
+        extra = "".join(f", {key} {size(config[key])}" for key, default in (("stride", 1), ("padding", 0))
+                        if size(config[key]) != str(default))
+        return (f"Conv2d({config['in_channels']} → {config['out_channels']}, kernel "
+                f"{size(config['kernel_size'])}{extra})")
+    if name in ("MaxPool2d", "AvgPool2d"):
+        return f"{name}({size(config['kernel_size'])})"
+    return name
 
 
 def _layers(graph: ModelGraph) -> tuple[Layer, ...]:

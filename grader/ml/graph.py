@@ -118,7 +118,9 @@ def _graph(answer: dict[str, Any]) -> ModelGraph:
             raise Malformed(f"no array of shape {shape} for {name}")
     probes = {str(style)[:20]: _probe(p) for style, p in (answer.get("probes") or {}).items()}
     nodes, problem = None, ""
-    if isinstance(answer.get("trace_error"), str):
+    if isinstance(answer.get("rebuild_problem"), str):
+        problem = answer["rebuild_problem"][:600]
+    elif isinstance(answer.get("trace_error"), str):
         problem = (f"its forward pass could not be traced ({answer['trace_error'][:400]}). Keep forward to "
                    "torch.nn layers and torch functions applied to the input, without Python if/for on tensor "
                    "values; the course's styles (flatten inside forward, softmax output, a (logits, probs, "

@@ -15,7 +15,10 @@ FEATURE_STYLES = ("features",)  # (B, n_features)
 
 @dataclass(frozen=True)
 class ModelTask:
-    kind: str  # "classification" | "regression"
+    # "classification": n_outputs class scores; "binary": one output, a probability (a sigmoid in the
+    # model: binary cross-entropy on it) or a logit (binary cross-entropy with logits), told apart by
+    # probing the rebuild; "regression": one value
+    kind: str  # "classification" | "binary" | "regression"
     n_outputs: int
     factory: str = "build_model"
     factory_args: tuple = ()
@@ -23,6 +26,12 @@ class ModelTask:
     max_train_seconds: float = 900.0
     input_styles: tuple[str, ...] = IMAGE_STYLES
     max_activation_mb: int = 2048  # one training batch's forward activations, estimated before training
+
+    @property
+    def call(self) -> str:
+        """The call the grader makes, as messages name it: build_model(), build_regressor(8), build_model("xor")."""
+        args = ", ".join(f'"{a}"' if isinstance(a, str) else repr(a) for a in self.factory_args)
+        return f"{self.factory}({args})"
 
 
 @dataclass(frozen=True)
@@ -37,18 +46,23 @@ class TaskData:
     test_x: np.ndarray
     test_y: np.ndarray
     classes: tuple[str, ...] = ()
+    # more inputs the trainer runs the trained model on, after its last epoch (a grid of points for the
+    # feedback's picture of the model's estimate, say); their outputs come back as TrainingRun.extra_outputs
+    extra_x: np.ndarray | None = field(default=None, compare=False, repr=False)
     _files: dict = field(default_factory=dict, compare=False, repr=False)
 
-    def probes(self, styles: tuple[str, ...], count: int = 16) -> dict[str, np.ndarray]:
-        """Inputs the student's model and its rebuild both run on: training rows, in each input style."""
-        return {style: model_inputs(self.train_x[:count], style) for style in styles}
+    def head(self, rows: int) -> "TaskData":
+        """The same task on the first `rows` training rows (a preview's training)."""
+        return TaskData(name=self.name, version=f"{self.version}-head-{rows}", train_x=self.train_x[:rows],
+                        train_y=self.train_y[:rows], test_x=self.test_x, test_y=self.test_y, classes=self.classes,
+                        extra_x=self.extra_x)
 
     def files(self) -> dict[str, Path]:
         """The arrays the trainer reads, written once per process to a private directory."""
         if not self._files:
             folder = Path(tempfile.mkdtemp(prefix="grader-data-"))
             weakref.finalize(self, _remove, folder)
-            for key in ("train_x", "train_y", "test_x"):
+            for key in ("train_x", "train_y", "test_x") + (("extra_x",) if self.extra_x is not None else ()):
                 np.save(folder / f"{key}.npy", np.ascontiguousarray(getattr(self, key)), allow_pickle=False)
                 self._files[key] = folder / f"{key}.npy"
         return dict(self._files)

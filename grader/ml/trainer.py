@@ -8,9 +8,10 @@ the input style, where the scores are in the output and the loss; the
 parameter values as state-<i>.npy; the paths of the data arrays (no test
 labels among them). The model is rebuilt from standard torch, trained with
 exactly that budget, and its raw outputs on the test inputs go back, before
-training and after each epoch, with the history: JOB/out/ in the exchange
-format (value.json and .npy files), which the grader reads as untrusted data
-all the same and checks against the budget it set.
+training and after each epoch, with the history (and, when the task has extra
+inputs, its outputs on them after training): JOB/out/ in the exchange format
+(value.json and .npy files), which the grader reads as untrusted data all the
+same and checks against the budget it set.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def _loss(kind: str, scores, targets):
         return F.mse_loss(scores.reshape(-1), targets)
     if kind == "regression-mae":
         return F.l1_loss(scores.reshape(-1), targets)
+    if kind == "binary-probability":
+        # the model's own sigmoid: binary cross-entropy on its output, kept away from log(0)
+        return F.binary_cross_entropy(scores.reshape(-1).clamp(LOG_EPSILON, 1 - LOG_EPSILON), targets)
+    if kind == "binary-logit":
+        return F.binary_cross_entropy_with_logits(scores.reshape(-1), targets)
     if kind == "probabilities":
         # NLL on log-probabilities: cross-entropy on probabilities would apply softmax twice
         return F.nll_loss(scores.clamp_min(LOG_EPSILON).log(), targets)
@@ -58,6 +64,14 @@ def _optimizer(name: str, parameters, lr: float):
 
 def _scores(output, index):
     return output if index is None else output[index]
+
+
+def _correct(kind: str, scores, targets) -> int:
+    """Training examples the scores get right (classification and binary tasks)."""
+    if kind.startswith("binary"):
+        predicted = scores.detach().reshape(-1) > (0.5 if kind == "binary-probability" else 0.0)
+        return int((predicted == (targets > 0.5)).sum())
+    return int((scores.detach().argmax(dim=1) == targets).sum())
 
 
 def _outputs(model, x, job, device, batch_size=1000) -> np.ndarray:
@@ -98,8 +112,10 @@ def train(job_dir: Path) -> dict:
     style, index, kind = job["input_style"], job["tuple_index"], job["loss_kind"]
     train_x = shaped(np.load(job["data"]["train_x"], allow_pickle=False), style)
     train_y = torch.from_numpy(np.load(job["data"]["train_y"], allow_pickle=False))
-    train_y = train_y.float() if kind.startswith("regression") else train_y.long()
+    train_y = train_y.float() if kind.startswith(("regression", "binary")) else train_y.long()
     test_x = shaped(np.load(job["data"]["test_x"], allow_pickle=False), style)
+    extra_x = (shaped(np.load(job["data"]["extra_x"], allow_pickle=False), style)
+               if "extra_x" in job["data"] else None)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = _optimizer(budget["optimizer"], trainable, budget["lr"]) if trainable else None
     generator = torch.Generator().manual_seed(seed)
@@ -126,7 +142,7 @@ def train(job_dir: Path) -> dict:
             loss_sum += loss.item() * len(batch)
             seen += len(batch)
             if not kind.startswith("regression"):
-                correct += int((scores.detach().argmax(dim=1) == yb).sum())
+                correct += _correct(kind, scores, yb)
             if time.monotonic() - started > job["max_seconds"]:
                 stopped = f"the grader's safety limit of {job['max_seconds']:.0f} s was reached"
                 break
@@ -136,9 +152,11 @@ def train(job_dir: Path) -> dict:
             test_outputs.append(_outputs(model, test_x, job, device))
         if stopped:
             break
-    return {"epochs_run": len(history["train_loss"]), "steps": steps, "history": history,
-            "test_outputs": test_outputs, "stopped_early": stopped, "wall_s": time.monotonic() - started,
-            "device": device}
+    answer = {"epochs_run": len(history["train_loss"]), "steps": steps, "history": history,
+              "test_outputs": test_outputs, "stopped_early": stopped, "device": device}
+    if extra_x is not None:
+        answer["extra_outputs"] = _outputs(model, extra_x, job, device)
+    return {**answer, "wall_s": time.monotonic() - started}
 
 
 def main(argv: list[str]) -> int:

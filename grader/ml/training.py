@@ -4,7 +4,8 @@ The trainer (grader/ml/trainer.py) runs in a process of its own that never ran
 student code, on the rebuilt model. Its answer is read as untrusted data all
 the same, and the grader counts for itself: the epochs, the optimizer steps
 every epoch must take, one set of test outputs before training and one after
-each epoch. A run that does not match the budget the grader set is refused.
+each epoch (and, for a task with extra inputs, one set of outputs on them after
+training). A run that does not match the budget the grader set is refused.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class TrainingRun:
     wall_s: float
     device: str
     budget: Budget
+    extra_outputs: np.ndarray | None = None  # the trained model on TaskData.extra_x, when the task has any
 
     @property
     def final_outputs(self) -> np.ndarray:
@@ -58,13 +60,17 @@ class TrainingSetup:
 
 
 def loss_kind(task: ModelTask, description: ModelDescription, budget: Budget) -> str:
-    return f"regression-{budget.loss}" if task.kind == "regression" else description.output_kind or "logits"
+    if task.kind == "regression":
+        return f"regression-{budget.loss}"
+    if task.kind == "binary":
+        return f"binary-{description.output_kind or 'logit'}"
+    return description.output_kind or "logits"
 
 
 def not_trainable(description: ModelDescription, task: ModelTask, budget: Budget) -> str:
     """Why the grader will not train this model ("" when it will), in words a student can act on."""
     if not description.is_module:
-        return f"{task.factory}() did not return a model"
+        return f"{task.call} did not return a model"
     if description.unrebuildable:
         return f"the grader cannot rebuild the model: {description.unrebuildable}"
     if description.input_style is None:
@@ -96,7 +102,7 @@ def train(description: ModelDescription, task: ModelTask, data: TaskData, budget
     finally:
         shutil.rmtree(job, ignore_errors=True)
     return checked_run(answer, budget=budget, n_train=len(data.train_y), n_test=len(data.test_y),
-                       n_outputs=task.n_outputs)
+                       n_outputs=task.n_outputs, n_extra=None if data.extra_x is None else len(data.extra_x))
 
 
 def _write_job(job: Path, description: ModelDescription, task: ModelTask, data: TaskData, budget: Budget,
@@ -134,8 +140,10 @@ def _answer(job: Path, done: subprocess.CompletedProcess) -> Any:
     return answer["ok"]
 
 
-def checked_run(answer: Any, *, budget: Budget, n_train: int, n_test: int, n_outputs: int) -> TrainingRun:
-    """The trainer's record, checked against the budget the grader set: the grader counts for itself."""
+def checked_run(answer: Any, *, budget: Budget, n_train: int, n_test: int, n_outputs: int,
+                n_extra: int | None = None) -> TrainingRun:
+    """The trainer's record, checked against the budget the grader set: the grader counts for itself.
+    With `n_extra`, it must hold the trained model's outputs on that many extra inputs too."""
     if not isinstance(answer, dict) or not isinstance(answer.get("history"), dict):
         raise StudentError("the grader got a malformed training record", kind="broken")
     outputs = []
@@ -161,9 +169,16 @@ def checked_run(answer: Any, *, budget: Budget, n_train: int, n_test: int, n_out
                            f"{budget.epochs} epochs, {budget.steps(n_train)} steps; the record says "
                            f"{epochs} epochs, {steps} steps, {len(outputs)} test evaluations); it is not scored",
                            kind="broken")
+    extra = None
+    if n_extra is not None:
+        extra = answer.get("extra_outputs")
+        if not isinstance(extra, np.ndarray) or extra.shape != (n_extra, n_outputs) or extra.dtype.kind != "f":
+            raise StudentError("the grader got outputs of the wrong shape on its extra inputs from training",
+                               kind="broken")
+        extra = extra.astype(np.float64)
     wall = answer.get("wall_s")
     return TrainingRun(epochs_run=epochs, steps=steps, train_loss=losses, train_accuracy=floats("train_accuracy"),
                        test_outputs=tuple(outputs), stopped_early=stopped,
                        wall_s=float(wall) if isinstance(wall, (int, float)) else 0.0,
-                       device=str(answer.get("device", ""))[:20], budget=budget)
+                       device=str(answer.get("device", ""))[:20], budget=budget, extra_outputs=extra)
 

@@ -45,8 +45,8 @@ PROBLEM_KINDS = {"exception": "raised an exception", "timeout": "ran out of time
 ENVIRONMENT_FIELDS = (("grader", "grader"), ("device", "device"), ("seed", "seed"), ("torch", "torch"),
                       ("python", "Python"))
 # details keys drawn or tabulated on their own; every other key is listed as a plain fact
-DRAWN_KEYS = frozenset({"series", "confusion_matrix", "misclassified", "scatter", "curve", "layers",
-                        "training", "traceback", "relative_error", "expected", "found", "table"})
+DRAWN_KEYS = frozenset({"series", "series_x", "confusion_matrix", "misclassified", "scatter", "curve", "layers",
+                        "training", "traceback", "relative_error", "expected", "found", "table", "field"})
 MAX_THUMBNAILS = 8
 MAX_TABLE_ROWS, MAX_TABLE_COLUMNS = 100, 12
 MAX_TEXT = 10_000  # a text longer than this is cut: a student may return a megabyte string
@@ -395,7 +395,9 @@ def expected_found_table(details: dict[str, Any]) -> Table | None:
 def pictures(details: dict[str, Any]) -> tuple[Picture, ...]:
     drawn = [
         (plots.curve_chart(details.get("curve")), _curve_alt(details.get("curve"))),
-        (plots.series_chart(details.get("series")), _series_alt(details.get("series"))),
+        (plots.field_chart(details.get("field")), _field_alt(details.get("field"))),
+        (plots.series_chart(details.get("series"), details.get("series_x")),
+         _series_alt(details.get("series"), details.get("series_x"))),
         (plots.scatter_chart(details.get("scatter")), "Scatter plot of predicted against actual values"),
         (plots.confusion_matrix_chart(details.get("confusion_matrix")),
          "Confusion matrix: rows are the true classes, columns the predicted ones"),
@@ -417,14 +419,22 @@ def thumbnails(items: Any) -> tuple[Picture, ...]:
     return tuple(shown)
 
 
+def _field_alt(field: Any) -> str:
+    label = field.get("label") if isinstance(field, dict) else None
+    shown = _text(label) if isinstance(label, str) and label else "the model's estimate"
+    return f"Map of the plane: {shown} over a grid, with the data points on top"
+
+
 def _curve_alt(curve: Any) -> str:
     label = curve.get("label") if isinstance(curve, dict) else None
     fit = f" and the fitted curve ({_text(label)})" if isinstance(label, str) and label else " and the fitted curve"
     return "Plot of the data points" + fit
 
 
-def _series_alt(series: Any) -> str:
+def _series_alt(series: Any, axis: Any = None) -> str:
     names = ", ".join(str(k) for k in series) if isinstance(series, dict) else ""
+    if isinstance(axis, dict):
+        return f"Line chart against {_text(axis.get('label') or 'x')}: {names}"
     return f"Line charts per epoch: {names}"
 
 

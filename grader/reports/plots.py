@@ -140,14 +140,17 @@ def _legend(axes) -> None:
 
 
 @_never_raises
-def series_chart(series: Any) -> str | None:
-    """details["series"]: one small line chart per named per-epoch series, side by side."""
+def series_chart(series: Any, axis: Any = None) -> str | None:
+    """details["series"]: one small line chart per named per-epoch series, side by side; with
+    details["series_x"] (`axis`), all of them on one chart against its x values."""
     if not isinstance(series, dict):
         return None
     usable = [(str(name), array) for name, values in series.items()
               if (array := numbers(values)) is not None][:4]
     if not usable:
         return None
+    if isinstance(axis, dict):
+        return _series_against(usable, axis)
     figure = _figure(3.2 * len(usable), 2.4)
     for i, (name, values) in enumerate(usable):
         axes = figure.add_subplot(1, len(usable), i + 1)
@@ -156,6 +159,32 @@ def series_chart(series: Any) -> str | None:
                   markersize=3, linewidth=1.5)
         _style(axes, title=_label(name.replace("_", " ")), x_label="epoch")
         axes.xaxis.get_major_locator().set_params(integer=True)
+    return _data_uri(figure)
+
+
+def _series_against(usable: list[tuple[str, np.ndarray]], axis: dict) -> str | None:
+    """Several series against shared x values (details["series_x"]), with an optional marked x."""
+    x = numbers(axis.get("values"))
+    lines = [(name, values) for name, values in usable if x is not None and len(values) == len(x)]
+    if not lines:
+        return None
+    figure = _figure(4.6, 3.0)
+    axes = figure.add_subplot()
+    for i, (name, values) in enumerate(lines):
+        axes.plot(x, values, color=COLOURS[i % len(COLOURS)], marker="o" if len(values) <= 30 else None,
+                  markersize=3, linewidth=1.5, linestyle="--" if "(grader)" in name else "-",
+                  label=_label(name.replace("_", " "), limit=40))
+    finite = np.concatenate([v[np.isfinite(v)] for _, v in lines])
+    if finite.size and finite.min() > 0 and finite.max() / finite.min() > 100:
+        axes.set_yscale("log")
+    mark = axis.get("mark")
+    if isinstance(mark, (int, float)) and not isinstance(mark, bool) and math.isfinite(mark):
+        axes.axvline(mark, color=DATA_COLOUR, linewidth=1, linestyle=":",
+                     label=_label(axis.get("mark_label"), "chosen", limit=40))
+    _style(axes, x_label=_label(axis.get("label"), "x"))
+    if np.allclose(x, np.round(x)):
+        axes.xaxis.get_major_locator().set_params(integer=True)
+    _legend(axes)
     return _data_uri(figure)
 
 
@@ -269,6 +298,81 @@ def _keep_data_in_view(axes, data_y: np.ndarray, fit_y: np.ndarray) -> None:
         axes.set_ylim(low - 0.5 * span, high + 0.5 * span)
         axes.text(0.02, 0.02, "the fit leaves this view", transform=axes.transAxes, fontsize=8,
                   color=COLOURS[1], va="bottom")
+
+
+@_never_raises
+def field_chart(data: Any) -> str | None:
+    """details["field"]: a model's estimate over a grid of the plane, the data points on top in the same
+    colours: class regions when data["classes"] names them, else a colour scale (data["range"] when given)."""
+    if not isinstance(data, dict):
+        return None
+    x, y = numbers(data.get("x")), numbers(data.get("y"))
+    rows = data.get("values")
+    if x is None or y is None or not isinstance(rows, list) or len(rows) != len(y) or len(x) * len(y) > 250_000:
+        return None
+    values = _grid(rows, len(x))
+    if values is None:
+        return None
+    points = data.get("points") if isinstance(data.get("points"), dict) else {}
+    scattered = _pair(points.get("x"), points.get("y"))
+    targets = numbers(points.get("value"))
+    classes = data.get("classes")
+    classes = [_label(str(c), limit=30) for c in classes][:MAX_CLASSES] if isinstance(classes, list) else []
+    figure = _figure(4.8 if classes else 4.4, 3.6)
+    axes = figure.add_subplot()
+    extent = (float(x[0]), float(x[-1]), float(y[0]), float(y[-1]))
+    if classes:
+        from matplotlib.colors import BoundaryNorm, ListedColormap
+
+        palette = [COLOURS[i % len(COLOURS)] for i in range(len(classes))]
+        cmap, norm = ListedColormap(palette), BoundaryNorm(np.arange(len(classes) + 1) - 0.5, len(classes))
+    else:
+        from matplotlib.colors import Normalize
+
+        cmap = "RdBu_r"
+        low, high = _field_range(data.get("range"), values, targets)
+        norm = Normalize(low, high)
+    image = axes.imshow(values, origin="lower", extent=extent, aspect="auto", cmap=cmap, norm=norm,
+                        alpha=0.4 if classes else 0.6, interpolation="nearest")
+    if scattered is not None and targets is not None and len(targets) == len(points.get("x", [])):
+        keep = np.linspace(0, len(targets) - 1, len(scattered[0])).astype(int)
+        axes.scatter(*scattered, c=targets[keep], cmap=cmap, norm=norm, s=16, edgecolors="#24292f",
+                     linewidths=0.5)
+    if classes:
+        from matplotlib.patches import Patch
+
+        legend = axes.legend(handles=[Patch(color=palette[i], label=name) for i, name in enumerate(classes)],
+                             fontsize=7, frameon=True, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        for text in legend.get_texts():
+            text.set_parse_math(False)
+    else:
+        bar = figure.colorbar(image, ax=axes, shrink=0.85)
+        bar.ax.tick_params(labelsize=7)
+        bar.set_label(_label(data.get("label"), "estimate"), fontsize=8)
+    _style(axes, title=_label(data.get("title")), x_label="x1", y_label="x2")
+    axes.grid(False)
+    return _data_uri(figure)
+
+
+def _grid(rows: list, width: int) -> np.ndarray | None:
+    """Rows of numbers (None, non-finite and absurd values as NaN: a diverged model) as a 2-D array, or None."""
+    if not all(isinstance(row, list) and len(row) == width for row in rows):
+        return None
+    if any(isinstance(v, (str, bool)) or not (v is None or isinstance(v, (int, float))) for row in rows for v in row):
+        return None
+    values = np.array([[math.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
+    return np.where(np.isfinite(values) & (np.abs(values) < LARGEST), values, np.nan)
+
+
+def _field_range(given: Any, values: np.ndarray, targets: np.ndarray | None) -> tuple[float, float]:
+    """The colour scale: the given range, else one that holds the data's targets and most of the estimate."""
+    span = numbers(given)
+    if span is not None and len(span) == 2 and np.all(np.isfinite(span)) and span[0] < span[1]:
+        return float(span[0]), float(span[1])
+    arrays = [a[np.isfinite(a)] for a in (values.reshape(-1), targets) if a is not None]
+    reference = arrays[-1] if arrays and arrays[-1].size else np.concatenate(arrays)
+    low, high = (float(reference.min()), float(reference.max())) if reference.size else (0.0, 1.0)
+    return (low, high) if low < high else (low - 1.0, high + 1.0)
 
 
 # --------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from grader.results import GradeResult
 _STYLE = {"passed": "green", "failed": "red", "error": "yellow", "skipped": "dim"}
 
 
-def print_summary(result: GradeResult, console: Console | None = None) -> None:
+def print_summary(result: GradeResult, console: Console | None = None, *, score_line: str = "") -> None:
+    """The table of checks, the notebook's problems and warnings, and the score (or `score_line`)."""
     console = console or Console(stderr=False, highlight=False)
     table = Table(title=rich_text(f"{result.submission}: {result.assignment}"), title_justify="left",
                   show_lines=False, expand=False)
@@ -42,4 +43,4 @@ def print_summary(result: GradeResult, console: Console | None = None) -> None:
         console.print(rich_text(f"sandbox: {note}", style))
     total = result.timings.get("total_s")
     timing = f" in {total:.1f} s" if total else ""
-    console.print(Text(f"score: {result.score:g} / {result.max_score:g}", style="bold") + Text(timing))
+    console.print(Text(score_line or f"score: {result.score:g} / {result.max_score:g}", style="bold") + Text(timing))

@@ -1,0 +1,197 @@
+"""`check()` in a student's own notebook: the assignment's visible checks, in the student's kernel.
+
+    from grader.student import check
+    check()              # all visible checks
+    check("fit-linear")  # one
+
+It reads the student bundle beside the notebook (NAME.checks.json, see
+grader/bundle.py) and runs each visible check the way the grader does: the
+same calls with the same inputs, answers converted to data the same way, the
+same judges and rules, so a check passes here exactly when it passes in
+grading. It runs in the student's kernel, on their machine: no sandbox, and
+nothing of theirs changes (random states, variables, plots). What it cannot
+do here is said, not faked: checks that need torch hidden, and the grader's
+training (`grader check NOTEBOOK` runs those, with a training preview).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import html
+import importlib
+import inspect
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grader.bundle import AFTER_SUBMITTING, assignment_from_bundle, find_bundle, read_bundle
+from grader.context import CheckContext
+from grader.errors import GraderError, StudentError
+from grader.results import CheckResult
+from grader.scoring import Outcome, points, status_of
+
+NOT_HERE = "checked by `grader check` and after you submit"
+
+
+class _Exchange:
+    """Where answers are written and read back, as in grading, in a private temporary directory."""
+
+    def __init__(self, directory: Path):
+        self.exchange = directory
+        self.exchange_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        self.threads = 1
+        self.limits = None
+
+    def new_output_dir(self, name: str) -> Path:
+        path = self.exchange / name
+        path.mkdir()
+        return path
+
+    def close(self) -> None:
+        os.close(self.exchange_fd)
+
+
+class LocalContext(CheckContext):
+    """A CheckContext whose 'kernel' is the student's own namespace, in this process."""
+
+    def __init__(self, namespace: dict, exchange: _Exchange, *, seed: int):
+        super().__init__(runner=None, sandbox=exchange, seed=seed, device="cpu")
+        self.namespace = namespace
+
+    def _ask(self, module: str, function: str, args: tuple[str, ...], *, what: str, timeout_s: float | None) -> Any:
+        out_name = self._output_name()
+        helper = importlib.import_module(f"grader.child.{module}")
+        getattr(helper, function)(self.namespace, *args, str(self.sandbox.exchange / out_name))
+        return self._read_answer(out_name, what)
+
+    def _readable(self, traceback: list[str]) -> list[str]:
+        return traceback
+
+
+def check(check_id: str | None = None, *, bundle: str | Path | None = None, namespace: dict | None = None):
+    """Run the visible checks (or the one named) on the notebook this is called from; show a table."""
+    namespace = namespace if namespace is not None else inspect.currentframe().f_back.f_globals
+    try:
+        data = read_bundle(Path(bundle) if bundle else find_bundle(Path.cwd() / "notebook.ipynb", None))
+    except GraderError as exc:
+        print(f"check: {exc.message}")
+        return None
+    assignment = assignment_from_bundle(data)
+    selected = [c for c in assignment.checks if check_id in (None, c.id)]
+    if not selected:
+        known = ", ".join(c.id for c in assignment.checks)
+        print(f"check: no check {check_id!r} in {data['assignment']} (its checks: {known})")
+        return None
+    with _untouched(), tempfile.TemporaryDirectory(prefix="grader-check-") as folder:
+        exchange = _Exchange(Path(folder))
+        try:
+            context = LocalContext(namespace, exchange, seed=data["seed"])
+            results = [_run(c, context, blocked=data.get("blocked_modules", [])) for c in selected]
+        finally:
+            exchange.close()
+    report = Report(data["assignment"], results)
+    _show(report)
+    return report
+
+
+def _run(check, context: LocalContext, *, blocked: list[str]) -> CheckResult:
+    replay = check.run
+    if check.visibility == "hidden":
+        outcome = Outcome.skipped(AFTER_SUBMITTING)
+    elif "blocked-modules" in getattr(replay, "needs", ()):
+        outcome = Outcome.skipped(f"{NOT_HERE}: it needs {', '.join(blocked)} hidden, as the grader does")
+    elif type(replay).__name__ == "ModelScore":
+        outcome = Outcome.skipped(f"{NOT_HERE}: `grader check NOTEBOOK` previews the grader's training")
+    else:
+        try:
+            outcome = replay(context)
+        except StudentError as exc:
+            outcome = Outcome.failed(exc.message)
+        except Exception as exc:  # noqa: BLE001 - a check here must not break the student's notebook
+            outcome = Outcome.error(f"this check could not run here ({type(exc).__name__}: {exc}); "
+                                    "`grader check NOTEBOOK` runs it as the grader does")
+    return CheckResult(id=check.id, name=check.name, score=points(outcome, check.points),
+                       max_score=float(check.points), status=status_of(outcome), message=outcome.message,
+                       visibility=check.visibility, hint=check.hint)
+
+
+@contextlib.contextmanager
+def _untouched():
+    """Random states, the working directory, and matplotlib's figures as they were."""
+    states = [random.getstate(), np.random.get_state()]
+    torch = _module("torch")
+    torch_state = torch.get_rng_state() if torch else None
+    pyplot = _module("matplotlib.pyplot")
+    figures = set(pyplot.get_fignums()) if pyplot else set()
+    params = copy.deepcopy(dict(pyplot.rcParams)) if pyplot else None
+    cwd = os.getcwd()
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        if torch is not None:
+            torch.set_rng_state(torch_state)
+        if pyplot is not None:
+            for number in set(pyplot.get_fignums()) - figures:
+                pyplot.close(number)
+            pyplot.rcParams.update(params)
+        os.chdir(cwd)
+
+
+def _module(name: str):
+    import sys
+
+    return sys.modules.get(name)
+
+
+class Report:
+    """What check() found; shown as an HTML table in Jupyter and as text elsewhere."""
+
+    def __init__(self, assignment: str, results: list[CheckResult]):
+        self.assignment = assignment
+        self.results = results
+
+    @property
+    def passed(self) -> bool:
+        return all(r.status in ("passed", "skipped") for r in self.results)
+
+    def text(self) -> str:
+        width = max(len(r.id) for r in self.results)
+        lines = [f"{self.assignment}: visible checks on this notebook"]
+        for r in self.results:
+            lines.append(f"  {r.id:<{width}}  {r.status:<7}  {r.score:g}/{r.max_score:g}  {r.message}")
+        lines.append("Hidden checks and the grader's training run after you submit: the final grade can differ.")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        colours = {"passed": "#1a7f37", "failed": "#cf222e", "error": "#9a6700", "skipped": "#57606a"}
+        rows = "".join(
+            f"<tr><td><code>{html.escape(r.id)}</code></td>"
+            f"<td style='color:{colours.get(r.status, 'black')}'>{html.escape(r.status)}</td>"
+            f"<td>{r.score:g}/{r.max_score:g}</td><td>{html.escape(r.message)}</td></tr>" for r in self.results)
+        return (f"<p><b>{html.escape(self.assignment)}</b>: visible checks on this notebook</p>"
+                f"<table><tr><th>check</th><th>status</th><th>points</th><th>message</th></tr>{rows}</table>"
+                "<p>Hidden checks and the grader's training run after you submit: the final grade can differ.</p>")
+
+    def __repr__(self) -> str:
+        return self.text()
+
+
+def _show(report: Report) -> None:
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if get_ipython() is not None:
+            display(report)
+            return
+    except ImportError:
+        pass
+    print(report.text())
+
