@@ -115,6 +115,7 @@ def test_user_mode_refuses_when_the_sandbox_user_could_read_the_data(lms):
         "namespaces"]
 
 
+@pytest.mark.e2e  # five notebooks that each hit a limit: a minute and a half
 def test_user_mode_holds_the_limits(lms):
     """The corpus cases whose stopping does not depend on namespaces, in one batch."""
     from test_hostile import CASES, DEGRADED

@@ -209,8 +209,15 @@ def visible(result: dict, *, without_training: bool = True) -> dict:
             if c["visibility"] == "visible" and not (without_training and c["id"] in training)}
 
 
-@pytest.mark.parametrize("assignment_id", ["gradient-descent", "regression-vs-forest", "toy-2d"] +
-                         (["mlp-1500", "deep-mlp", "cnn-mnist"] if HAVE_MNIST else []))
+# the fast suite covers one assignment of each kind; the other model assignments (each a training preview or
+# three) run with the e2e tests
+HEAVY = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("assignment_id", ["gradient-descent", "regression-vs-forest",
+                                           pytest.param("toy-2d", marks=HEAVY)] +
+                         ([pytest.param("mlp-1500", marks=HEAVY), "deep-mlp", pytest.param("cnn-mnist", marks=HEAVY)]
+                          if HAVE_MNIST else []))
 def test_the_solution_passes_its_visible_checks_and_the_template_fails_them(assignment_id, tmp_path, capsys):
     for folder in ("solution", "template"):
         (tmp_path / folder).mkdir()
@@ -262,8 +269,8 @@ MIXES = {
 }
 
 
-@pytest.mark.parametrize("assignment_id", ["gradient-descent", "toy-2d"] +
-                         (["deep-mlp", "cnn-mnist"] if HAVE_MNIST else []))
+@pytest.mark.parametrize("assignment_id", ["gradient-descent", pytest.param("toy-2d", marks=HEAVY)] +
+                         (["deep-mlp", pytest.param("cnn-mnist", marks=HEAVY)] if HAVE_MNIST else []))
 @pytest.mark.parametrize("mix", ["correct", "sign-error", "stub", "wrong-shapes", "conv"])
 def test_check_and_grade_agree_on_every_visible_check(assignment_id, mix, tmp_path, options):
     if mix not in MIXES[assignment_id]:
