@@ -28,7 +28,7 @@ from grader.kernel import KernelSession
 from grader.notebook_io import code_cells, read_submission, sha256_of, skipped_cells
 from grader.reports.plain import printable
 from grader.results import CheckResult, GradeResult
-from grader.sandbox import Sandbox
+from grader.sandbox import KernelImage, Sandbox, kernel_image, unshare_available
 from grader.scoring import Outcome, points, status_of
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class GradeOptions:
     sandbox_user: str | None = None  # who a root grader runs student code as (default: nobody)
     private_paths: tuple[Path, ...] = ()  # the grader's outputs: the child may neither read nor write them
     own_code: bool = False  # a student's check of their own notebook: nothing to hide, no sandbox required
+    kernel_image: bool = True  # fork kernels from a pre-started image where the sandbox allows it
 
 
 def grade_safely(path: Path, assignment: Assignment, options: GradeOptions) -> GradeResult:
@@ -79,7 +80,8 @@ def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) 
     with Sandbox(limits, isolation=options.isolation,
                  blocked_modules=assignment.blocked_modules, hidden_paths=hidden,
                  private_paths=options.private_paths, threads=options.threads,
-                 user=options.sandbox_user, own_code=options.own_code) as sandbox:
+                 user=options.sandbox_user, own_code=options.own_code,
+                 image=image_for(assignment, options)) as sandbox:
         deadline = Deadline(limits.total_timeout_s)
         runner = NotebookRunner(KernelSession(sandbox), preamble=_preamble(sandbox, assignment),
                                 cell_timeout_s=limits.cell_timeout_s, deadline=deadline)
@@ -164,6 +166,18 @@ def _preamble(sandbox: Sandbox, assignment: Assignment) -> str:
         f'__import__("sys").path.insert(0, {str(sandbox.childlib)!r})',
         f'__import__("grader_child.prepare").prepare.run({str(folder)!r})',
     ])
+
+
+def image_for(assignment: Assignment, options: GradeOptions) -> KernelImage | None:
+    """This process's kernel image for the assignment (see sandbox.KernelImage), where one may be used:
+    the grader's own namespaces work here and no stronger or weaker mode was asked for."""
+    if not options.kernel_image or options.own_code or options.isolation not in ("auto", "unshare") \
+            or not unshare_available():
+        return None
+    wanted = ("numpy", "matplotlib.pyplot", "grader_child.prepare",
+              *(f"grader_child.{helper}" for helper in assignment.child_helpers))
+    modules = tuple(m for m in wanted if m.split(".")[0] not in assignment.blocked_modules)
+    return kernel_image(modules, assignment.blocked_modules)
 
 
 _RESOURCE_CACHE: dict[tuple, Any] = {}

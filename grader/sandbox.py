@@ -30,21 +30,29 @@ grader's own user and loses every capability.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import functools
 import json
 import os
 import pwd
+import select
 import shutil
+import signal
+import socket
 import stat
 import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from queue import Empty
 
 import zmq
 import zmq.asyncio
@@ -95,6 +103,7 @@ class Protections:
     memory: str
     processes: str
     writable: str = ""
+    kernel: str = ""  # how the kernel process was made: cold, or forked from a pre-started image
     notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -300,20 +309,240 @@ def _unmount(path: Path) -> None:
     ctypes.CDLL(None, use_errno=True).umount2(str(path).encode(), 2)  # MNT_DETACH
 
 
+# --------------------------------------------------------------------------
+# A pre-started kernel image (grader/child/forkserver.py)
+
+IMAGE_START_TIMEOUT_S = 120.0  # importing torch on a busy machine
+IMAGE_REPLY_TIMEOUT_S = 30.0
+# grader/child/forkserver.py, run from the image's own copy of the child library
+_SERVE = "import sys; sys.path.insert(0, sys.argv[3]); from grader_child import forkserver; " \
+         "sys.exit(forkserver.main(sys.argv))"
+
+
+class ImageUnavailable(Exception):
+    """The image cannot fork a kernel (it failed to start, or died): the sandbox starts one cold."""
+
+
+class KernelImage:
+    """A fork server that has imported what an assignment's kernels need, once; each submission's kernel
+    is forked from it into a sandbox of its own ("unshare" isolation, built as launch.py builds it).
+
+    It never runs student code, so every kernel starts from the same untouched image; what a kernel
+    does dies with the kernel. Started in the background: the imports run while the grader works.
+    """
+
+    def __init__(self, modules: tuple[str, ...], blocked: tuple[str, ...] = ()):
+        self.modules = tuple(modules)
+        self.blocked = tuple(blocked)
+        self.problem = ""  # why the image cannot be used, once it cannot
+        self.root: Path | None = None
+        self._process: subprocess.Popen | None = None
+        self._channel: socket.socket | None = None
+        self._ready = False
+        self._lock = threading.Lock()
+
+    @property
+    def childlib(self) -> Path:
+        return self.root / "childlib"
+
+    @property
+    def config_dirs(self) -> list[Path]:
+        """What the kernels must see of the image, read-only."""
+        return [self.childlib, self.root / "matplotlib"]
+
+    def start(self) -> "KernelImage":
+        try:
+            self._start()
+        except OSError as exc:
+            self.problem = f"the kernel image could not start: {exc}"
+            self.close()
+        return self
+
+    def _start(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="grader-image-"))
+        os.chmod(self.root, 0o755)
+        shutil.copytree(CHILD_LIB, self.childlib / "grader_child", ignore=shutil.ignore_patterns("__pycache__"))
+        (self.root / "matplotlib").mkdir(mode=0o755)
+        record_owner(self.root, [])  # a killed grader's image is swept like its sandboxes
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {"PATH": os.pathsep.join([os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"]),
+               "HOME": str(self.root), "MPLCONFIGDIR": str(self.root / "matplotlib"), "MPLBACKEND": "Agg",
+               "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
+               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+               "CUDA_VISIBLE_DEVICES": ""}
+        self._channel = ours
+        try:
+            with open(self.root / "image.log", "wb") as log:
+                self._process = subprocess.Popen(
+                    [sys.executable, "-s", "-c", _SERVE, json.dumps(self.modules), json.dumps(self.blocked),
+                     str(self.childlib), str(theirs.fileno())],
+                    pass_fds=[theirs.fileno()], env=env, cwd=self.root, stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+        finally:
+            theirs.close()
+
+    def fork_kernel(self, request: dict[str, Any]) -> "ForkedKernel":
+        """Fork one kernel into the sandbox `request` describes (see forkserver.py)."""
+        with self._lock:
+            if self.problem:
+                raise ImageUnavailable(self.problem)
+            self._await_ready()
+            status, status_for_keeper = os.pipe()
+            try:
+                socket.send_fds(self._channel, [json.dumps(request).encode()], [status_for_keeper])
+            except OSError as exc:
+                os.close(status)
+                self._fail(f"could not reach it ({exc})")
+            finally:
+                os.close(status_for_keeper)
+            reply = self._receive(IMAGE_REPLY_TIMEOUT_S)
+            if not isinstance(reply.get("pid"), int):
+                os.close(status)
+                self._fail(f"it could not fork a kernel ({reply.get('error', reply)})")
+            return ForkedKernel(reply["pid"], status)
+
+    def _await_ready(self) -> None:
+        if not self._ready:
+            reply = self._receive(IMAGE_START_TIMEOUT_S)
+            if reply.get("ready") is not True:
+                self._fail(f"it did not start ({reply.get('error', reply)})")
+            self._ready = True
+
+    def _receive(self, timeout_s: float) -> dict[str, Any]:
+        try:
+            self._channel.settimeout(timeout_s)
+            data = self._channel.recv(65536)
+            reply = json.loads(data) if data else None
+        except (OSError, ValueError) as exc:
+            self._fail(f"no answer ({exc})")
+        if not isinstance(reply, dict):
+            self._fail(f"it exited: {self._log_tail()}")
+        return reply
+
+    def _log_tail(self) -> str:
+        try:
+            return (self.root / "image.log").read_text(errors="replace").strip().splitlines()[-1][-300:]
+        except (OSError, IndexError, TypeError):
+            return "no message"
+
+    def _fail(self, why: str) -> None:
+        self.problem = f"the kernel image failed: {why}"
+        self.close()
+        raise ImageUnavailable(self.problem)
+
+    def close(self) -> None:
+        """Stop the image; kernels forked from it die with it (their sandboxes are closed first)."""
+        if self._channel is not None:
+            self._channel.close()  # the image reads the end of its socket and exits
+            self._channel = None
+        if self._process is not None:
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+        self.problem = self.problem or "the kernel image was closed"
+
+
+class ForkedKernel:
+    """A forked kernel's keeper process (A in forkserver.py), as jupyter_client's provisioner uses a
+    Popen. It is the image's child, not ours, so its end is read from the status pipe it holds."""
+
+    stdin = stdout = stderr = None
+
+    def __init__(self, pid: int, status_fd: int):
+        self.pid = pid
+        self.returncode: int | None = None
+        self._status = status_fd
+        os.set_blocking(status_fd, False)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                data = os.read(self._status, 32)
+            except BlockingIOError:
+                return None
+            try:
+                self.returncode = int(data)
+            except ValueError:
+                self.returncode = -signal.SIGKILL  # the keeper itself was killed (the cgroup, the group)
+            self.close()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"kernel keeper {self.pid}", timeout)
+            select.select([self._status], [], [], 0.05)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:  # never a pid the keeper no longer holds
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def close(self) -> None:
+        if self._status >= 0:
+            os.close(self._status)
+            self._status = -1
+            if self.returncode is None:
+                self.returncode = -signal.SIGKILL
+
+
+_IMAGES: dict[tuple[tuple[str, ...], tuple[str, ...]], KernelImage] = {}
+MAX_IMAGES = 4  # a worker grading several assignments keeps the latest (closing one ends its kernels)
+_IMAGES_LOCK = threading.Lock()
+
+
+def kernel_image(modules: tuple[str, ...], blocked: tuple[str, ...] = ()) -> KernelImage:
+    """This process's image for kernels that need `modules` (started on first use, kept until exit)."""
+    key = (tuple(modules), tuple(blocked))
+    with _IMAGES_LOCK:  # a Dask worker grades in threads
+        if key not in _IMAGES:  # one that failed stays failed: its sandboxes start their kernels cold
+            while len(_IMAGES) >= MAX_IMAGES:
+                _IMAGES.pop(next(iter(_IMAGES))).close()
+            _IMAGES[key] = KernelImage(*key).start()
+        return _IMAGES[key]
+
+
+@atexit.register
+def close_kernel_images() -> None:
+    with _IMAGES_LOCK:
+        while _IMAGES:
+            _IMAGES.popitem()[1].close()
+
+
 class Sandbox:
     """One submission's child process environment. Use as a context manager."""
 
     def __init__(self, limits: Limits, *, isolation: str = "auto",
                  blocked_modules: tuple[str, ...] = (), hidden_paths: tuple[Path, ...] = (),
                  private_paths: tuple[Path, ...] = (), threads: int | None = None, user: str | None = None,
-                 own_code: bool = False):
+                 own_code: bool = False, image: KernelImage | None = None):
         self.limits = limits
         self.blocked_modules = tuple(blocked_modules)
         # hidden: the child must not read them; private: not write them either (the grader's outputs)
         self.hidden_paths = tuple(Path(p).resolve() for p in hidden_paths if p)
         self.private_paths = tuple(Path(p).resolve() for p in private_paths if p)
         self.threads = threads or max(1, min(os.cpu_count() or 1, 8))
-        self.isolation = choose_isolation(isolation, user=user, own_code=own_code)
+        # A kernel image forks kernels into the grader's own namespaces: "auto" takes it over bubblewrap
+        # (the same view, without a cold start); an explicit "bwrap" does not.
+        self.image = image if image is not None and not image.problem and isolation in ("auto", "unshare") \
+            and unshare_available() else None
+        self.isolation = "unshare" if self.image else choose_isolation(isolation, user=user, own_code=own_code)
+        self._image_notes: list[str] = []
+        self._forked: list[ForkedKernel] = []
+        self._forked_from = self.image.modules if self.image else ()
         self.user_name, self.user = None, None
         if os.geteuid() == 0 and self.isolation != "none":
             self.user_name, uid, gid = sandbox_user(user)
@@ -381,6 +610,8 @@ class Sandbox:
         self.close()
 
     def close(self) -> None:
+        for kernel in self._forked:
+            kernel.close()
         if self._cgroups is not None:
             for cgroups in [self._cgroups, *self._spent_cgroups]:
                 cgroups.kill_all()
@@ -454,14 +685,17 @@ class Sandbox:
                                        f"{self.limits.max_file_mb} MB)")
         if namespaces:
             writable += f"; /tmp and /dev/shm: tmpfs {self.limits.tmp_mb} MB each"
+        notes.extend(self._image_notes)
         if self.swept:
             notes.append(f"removed what the sandbox user left behind: {', '.join(self.swept[:5])}"
                          + (f" and {len(self.swept) - 5} more" if len(self.swept) > 5 else ""))
+        kernel = (f"forked from a pre-started image that imported {', '.join(self._forked_from)} before any "
+                  "student code ran" if self._forked else "started cold")
         return Protections(
             isolation=self.isolation,
             network="isolated" if namespaces else "not isolated",
             filesystem=filesystem, user=user, memory=memory, processes=processes, writable=writable,
-            notes=tuple(notes))
+            kernel=kernel, notes=tuple(notes))
 
     # -- the command line ----------------------------------------------------
 
@@ -520,12 +754,13 @@ class Sandbox:
         return [("/tmp", self.limits.tmp_mb * _MB, 0o1777), ("/dev/shm", self.limits.tmp_mb * _MB, 0o1777),
                 (str(self.work), self.limits.disk_mb * _MB, 0o700)]
 
-    def _view(self) -> dict[str, Any]:
+    def _view(self, extra_read_only: list[Path] = ()) -> dict[str, Any]:
         """launch.py's steps for the unshare view, in mount order."""
         tmp, shm, work = self._private_tmpfs()
         steps: list[list[Any]] = [["tmpfs", *tmp]]  # first: an environment under /tmp is bound on top of it
         steps += [["ro", str(root)] for root in bound_roots()]
-        steps += [["ro", str(self.childlib)], ["rw", str(self.runtime)], ["rw", str(self.exchange)],
+        steps += [["ro", str(path)] for path in [self.childlib, *extra_read_only]]
+        steps += [["rw", str(self.runtime)], ["rw", str(self.exchange)],
                   ["tmpfs", *work], ["devices"], ["tmpfs", *shm], ["proc"]]
         steps += [["mask", str(path)] for path in self._masked_paths()]
         return {"root": str(self.root / "view"), "steps": steps}
@@ -569,13 +804,35 @@ class Sandbox:
         bound = bound_roots()
         return [p for p in candidates if any(p.resolve().is_relative_to(root) for root in bound)]
 
-    def kernel_command(self, connection_file: str) -> list[str]:
-        argv = [sys.executable, "-s", "-m", "ipykernel_launcher", "-f", connection_file,
-                "--HistoryManager.enabled=False", "--IPKernelApp.capture_fd_output=True",
+    @staticmethod
+    def _kernel_arguments(connection_file: str) -> list[str]:
+        return ["-f", connection_file, "--HistoryManager.enabled=False", "--IPKernelApp.capture_fd_output=True",
                 # the sandbox kills the kernel with its parent; ipykernel's own check
                 # misreads the pid namespace as an orphaned process
                 "--IPKernelApp.parent_handle=0"]
-        return self.wrap(argv)
+
+    def kernel_command(self, connection_file: str) -> list[str]:
+        return self.wrap([sys.executable, "-s", "-m", "ipykernel_launcher", *self._kernel_arguments(connection_file)])
+
+    def forked_kernel(self, connection_file: str) -> ForkedKernel | None:
+        """The kernel forked from the image into this sandbox; None (start it cold) without an image or
+        when the image fails, which the protections' notes then say."""
+        if self.image is None:
+            return None
+        request = {"stderr": str(self.kernel_log_path), "cgroups": self._cgroups.procs_files() if self._cgroups else [],
+                   "rlimits": self._rlimits(), "user_namespace": os.geteuid() != 0,
+                   "view": self._view(extra_read_only=self.image.config_dirs), "chown": [str(self.work)],
+                   "drop": list(self.user) if self.user else None, "chdir": str(self.work),
+                   "env": self.child_env(), "argv": self._kernel_arguments(connection_file),
+                   "threads": self.threads}
+        try:
+            kernel = self.image.fork_kernel(request)
+        except ImageUnavailable as exc:
+            self._image_notes.append(f"{exc}; the kernel started cold")
+            self.image = None
+            return None
+        self._forked.append(kernel)
+        return kernel
 
     def launch_kwargs(self) -> dict[str, Any]:
         return {"env": self.child_env(), "cwd": str(self.root),
@@ -644,6 +901,42 @@ class CappedKernelClient(AsyncKernelClient):
         context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         return context
 
+    async def _async_wait_for_ready(self, timeout: float | None = None) -> None:
+        """Ready once the kernel answered kernel_info on shell and went idle after it on IOPub (which
+        proves IOPub connected too). jupyter_client's own wait then listens for 0.2 s of IOPub
+        silence, a fifth of a second on every kernel start."""
+        deadline = time.monotonic() + (timeout if timeout is not None else 60.0)
+        while True:
+            request = self.kernel_info()
+            try:
+                reply = await self.shell_channel.get_msg(timeout=1)
+            except Empty:
+                reply = None
+            if reply is not None and reply["msg_type"] == "kernel_info_reply" \
+                    and reply["parent_header"].get("msg_id") == request:
+                if await self._idle_after(request, timeout=1.0):
+                    self._handle_kernel_info_reply(reply)
+                    return
+            if not await self._async_is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
+
+    async def _idle_after(self, request: str, *, timeout: float) -> bool:
+        """Read IOPub up to the idle status of `request` (earlier messages are start-up noise)."""
+        end = time.monotonic() + timeout
+        while (left := end - time.monotonic()) > 0:
+            try:
+                message = await self.iopub_channel.get_msg(timeout=left)
+            except Empty:
+                return False
+            if message["msg_type"] == "status" and message["content"].get("execution_state") == "idle" \
+                    and message["parent_header"].get("msg_id") == request:
+                return True
+        return False
+
+    wait_for_ready = _async_wait_for_ready
+
 
 class SandboxedKernelManager(AsyncKernelManager):
     """A jupyter_client kernel manager whose kernel always runs inside a Sandbox.
@@ -666,3 +959,14 @@ class SandboxedKernelManager(AsyncKernelManager):
     async def _async_pre_start_kernel(self, **kw: Any) -> tuple[list[str], dict[str, Any]]:
         kw = {**kw, **self.sandbox.launch_kwargs()}
         return await super()._async_pre_start_kernel(**kw)
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        kernel = self.sandbox.forked_kernel(self.connection_file)
+        if kernel is None:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            return
+        provisioner = self.provisioner
+        # the keeper leads the kernel's process group: interrupts and kills go to the group
+        provisioner.process, provisioner.pid, provisioner.pgid = kernel, kernel.pid, kernel.pid
+        provisioner.cwd = kw.get("cwd")
+        self._reconcile_connection_info(provisioner.connection_info)

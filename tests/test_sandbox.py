@@ -17,16 +17,19 @@ from grader.child import protocol
 from grader.errors import HarnessError
 from grader.exchange import write_value
 from grader.kernel import KernelSession
-from grader.sandbox import Limits, Sandbox, bwrap_available, choose_isolation, unshare_available
+from grader.sandbox import Limits, Sandbox, bwrap_available, choose_isolation, kernel_image, unshare_available
 
 MODES = [pytest.param("bwrap", marks=pytest.mark.skipif(not bwrap_available(), reason="bwrap does not work here")),
          pytest.param("unshare", marks=pytest.mark.skipif(not unshare_available(),
-                                                          reason="unshare does not work here"))]
+                                                          reason="unshare does not work here")),
+         # "unshare" with the kernel forked from a pre-started image (tests/test_kernel_image.py)
+         pytest.param("image", marks=pytest.mark.skipif(not unshare_available(), reason="unshare does not work here"))]
 
 
 def run_in(mode: str, source: str, limits: Limits = Limits(memory_mb=1024),
            **sandbox_args) -> tuple[str, dict, Path]:
-    with Sandbox(limits, isolation=mode, **sandbox_args) as sandbox:
+    image = kernel_image(("numpy",), sandbox_args.get("blocked_modules", ())) if mode == "image" else None
+    with Sandbox(limits, isolation="unshare" if image else mode, image=image, **sandbox_args) as sandbox:
         session = KernelSession(sandbox)
         session.start()
         try:
@@ -40,7 +43,8 @@ def run_in(mode: str, source: str, limits: Limits = Limits(memory_mb=1024),
 @pytest.mark.parametrize("mode", MODES)
 def test_child_runs_and_protections_are_recorded(mode):
     output, protections, root = run_in(mode, "import os; print('uid', os.getuid(), 'cwd', os.getcwd())")
-    assert protections["isolation"] == mode
+    assert protections["isolation"] == ("unshare" if mode == "image" else mode)
+    assert protections["kernel"].startswith("forked") if mode == "image" else protections["kernel"] == "started cold"
     assert f"cwd {root}/work" in output
     assert not root.exists(), "the sandbox's directories are removed afterwards"
 

@@ -1,0 +1,202 @@
+"""Kernels forked from a pre-started image (grader/child/forkserver.py): as isolated as cold ones, each
+fresh, the same scores, and a failing image costs speed only.
+
+The sandbox's own properties under the image (network, files, root, limits) are in test_sandbox.py's
+"image" mode; this file holds what is particular to forking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SOLUTIONS, TEMPLATES, assignment, edit_source, grade, load, save, scores
+from grader.kernel import KernelSession
+from grader.pipeline import image_for
+from grader.sandbox import KernelImage, Limits, Sandbox, kernel_image, unshare_available
+
+pytestmark = pytest.mark.skipif(not unshare_available(), reason="the image forks into namespaces this machine lacks")
+
+NUMPY_IMAGE = ("numpy", "matplotlib.pyplot")
+
+
+def run_cells(sources: list[str], image: KernelImage, **sandbox_args) -> tuple[list[str], dict]:
+    with Sandbox(Limits(memory_mb=1024), isolation="auto", image=image, **sandbox_args) as sandbox:
+        session = KernelSession(sandbox)
+        session.start()
+        try:
+            runs = [session.run(source, timeout_s=30) for source in sources]
+        finally:
+            session.stop()
+        return [run.output_text + run.error_value for run in runs], sandbox.protections().to_dict()
+
+
+def test_image_and_cold_kernels_give_the_same_scores(options, tmp_path):
+    spec = assignment("gradient-descent")
+    notebooks = [SOLUTIONS / "gradient_descent.ipynb", _sign_error(tmp_path), TEMPLATES / spec.notebook]
+    image_options = dataclasses.replace(options, isolation="auto", kernel_image=True)
+    cold_options = dataclasses.replace(options, isolation="auto", kernel_image=False)
+    for notebook in notebooks:
+        forked, cold = grade(notebook, spec, image_options), grade(notebook, spec, cold_options)
+        assert scores(forked) == scores(cold), notebook.name
+        assert forked.environment["sandbox"]["kernel"].startswith("forked from a pre-started image"), forked.environment
+        assert cold.environment["sandbox"]["kernel"] == "started cold"
+        assert forked.environment["sandbox"]["isolation"] == "unshare"
+
+
+def _sign_error(tmp_path: Path) -> Path:
+    notebook = edit_source(load(SOLUTIONS / "gradient_descent.ipynb"), "linear_grad",
+                           "residual = a * x + b - y", "residual = y - a * x - b")
+    return save(notebook, tmp_path / "sign_error.ipynb")
+
+
+def test_every_submission_gets_a_fresh_kernel():
+    image = kernel_image(NUMPY_IMAGE)
+    first, _ = run_cells(["import numpy, builtins, os\nnumpy.mean = lambda *a: 42\nbuiltins.planted = 'x'\n"
+                          "open('/tmp/planted', 'w').write('x')\nprint('pid', os.getpid(), 'planted')"], image)
+    second, protections = run_cells([
+        "import numpy, builtins, os\n"
+        "print('mean', numpy.mean([1.0, 3.0]), 'planted', hasattr(builtins, 'planted'),"
+        " os.path.exists('/tmp/planted'))"], image)
+    assert "planted" in first[0]
+    assert "mean 2.0 planted False False" in second[0], second
+    assert protections["kernel"].startswith("forked"), protections
+
+
+def test_a_forked_kernel_is_pid_1_of_its_own_namespace_and_cannot_touch_the_image():
+    image = kernel_image(NUMPY_IMAGE)
+    outputs, _ = run_cells([
+        "import os\nprint('ppid', os.getppid(), 'pids', sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n"
+        "import grader_child, sys\nroot = os.path.dirname(os.path.dirname(grader_child.__file__))\n"
+        "try:\n    open(os.path.join(root, 'grader_child', 'prepare.py'), 'a').write('# planted')\n"
+        "    print('image writable')\nexcept OSError as e:\n    print('image refused', e.errno)\n"
+        "import socket\nlinks = [os.readlink(f'/proc/self/fd/{fd}') for fd in os.listdir('/proc/self/fd')]\n"
+        "print('unix sockets', sum(l.startswith('socket:') for l in links))"], image)
+    assert "ppid 0" in outputs[0], outputs  # its parent lives outside its pid namespace
+    pids = eval(outputs[0].split("pids ")[1].split("\n")[0])
+    assert pids[0] == 1 and len(pids) < 5, outputs  # the kernel and what it runs; nothing of the grader
+    assert "image refused" in outputs[0], outputs
+    assert image.problem == "", image.problem
+
+
+def test_an_image_that_cannot_start_leaves_kernels_cold():
+    image = KernelImage(("grader_no_such_module",)).start()
+    outputs, protections = run_cells(["print(1 + 1)"], image)
+    assert outputs == ["2\n"]
+    assert protections["kernel"] == "started cold"
+    assert any("kernel image failed" in note and "grader_no_such_module" in note
+               for note in protections["notes"]), protections
+    assert image.root is None, "a failed image removes its directory"
+
+
+def test_an_image_never_holds_a_blocked_module():
+    image = KernelImage(("numpy", "torch"), blocked=("torch",)).start()
+    outputs, protections = run_cells(["import sys\nprint('torch' in sys.modules)"], image,
+                                     blocked_modules=("torch",))
+    assert outputs == ["False\n"] and protections["kernel"] == "started cold"
+    assert "which this assignment blocks" in " ".join(protections["notes"])
+
+
+def test_a_numpy_only_assignment_forks_from_an_image_without_torch(options):
+    spec = assignment("gradient-descent")
+    assert "torch" in spec.blocked_modules
+    image = image_for(spec, dataclasses.replace(options, isolation="auto", kernel_image=True))
+    assert image is not None and not any(m.split(".")[0] == "torch" for m in image.modules)
+    outputs, protections = run_cells(["import sys\nprint('torch loaded', 'torch' in sys.modules)"], image,
+                                      blocked_modules=spec.blocked_modules)
+    assert outputs == ["torch loaded False\n"] and protections["kernel"].startswith("forked")
+
+
+def test_a_forked_kernel_is_interrupted_and_killed_like_a_cold_one():
+    image = kernel_image(NUMPY_IMAGE)
+    with Sandbox(Limits(memory_mb=1024), image=image) as sandbox:
+        session = KernelSession(sandbox)
+        session.start()
+        try:
+            spin = session.run("while True:\n    pass", timeout_s=2)
+            after = session.run("print('still here')", timeout_s=10)
+            hog = session.run("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                              "while True:\n    pass", timeout_s=2)
+            dead = session.run("print('x')", timeout_s=10)
+            session.restart()
+            restarted = session.run("print('back')", timeout_s=10)
+            crash = session.run("import os\nos._exit(3)", timeout_s=10)
+        finally:
+            session.stop()
+    assert spin.status == "timeout" and spin.error_value == "interrupted"
+    assert after.output_text == "still here\n"
+    assert hog.status == "timeout" and "killed" in hog.error_value
+    assert dead.status == "died"
+    assert restarted.output_text == "back\n"
+    assert crash.status == "died" and "exit status 3" in crash.error_value, crash
+
+
+def test_the_image_and_its_kernels_die_with_the_grader(tmp_path):
+    """A grader killed outright (SIGKILL: no atexit) leaves neither the image nor a kernel running."""
+    script = tmp_path / "killed_grader.py"
+    script.write_text(
+        "import os, time\nfrom grader.kernel import KernelSession\n"
+        "from grader.sandbox import Limits, Sandbox, kernel_image\n"
+        f"image = kernel_image({NUMPY_IMAGE!r})\n"
+        "sandbox = Sandbox(Limits(memory_mb=1024), image=image).__enter__()\n"
+        "session = KernelSession(sandbox)\nsession.start()\n"
+        "session.run('import subprocess; subprocess.Popen([\"sleep\", \"302\"], start_new_session=True)', timeout_s=30)\n"
+        "print('ready', flush=True)\ntime.sleep(300)\n")
+    grader = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert grader.stdout.readline() == "ready\n"
+        started = _descendants(grader.pid)
+        assert len(started) >= 4, "the image, a keeper, the kernel and its sleep run while the grader does"
+    finally:
+        grader.kill()
+        grader.wait()
+    deadline = time.monotonic() + 10
+    while _still_running(started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _still_running(started) == []
+
+
+def _parents() -> dict[int, int]:
+    parents = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+    return parents
+
+
+def _descendants(root: int) -> dict[int, str]:
+    parents, found, frontier = _parents(), {}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, its_parent in parents.items():
+            if its_parent == parent and pid not in found:
+                found[pid] = _cmdline(pid)
+                frontier.append(pid)
+    return found
+
+
+def _still_running(processes: dict[int, str]) -> list[str]:
+    """Those of `processes` still alive (a pid reused by something else does not count)."""
+    return [cmd for pid, cmd in processes.items() if _cmdline(pid) == cmd and not _is_zombie(pid)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
