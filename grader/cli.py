@@ -64,6 +64,9 @@ def _grading(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sandbox-user", default=None, metavar="NAME",
                         help="the unprivileged user a root grader runs student code as "
                              "(default: GRADER_SANDBOX_USER, else nobody)")
+    parser.add_argument("--cold-kernels", action="store_true",
+                        help="start every submission's kernel from scratch instead of forking it from a "
+                             "pre-started image (slower; for comparing, or if the image misbehaves)")
     parser.add_argument("--audience", default="student", choices=("student", "staff"), help=AUDIENCE_HELP)
 
 
@@ -77,7 +80,8 @@ def grade_options(args: argparse.Namespace, *, private: tuple[Path, ...] = (),
     return GradeOptions(course_root=(args.course or default_course_root()).resolve(),
                         data_root=(args.data_root or default_data_root()).resolve(), cache_dir=cache_dir(),
                         device=device or resolve_device(args.device), isolation=args.sandbox,
-                        sandbox_user=args.sandbox_user, private_paths=private)
+                        sandbox_user=args.sandbox_user, private_paths=private,
+                        kernel_image=not getattr(args, "cold_kernels", False))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,10 +255,7 @@ def _warm_report_imports() -> None:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from grader.pipeline import grade_safely
-    from grader.reports.html import FEEDBACK_FILES
-    from grader.reports.outputs import write_outputs
-    from grader.reports.terminal import print_summary
+    from grader.pipeline import grade_safely, image_for
 
     notebook: Path = args.notebook
     if not notebook.exists():
@@ -264,8 +265,13 @@ def _grade(args: argparse.Namespace) -> int:
     out_dir = (args.out or Path("grader-out") / notebook.stem).resolve()
     options = grade_options(args, private=(out_dir,))
     assignment = _assignment_of(notebook, args.assignment, options.course_root)
+    image_for(assignment, options)  # the kernel image imports beside this process from here on
     _warm_report_imports()
     result = grade_safely(notebook, assignment, options)
+    from grader.reports.html import FEEDBACK_FILES
+    from grader.reports.outputs import write_outputs
+    from grader.reports.terminal import print_summary
+
     write_outputs(result, out_dir, audience=args.audience)
     if args.json:
         print(result.to_json(), end="")
