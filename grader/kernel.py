@@ -114,12 +114,14 @@ class KernelSession:
         self.alive = True
 
     def stop(self) -> None:
+        # The sandbox kills first: jupyter_client's own shutdown polls for the kernel's end every 0.1 s,
+        # and finds it gone at once this way.
+        self.sandbox.kill_all()
         if self.client is not None and self.client.km is not None:
             try:
                 self.client._cleanup_kernel()
             except Exception:  # noqa: BLE001 - a kernel that is gone is what we want
                 pass
-        self.sandbox.kill_all()
         self.client = None
         self.alive = False
 
