@@ -50,9 +50,8 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
 from queue import Empty
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -363,6 +362,7 @@ class KernelImage:
         os.chmod(self.root, 0o755)
         shutil.copytree(CHILD_LIB, self.childlib / "grader_child", ignore=shutil.ignore_patterns("__pycache__"))
         (self.root / "matplotlib").mkdir(mode=0o755)
+        _copy_font_lists(_font_cache(), self.root / "matplotlib")
         record_owner(self.root, [])  # a killed grader's image is swept like its sandboxes
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {"PATH": os.pathsep.join([os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"]),
@@ -407,6 +407,7 @@ class KernelImage:
             if reply.get("ready") is not True:
                 self._fail(f"it did not start ({reply.get('error', reply)})")
             self._ready = True
+            _copy_font_lists(self.root / "matplotlib", _font_cache())
 
     def _receive(self, timeout_s: float) -> dict[str, Any]:
         try:
@@ -436,16 +437,32 @@ class KernelImage:
             self._channel.close()  # the image reads the end of its socket and exits
             self._channel = None
         if self._process is not None:
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            # it runs no student code and holds nothing to save: killing it spares its interpreter's teardown
+            self._process.kill()
+            self._process.wait()
             self._process = None
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
         self.problem = self.problem or "the kernel image was closed"
+
+
+def _font_cache() -> Path:
+    """Where the images keep matplotlib's font list between runs: building it is half a second."""
+    from grader.data import cache_dir
+
+    return cache_dir() / "matplotlib"
+
+
+def _copy_font_lists(source: Path, target: Path) -> None:
+    """Best effort: the font list is a cache, and matplotlib builds it again where it is missing."""
+    try:
+        for font_list in source.glob("fontlist-*.json"):
+            if not (target / font_list.name).exists():
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(font_list, target / font_list.name)
+    except OSError:
+        pass
 
 
 class ForkedKernel:
@@ -513,6 +530,15 @@ def kernel_image(modules: tuple[str, ...], blocked: tuple[str, ...] = ()) -> Ker
                 _IMAGES.pop(next(iter(_IMAGES))).close()
             _IMAGES[key] = KernelImage(*key).start()
         return _IMAGES[key]
+
+
+def start_kernel_image(modules: tuple[str, ...], blocked: tuple[str, ...] = ()) -> None:
+    """kernel_image() as a worker pool's initializer: imports little, and never raises (a failed image
+    only means cold kernels, which the first sandbox records)."""
+    try:
+        kernel_image(modules, blocked)
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass
 
 
 @atexit.register
@@ -904,7 +930,8 @@ class CappedKernelClient(AsyncKernelClient):
     async def _async_wait_for_ready(self, timeout: float | None = None) -> None:
         """Ready once the kernel answered kernel_info on shell and went idle after it on IOPub (which
         proves IOPub connected too). jupyter_client's own wait then listens for 0.2 s of IOPub
-        silence, a fifth of a second on every kernel start."""
+        silence, a fifth of a second on every kernel start. An idle status published before IOPub's
+        subscription reached the kernel is lost: ask again soon rather than wait for it."""
         deadline = time.monotonic() + (timeout if timeout is not None else 60.0)
         while True:
             request = self.kernel_info()
@@ -914,7 +941,7 @@ class CappedKernelClient(AsyncKernelClient):
                 reply = None
             if reply is not None and reply["msg_type"] == "kernel_info_reply" \
                     and reply["parent_header"].get("msg_id") == request:
-                if await self._idle_after(request, timeout=1.0):
+                if await self._idle_after(request, timeout=0.05):
                     self._handle_kernel_info_reply(reply)
                     return
             if not await self._async_is_alive():
