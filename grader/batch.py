@@ -29,11 +29,12 @@ from grader.errors import GraderError
 from grader.intake import BatchItem, Intake
 from grader.ledger import Ledger
 from grader.notebook_io import sha256_of
-from grader.pipeline import GradeOptions, grade_safely, zero_result
+from grader.pipeline import GradeOptions, grade_safely, image_request, zero_result
 from grader.reports.html import SummaryEntry, write_class_summary
 from grader.reports.outputs import Rendered, render_outputs
 from grader.reports.plain import printable
 from grader.results import GradeResult
+from grader.sandbox import start_kernel_image
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,10 @@ def _run_parallel(pending: Sequence[BatchItem], assignment: Assignment, options:
                   audience: str, record: Record) -> None:
     # spawn, not fork: the parent holds ZMQ sockets and threads that must not be duplicated
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    # Each worker starts its kernel image first, so that its imports run beside the worker's own.
+    wanted = image_request(assignment, options)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=start_kernel_image if wanted else None,
+                             initargs=wanted or ()) as pool:
         futures: dict[Future, BatchItem] = {
             pool.submit(_worker_grade, item, assignment.id, options, audience): item for item in pending}
         try:

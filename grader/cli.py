@@ -321,6 +321,10 @@ def _batch(args: argparse.Namespace) -> int:
         raise UsageError("the 'user' sandbox grades one submission at a time (it cleans up after the sandbox "
                          "user, so parallel jobs would clean up each other): use -j 1, or a sandbox with namespaces")
     assignment = find_assignment(options.course_root, args.assignment)
+    if args.jobs == 1 and not args.scheduler:
+        from grader.pipeline import image_for
+
+        image_for(assignment, options)  # its imports run while the submissions are collected
     out_dir = (args.out or Path("grader-out") / assignment.id).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     intake = collect(args.submissions, out_dir / ".intake")

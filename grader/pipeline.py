@@ -82,11 +82,13 @@ def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) 
                  private_paths=options.private_paths, threads=options.threads,
                  user=options.sandbox_user, own_code=options.own_code,
                  image=image_for(assignment, options)) as sandbox:
+        sandboxed = time.monotonic()
         deadline = Deadline(limits.total_timeout_s)
         runner = NotebookRunner(KernelSession(sandbox), preamble=_preamble(sandbox, assignment),
                                 cell_timeout_s=limits.cell_timeout_s, deadline=deadline)
         try:
             runner.start()
+            kernel_ready = time.monotonic()
             report = runner.run_cells(code_cells(submission.notebook))
             report.cells_skipped = skipped_cells(submission.notebook)
             executed = time.monotonic()
@@ -97,7 +99,9 @@ def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) 
             runner.session.stop()
         protections = sandbox.protections()
     finished = time.monotonic()
+    # sandbox_s and kernel_start_s are the parts of execute_s that are not the student's cells
     timings = {"resources_s": prepared - started, "execute_s": executed - prepared,
+               "sandbox_s": sandboxed - prepared, "kernel_start_s": kernel_ready - sandboxed,
                "checks_s": finished - executed, **context.timings, "total_s": finished - started}
     return GradeResult(
         assignment=assignment.id,
@@ -169,15 +173,20 @@ def _preamble(sandbox: Sandbox, assignment: Assignment) -> str:
 
 
 def image_for(assignment: Assignment, options: GradeOptions) -> KernelImage | None:
-    """This process's kernel image for the assignment (see sandbox.KernelImage), where one may be used:
-    the grader's own namespaces work here and no stronger or weaker mode was asked for."""
+    """This process's kernel image for the assignment (see sandbox.KernelImage), started on first use."""
+    wanted = image_request(assignment, options)
+    return kernel_image(*wanted) if wanted else None
+
+
+def image_request(assignment: Assignment, options: GradeOptions) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """What the assignment's kernel image imports and must never hold, where an image may be used: the
+    grader's own namespaces work here and no stronger or weaker mode was asked for."""
     if not options.kernel_image or options.own_code or options.isolation not in ("auto", "unshare") \
             or not unshare_available():
         return None
     wanted = ("numpy", "matplotlib.pyplot", "grader_child.prepare",
               *(f"grader_child.{helper}" for helper in assignment.child_helpers))
-    modules = tuple(m for m in wanted if m.split(".")[0] not in assignment.blocked_modules)
-    return kernel_image(modules, assignment.blocked_modules)
+    return tuple(m for m in wanted if m.split(".")[0] not in assignment.blocked_modules), assignment.blocked_modules
 
 
 _RESOURCE_CACHE: dict[tuple, Any] = {}
