@@ -19,8 +19,12 @@ the seconds. Series are interleaved so that a drift in load hits all alike.
 - grader grade on one notebook against a bare nbclient script executing the
   same graded cells (the solution without its demo cells), each a whole
   process, interpreter start included.
+- The same -j 1 batch and grade with --cold-kernels: every kernel started
+  from scratch instead of forked from the pre-started kernel image.
 - Per-submission timings: medians of result.json's timings over the -j 1
-  batch (resources_s, execute_s, checks_s, total_s).
+  batch (resources_s, execute_s and its sandbox_s and kernel_start_s,
+  checks_s, total_s), report rendering timed in this process, and the grade
+  process's own start (the whole process less result.json's total_s).
 
 The goals are the issue's: -j 2 throughput >= 3x nbgrader's; -j 2 >= 1.8x
 -j 1; grader grade <= 1.5x the bare nbclient run.
@@ -286,20 +290,37 @@ def nbgrader_scores(course: Path, bin_dir: Path) -> dict[str, float]:
 # The grader, and a bare nbclient run
 
 
-def run_batch(submissions_dir: Path, out: Path, jobs: int) -> float:
+def run_batch(submissions_dir: Path, out: Path, jobs: int, *extra: str) -> float:
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "grader", "batch", str(submissions_dir), "--assignment", "gradient-descent",
-                    "--out", str(out), "-j", str(jobs), "--device", "cpu"], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+                    "--out", str(out), "-j", str(jobs), "--device", "cpu", *extra], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
-def run_grade(notebook: Path, out: Path) -> float:
+def run_grade(notebook: Path, out: Path, *extra: str) -> tuple[float, float]:
+    """The whole process's seconds, and the part before and after grading (result.json's total_s)."""
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "grader", "grade", str(notebook), "--assignment", "gradient-descent",
-                    "--out", str(out), "--device", "cpu"], check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+                    "--out", str(out), "--device", "cpu", *extra], check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    return wall, wall - json.loads((out / "result.json").read_text())["timings"]["total_s"]
+
+
+def render_seconds(out: Path) -> list[float]:
+    """Rendering every output of each result (what a batch does per submission), in this process."""
+    from grader.reports.outputs import render_outputs
+    from grader.results import GradeResult
+
+    results = [GradeResult.from_dict(json.loads(p.read_text())) for p in sorted(out.glob("*/result.json"))]
+    render_outputs(results[0])  # imports and template compilation are paid once per process
+    seconds = []
+    for result in results:
+        start = time.perf_counter()
+        render_outputs(result)
+        seconds.append(time.perf_counter() - start)
+    return seconds
 
 
 BARE_NBCLIENT = textwrap.dedent('''\
@@ -348,37 +369,54 @@ def main() -> None:
             nbformat.write(notebook, class_dir / f"{student}.ipynb")
         course = nbgrader_course(tmp / "nbgrader-course", bin_dir, notebooks)
         series: dict[str, list[float]] = {"nbgrader autograde (20)": [], "grader batch -j 1 (20)": [],
-                                          "grader batch -j 2 (20)": [], "grader grade (1)": [],
+                                          "grader batch -j 2 (20)": [], "-j 1 --cold-kernels (20)": [],
+                                          "grader grade (1)": [], "grade --cold-kernels (1)": [],
                                           "bare nbclient (1)": []}
+        process_start: list[float] = []
         for _ in range(args.batch_repeat):  # interleaved
             series["nbgrader autograde (20)"].append(run_nbgrader(course, bin_dir))
             series["grader batch -j 1 (20)"].append(run_batch(class_dir, tmp / "out-j1", 1))
             series["grader batch -j 2 (20)"].append(run_batch(class_dir, tmp / "out-j2", 2))
+            series["-j 1 --cold-kernels (20)"].append(run_batch(class_dir, tmp / "out-cold", 1, "--cold-kernels"))
         for _ in range(args.repeat):
-            series["grader grade (1)"].append(run_grade(SOLUTION, tmp / "out-grade"))
+            wall, outside = run_grade(SOLUTION, tmp / "out-grade")
+            series["grader grade (1)"].append(wall)
+            process_start.append(outside)
+            series["grade --cold-kernels (1)"].append(run_grade(SOLUTION, tmp / "out-grade-cold", "--cold-kernels")[0])
             series["bare nbclient (1)"].append(run_bare(SOLUTION))
         per_submission = timings_of(tmp / "out-j1")
+        cold_per_submission = timings_of(tmp / "out-cold")
+        per_submission["rendering (in process)"] = render_seconds(tmp / "out-j1")
+        per_submission["grade: outside total_s"] = process_start
         scores = {"nbgrader": nbgrader_scores(course, bin_dir),
-                  "grader": {p.parent.name: json.loads(p.read_text())["score"]
-                             for p in (tmp / "out-j1").glob("*/result.json")}}
+                  **{name: {p.parent.name: json.loads(p.read_text())["score"] for p in (tmp / out).glob("*/result.json")}
+                     for name, out in (("grader", "out-j1"), ("-j 2", "out-j2"), ("cold", "out-cold"))}}
 
     medians = {name: statistics.median(values) for name, values in series.items()}
     print(f"\n{'series':28s} {'median':>9s}  runs")
     for name, values in series.items():
         per = f"  ({20 / medians[name] * 60:.1f} submissions/min)" if "(20)" in name else ""
         print(f"{name:28s} {medians[name]:8.2f}s  {', '.join(f'{v:.2f}' for v in values)}{per}")
-    print("\nper submission (result.json timings, grader batch -j 1, medians over 20):")
-    for name in ("resources_s", "execute_s", "checks_s", "total_s"):
-        values = per_submission.get(name, [])
-        print(f"  {name:12s} {statistics.median(values) if values else float('nan'):6.3f} s")
-    others = sorted(set(per_submission) - {"resources_s", "execute_s", "checks_s", "total_s"})
-    for name in others:
-        print(f"  {name:12s} {statistics.median(per_submission[name]):6.3f} s")
+    print("\nper submission (medians; result.json timings over the 20 of each -j 1 batch):")
+    print(f"  {'':24s} {'image':>8s} {'cold':>8s}")
+    for name in per_submission:
+        cold = cold_per_submission.get(name)
+        print(f"  {name:24s} {statistics.median(per_submission[name]):7.3f}s "
+              + (f"{statistics.median(cold):7.3f}s" if cold else ""))
+    overhead = sum(statistics.median(per_submission.get(n, [0.0])) for n in ("resources_s", "sandbox_s",
+                                                                             "kernel_start_s", "rendering (in process)"))
+    print(f"  overhead in a batch (resources + sandbox + kernel start + rendering): {overhead:.3f}s of "
+          f"{medians['grader batch -j 1 (20)'] / 20:.3f}s per submission at -j 1")
     ratios = {"-j 2 / nbgrader (throughput)": medians["nbgrader autograde (20)"] / medians["grader batch -j 2 (20)"],
               "-j 2 / -j 1 (throughput)": medians["grader batch -j 1 (20)"] / medians["grader batch -j 2 (20)"],
-              "grader grade / bare nbclient (time)": medians["grader grade (1)"] / medians["bare nbclient (1)"]}
+              "grader grade / bare nbclient (time)": medians["grader grade (1)"] / medians["bare nbclient (1)"],
+              "-j 1 image / cold (throughput)": medians["-j 1 --cold-kernels (20)"] / medians["grader batch -j 1 (20)"],
+              "grade cold / image (time)": medians["grade --cold-kernels (1)"] / medians["grader grade (1)"]}
     print("\nratios (goal):")
     for name, value in ratios.items():
+        if name not in GOALS:
+            print(f"  {name:38s} {value:5.2f}")
+            continue
         sense, goal = GOALS[name]
         met = value >= goal if sense == ">=" else value <= goal
         print(f"  {name:38s} {value:5.2f}  (goal {sense} {goal}: {'met' if met else 'missed'})")
@@ -387,6 +425,8 @@ def main() -> None:
         ids = [f"s{i:02d}" for i in students]
         print(f"  {kind:10s} nbgrader {sorted({scores['nbgrader'].get(s) for s in ids})}  "
               f"grader {sorted({scores['grader'].get(s) for s in ids})}")
+    print(f"  grader's scores identical in -j 1, -j 2 and --cold-kernels: "
+          f"{scores['grader'] == scores['-j 2'] == scores['cold'] and len(scores['grader']) == 20}")
     print(f"\nmachine: {os.cpu_count()} cores; nbgrader {NBGRADER.split('==')[1]} in {bin_dir.parent}")
 
 

@@ -19,6 +19,7 @@ import pytest
 from conftest import SOLUTIONS, TEMPLATES, assignment, edit_source, grade, load, save, scores
 from grader.kernel import KernelSession
 from grader.pipeline import image_for
+from grader.reaping import sweep_orphaned_sandboxes
 from grader.sandbox import KernelImage, Limits, Sandbox, kernel_image, unshare_available
 
 pytestmark = pytest.mark.skipif(not unshare_available(), reason="the image forks into namespaces this machine lacks")
@@ -160,6 +161,9 @@ def test_the_image_and_its_kernels_die_with_the_grader(tmp_path):
     while _still_running(started) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _still_running(started) == []
+    # what no process removes any more (the image's directory, the sandbox's root and cgroups) is swept
+    swept = sweep_orphaned_sandboxes()
+    assert any("grader-image-" in path for path in swept) and len(swept) >= 2, swept
 
 
 def _parents() -> dict[int, int]:
