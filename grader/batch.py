@@ -35,12 +35,15 @@ from grader.reports.outputs import Rendered, render_outputs
 from grader.reports.plain import printable
 from grader.results import GradeResult
 from grader.sandbox import start_kernel_image
+from grader.states import CheckStatus
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Outcome:
+class StudentOutcome:
+    """What a batch ended with for one student (a check's outcome is grader.scoring.Outcome)."""
+
     student: str
     result: GradeResult
     reused: bool  # an earlier run's result for the same notebook
@@ -85,7 +88,7 @@ def crashed(item: BatchItem, assignment: Assignment, options: GradeOptions, mess
 
     Without `sha256` the next run of the batch grades it again; with the notebook's, the zero stands."""
     result = zero_result(item.notebook, assignment, options, message=message, check_message=message,
-                         check_status="error", sha256=sha256)
+                         check_status=CheckStatus.ERROR, sha256=sha256)
     result = replace(result, student=item.identity.to_dict())
     return Graded(item.student, result, render_outputs(result, audience=audience))
 
@@ -102,7 +105,7 @@ def _worker_grade(item: BatchItem, assignment_id: str, options: GradeOptions, au
 
 @dataclass
 class BatchReport:
-    outcomes: list[Outcome]
+    outcomes: list[StudentOutcome]
     write_failures: list[str]  # "student: why" for each student whose files could not be written
 
 
@@ -181,7 +184,7 @@ class LocalRunner:
 
 def grade_batch(intake: Intake, assignment: Assignment, options: GradeOptions, out_dir: Path, *, jobs: int = 1,
                 runner: Runner | None = None, staff: bool = False,
-                on_done: Callable[[Outcome, BatchProgress], None] = lambda *_: None) -> BatchReport:
+                on_done: Callable[[StudentOutcome, BatchProgress], None] = lambda *_: None) -> BatchReport:
     """Grade every item not already graded; every item's outcome comes back in input order.
 
     The runner grades (default: `LocalRunner(jobs)`); results are written (and signed) here, the
@@ -191,13 +194,13 @@ def grade_batch(intake: Intake, assignment: Assignment, options: GradeOptions, o
     runner = runner or LocalRunner(jobs)
     out_dir.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(options.cache_dir)
-    outcomes: dict[str, Outcome] = {}
+    outcomes: dict[str, StudentOutcome] = {}
     failures: list[str] = []
     pending: list[BatchItem] = []
     for item in intake.items:
         previous = previous_result(out_dir, item, assignment.id, ledger)
         if previous is not None:
-            outcomes[item.student] = Outcome(item.student, previous, reused=True)
+            outcomes[item.student] = StudentOutcome(item.student, previous, reused=True)
         else:
             pending.append(item)
     total = len(intake.items)
@@ -216,7 +219,7 @@ def grade_batch(intake: Intake, assignment: Assignment, options: GradeOptions, o
         except OSError as exc:
             failures.append(f"{graded.student}: {exc.strerror or exc} ({exc.filename or out_dir / graded.student})")
             log.error("could not write the results of %s: %s", printable(graded.student), exc)
-        outcomes[graded.student] = Outcome(graded.student, graded.result, reused=False)
+        outcomes[graded.student] = StudentOutcome(graded.student, graded.result, reused=False)
         on_done(outcomes[graded.student],
                 BatchProgress(done=len(outcomes), total=total, graded=len(outcomes) - (total - len(pending)),
                               elapsed_s=time.monotonic() - started, workers=runner.workers_in_use()))
@@ -258,7 +261,7 @@ def _run_parallel(pending: Sequence[BatchItem], assignment: Assignment, options:
             raise
 
 
-def write_summary(outcomes: list[Outcome], out_dir: Path, *, title: str) -> Path:
+def write_summary(outcomes: list[StudentOutcome], out_dir: Path, *, title: str) -> Path:
     entries = [SummaryEntry(result=o.result, feedback_href=f"{o.student}/feedback.html") for o in outcomes]
     return write_class_summary(entries, out_dir / "summary.html", title=title)
 

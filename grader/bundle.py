@@ -196,7 +196,7 @@ def _trains(checks: list[Check]) -> bool:
 
 def _lazy_resources(recipe):
     """The recipe's data on the student's machine, or a note of what is missing (structure checks need none)."""
-    from grader.data import DatasetMissing
+    from grader.ml.datasets import DatasetMissing
     from grader.ml.recipes import MissingData
 
     def load(request: ResourceRequest):

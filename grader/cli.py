@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grader.data import ALL_DATASETS, cache_dir, default_data_root
+from grader.ml.datasets import ALL_DATASETS, cache_dir, default_data_root
 from grader.errors import GraderError, UsageError
 
 if TYPE_CHECKING:
@@ -307,6 +307,7 @@ def _batch(args: argparse.Namespace) -> int:
     from grader.intake import collect
     from grader.reports.plain import rich_text
     from grader.sandbox import choose_isolation
+    from grader.states import ResultStatus
 
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
@@ -343,7 +344,7 @@ def _batch(args: argparse.Namespace) -> int:
     def progress(outcome, where) -> None:
         result = outcome.result
         how = "already graded" if outcome.reused else f"{result.timings.get('total_s', 0):.1f} s"
-        flag = ("", "") if result.status == "graded" else (" (not gradable)", "red")
+        flag = ("", "") if result.status == ResultStatus.GRADED else (" (not gradable)", "red")
         console.print(Text.assemble(f"[{where.done}/{where.total}] ", rich_text(outcome.student),
                                     f": {result.score:g}/{result.max_score:g} ({how})", flag,
                                     ("" if outcome.reused else _pace(where), "dim")))
@@ -441,7 +442,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from grader.data import describe, fetch
+    from grader.ml.datasets import describe, fetch
 
     root = (args.data_root or default_data_root()).resolve()
     if args.data_command == "where":
@@ -537,7 +538,7 @@ def _prairielearn(args: argparse.Namespace) -> int:
 def _assign(args: argparse.Namespace) -> int:
     from grader.assignment import ResourceRequest
     from grader.authoring import write_bundle, write_template
-    from grader.data import DatasetMissing
+    from grader.ml.datasets import DatasetMissing
 
     target = write_template(args.solution, args.out)
     print(f"wrote {target}")

@@ -18,6 +18,7 @@ from grader.errors import StudentError
 from grader.exchange import ExchangeError, read_value, write_value
 from grader.execution import NotebookRunner, child_call
 from grader.sandbox import Sandbox
+from grader.states import RunStatus
 
 if TYPE_CHECKING:
     from grader.ml.training import TrainingSetup
@@ -114,15 +115,15 @@ class CheckContext:
             raise StudentError(f"{what} was not checked: the submission's time budget was used up",
                                kind="budget")
         run, timeout = self._run_probe(source, what, timeout_s)
-        if run.status == "died" and self.runner.ensure_alive():
+        if run.status == RunStatus.DIED and self.runner.ensure_alive():
             # Once more on a fresh kernel: the death may come from what an earlier cell left behind.
             run, timeout = self._run_probe(source, what, timeout_s)
-        if run.status == "timeout":
+        if run.status == RunStatus.TIMEOUT:
             raise StudentError(f"{what} did not finish within {timeout:.0f} s and was stopped "
                                "(an endless loop?)", kind="timeout")
-        if run.status == "died":
+        if run.status == RunStatus.DIED:
             raise StudentError(f"{what} stopped the Python kernel: {run.error_value}", kind="died")
-        if run.status == "error":
+        if run.status == RunStatus.ERROR:
             raise StudentError(f"the grader could not evaluate {what}: {run.error_name}: {run.error_value} "
                                "(did the notebook change the grader's helpers?)",
                                kind="broken", traceback=run.traceback)

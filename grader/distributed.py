@@ -220,7 +220,7 @@ def grade_on_worker(submission: Submission, job: RemoteJob) -> Graded:
 
 
 def _worker_options(job: RemoteJob, assignment: Assignment, nthreads: int) -> GradeOptions:
-    from grader.data import cache_dir, default_data_root
+    from grader.ml.datasets import cache_dir, default_data_root
 
     course_root = Path(assignment.source).parent.parent
     return replace(job.options, course_root=course_root, data_root=(job.data_root or default_data_root()).resolve(),

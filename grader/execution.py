@@ -18,6 +18,7 @@ from grader.kernel import CellRun, KernelSession
 from grader.notebook_io import CodeCell
 from grader.results import CellProblem
 from grader.sandbox import Limits
+from grader.states import RunStatus
 
 MAX_RESTARTS = 3
 TRACEBACK_LINES = 30
@@ -107,10 +108,10 @@ class NotebookRunner:
                                        limits=self.session.sandbox.limits)
             if problem is not None:
                 self.report.problems.append(problem)
-            if run.status == "error" and run.error_name == "MemoryError":
+            if run.status == RunStatus.ERROR and run.error_name == "MemoryError":
                 # what the cell allocated before failing may still be held: start afresh without it
                 self.session.stop()
-            elif run.status in ("ok", "error"):
+            elif run.status in (RunStatus.OK, RunStatus.ERROR):
                 self._replayable.append(cell)
         self.report.elapsed_s = time.monotonic() - start
         return self.report
@@ -134,20 +135,20 @@ class NotebookRunner:
             if self.deadline.expired():
                 return False
             run = self._run_cell(cell)
-            if run.status in ("timeout", "died"):
+            if run.status in (RunStatus.TIMEOUT, RunStatus.DIED):
                 return False
         return True
 
 
 def problem_from_run(cell: CodeCell, run: CellRun, cell_timeout_s: float,
                      readable=lambda tb: tb, limits: Limits | None = None) -> CellProblem | None:
-    if run.status == "ok":
+    if run.status == RunStatus.OK:
         return None
-    if run.status == "timeout":
+    if run.status == RunStatus.TIMEOUT:
         return CellProblem(cell_index=cell.index, kind="timeout", source=cell.source,
                            message=f"{cell.label} ran longer than {cell_timeout_s:g} s and was stopped "
                                    f"({run.error_value}); cells that depend on it may fail")
-    if run.status == "died":
+    if run.status == RunStatus.DIED:
         return CellProblem(cell_index=cell.index, kind="kernel-died", source=cell.source,
                            message=f"{cell.label} stopped the Python kernel: {run.error_value}; "
                                    "the grader restarted it without this cell")

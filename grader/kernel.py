@@ -21,6 +21,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from grader.errors import HarnessError
 from grader.sandbox import Sandbox
+from grader.states import RunStatus
 
 INTERRUPT_GRACE_S = 3.0
 # nbclient logs a timed-out cell as an ERROR; here that is an expected outcome
@@ -33,7 +34,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 @dataclass(frozen=True)
 class CellRun:
-    status: str  # "ok" | "error" | "timeout" | "died"
+    status: RunStatus
     elapsed_s: float
     error_name: str = ""
     error_value: str = ""
@@ -44,7 +45,7 @@ class CellRun:
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status == RunStatus.OK
 
 
 def strip_ansi(text: str) -> str:
@@ -135,7 +136,7 @@ class KernelSession:
     def run(self, source: str, *, timeout_s: float) -> CellRun:
         """Execute `source` as one cell; never raises for anything the cell does."""
         if not self.alive:
-            return CellRun(status="died", elapsed_s=0.0, error_value="the kernel is not running")
+            return CellRun(status=RunStatus.DIED, elapsed_s=0.0, error_value="the kernel is not running")
         client = self.client
         cell = nbformat.v4.new_code_cell(source)
         client.nb.cells.append(cell)
@@ -151,7 +152,7 @@ class KernelSession:
             return self._after_timeout(start)
         except DeadKernelError:
             self.alive = False
-            return CellRun(status="died", elapsed_s=time.monotonic() - start,
+            return CellRun(status=RunStatus.DIED, elapsed_s=time.monotonic() - start,
                            error_value=self._death_reason())
         finally:
             self._total_output = max(0, self._total_output - (self.sandbox.limits.output_kb_per_cell * 1024
@@ -159,7 +160,7 @@ class KernelSession:
         elapsed = time.monotonic() - start
         if not self._kernel_alive():
             self.alive = False
-            return CellRun(status="died", elapsed_s=elapsed, error_value=self._death_reason())
+            return CellRun(status=RunStatus.DIED, elapsed_s=elapsed, error_value=self._death_reason())
         if not client.saw_idle:
             self._reconnect_output()
             client.truncated = True
@@ -185,12 +186,12 @@ class KernelSession:
                 except Empty:
                     continue
                 if reply.get("msg_type") == "execute_reply":
-                    return CellRun(status="timeout", elapsed_s=time.monotonic() - start,
+                    return CellRun(status=RunStatus.TIMEOUT, elapsed_s=time.monotonic() - start,
                                    error_name="TimeoutError", error_value="interrupted")
         except Exception:  # noqa: BLE001 - fall through to killing it
             pass
         self.stop()
-        return CellRun(status="timeout", elapsed_s=time.monotonic() - start,
+        return CellRun(status=RunStatus.TIMEOUT, elapsed_s=time.monotonic() - start,
                        error_name="TimeoutError", error_value="the kernel did not stop and was killed")
 
     def _kernel_alive(self) -> bool:
@@ -233,9 +234,9 @@ class KernelSession:
         text = "".join(texts)
         count = cell.get("execution_count")
         if error is None:
-            return CellRun(status="ok", elapsed_s=elapsed, output_text=text, truncated=truncated,
+            return CellRun(status=RunStatus.OK, elapsed_s=elapsed, output_text=text, truncated=truncated,
                            execution_count=count)
-        return CellRun(status="error", elapsed_s=elapsed, error_name=error.ename,
+        return CellRun(status=RunStatus.ERROR, elapsed_s=elapsed, error_name=error.ename,
                        error_value=strip_ansi(error.evalue),
                        traceback=[strip_ansi(line) for line in error.traceback],
                        output_text=text, truncated=truncated, execution_count=count)

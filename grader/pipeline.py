@@ -20,7 +20,7 @@ import grader
 from grader.assignment import Assignment, Check, ResourceRequest
 from grader.child import protocol
 from grader.context import CheckContext
-from grader.data import DatasetMissing
+from grader.ml.datasets import DatasetMissing
 from grader.errors import LIMIT_KINDS, GraderError, HarnessError, NotebookError, StudentError
 from grader.exchange import write_value
 from grader.execution import Deadline, NotebookRunner
@@ -30,6 +30,7 @@ from grader.reports.plain import printable
 from grader.results import CheckResult, GradeResult
 from grader.sandbox import KernelImage, Sandbox, kernel_image, unshare_available
 from grader.scoring import Outcome, points, status_of
+from grader.states import CheckStatus, ResultStatus
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def grade_safely(path: Path, assignment: Assignment, options: GradeOptions) -> G
         message = f"the grader crashed on this submission ({type(exc).__name__}: {printable(exc, limit=300)}); " \
                   "tell the course staff"
         return zero_result(path, assignment, options, message=message, check_message=message,
-                           check_status="error")
+                           check_status=CheckStatus.ERROR)
 
 
 def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) -> GradeResult:
@@ -109,7 +110,7 @@ def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) 
         submission_sha256=submission.sha256,
         score=round(sum(c.score for c in checks), 2),
         max_score=assignment.max_score,
-        status="graded",
+        status=ResultStatus.GRADED,
         checks=checks,
         environment=environment(options, assignment, protections.to_dict()),
         timings={name: round(seconds, 3) for name, seconds in timings.items()},
@@ -125,7 +126,7 @@ def run_check(check: Check, context: CheckContext) -> CheckResult:
             raise TypeError(f"check returned {type(outcome).__name__}, not an Outcome")
     except StudentError as exc:
         outcome = Outcome(0.0, exc.message, {"traceback": exc.traceback} if exc.traceback else {},
-                          status="error" if exc.kind in LIMIT_KINDS else None)
+                          status=CheckStatus.ERROR if exc.kind in LIMIT_KINDS else None)
     except Exception as exc:  # noqa: BLE001 - a broken check must not stop the batch
         log.error("check %s crashed:\n%s", check.id, printable(traceback.format_exc(), limit=20_000))
         outcome = Outcome.error(f"the grader's check {check.id} crashed ({type(exc).__name__}: {exc}); "
@@ -142,7 +143,7 @@ def unreadable_result(path: Path, assignment: Assignment, message: str, options:
     except OSError:
         digest = ""
     return zero_result(path, assignment, options, message=message, check_message=f"not graded: {message}",
-                       check_status="failed", sha256=digest)
+                       check_status=CheckStatus.FAILED, sha256=digest)
 
 
 def zero_result(path: Path, assignment: Assignment, options: GradeOptions, *, message: str, check_message: str,
@@ -154,7 +155,7 @@ def zero_result(path: Path, assignment: Assignment, options: GradeOptions, *, me
     checks = [CheckResult(id=c.id, name=c.name, score=0.0, max_score=float(c.points), status=check_status,
                           message=check_message, visibility=c.visibility, hint=c.hint) for c in assignment.checks]
     return GradeResult(assignment=assignment.id, submission=Path(path).name, submission_sha256=sha256, score=0.0,
-                       max_score=assignment.max_score, status="error", checks=checks,
+                       max_score=assignment.max_score, status=ResultStatus.ERROR, checks=checks,
                        environment=environment(options, assignment, {}), timings={"total_s": 0.0},
                        message=message)
 

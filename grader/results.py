@@ -48,7 +48,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-CHECK_STATUSES = ("passed", "failed", "error", "skipped")
+from grader.states import CheckStatus
+
+CHECK_STATUSES = tuple(CheckStatus)
 
 
 def result_schema() -> dict[str, Any]:
@@ -63,7 +65,7 @@ class CheckResult:
     name: str
     score: float
     max_score: float
-    status: str
+    status: str  # a CheckStatus
     message: str
     visibility: str = "visible"
     details: dict[str, Any] = field(default_factory=dict)
@@ -103,7 +105,7 @@ class GradeResult:
     submission_sha256: str
     score: float
     max_score: float
-    status: str  # "graded" | "error"
+    status: str  # a ResultStatus
     checks: list[CheckResult]
     environment: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)

@@ -449,7 +449,7 @@ class KernelImage:
 
 def _font_cache() -> Path:
     """Where the images keep matplotlib's font list between runs: building it is half a second."""
-    from grader.data import cache_dir
+    from grader.ml.datasets import cache_dir
 
     return cache_dir() / "matplotlib"
 

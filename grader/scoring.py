@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from grader.states import CheckStatus
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -19,7 +21,7 @@ class Outcome:
     fraction: float
     message: str
     details: dict[str, Any] = field(default_factory=dict)
-    status: str | None = None
+    status: CheckStatus | None = None
 
     @classmethod
     def passed(cls, message: str, **details: Any) -> "Outcome":
@@ -35,11 +37,11 @@ class Outcome:
 
     @classmethod
     def error(cls, message: str, **details: Any) -> "Outcome":
-        return cls(0.0, message, details, status="error")
+        return cls(0.0, message, details, status=CheckStatus.ERROR)
 
     @classmethod
     def skipped(cls, message: str, **details: Any) -> "Outcome":
-        return cls(0.0, message, details, status="skipped")
+        return cls(0.0, message, details, status=CheckStatus.SKIPPED)
 
 
 def points(outcome: Outcome, max_points: float) -> float:
@@ -51,10 +53,10 @@ def points(outcome: Outcome, max_points: float) -> float:
     return round(fraction * max_points, 2)
 
 
-def status_of(outcome: Outcome) -> str:
+def status_of(outcome: Outcome) -> CheckStatus:
     if outcome.status is not None:
         return outcome.status
-    return "passed" if outcome.fraction >= 1.0 else "failed"
+    return CheckStatus.PASSED if outcome.fraction >= 1.0 else CheckStatus.FAILED
 
 
 def linear_credit(value: float, *, floor: float, target: float) -> float:

@@ -34,6 +34,7 @@ from grader.context import CheckContext
 from grader.errors import GraderError, StudentError
 from grader.results import CheckResult
 from grader.scoring import Outcome, points, status_of
+from grader.states import CheckStatus
 
 NOT_HERE = "checked by `grader check` and after you submit"
 
@@ -159,7 +160,7 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        return all(r.status in ("passed", "skipped") for r in self.results)
+        return all(r.status in (CheckStatus.PASSED, CheckStatus.SKIPPED) for r in self.results)
 
     def text(self) -> str:
         width = max(len(r.id) for r in self.results)

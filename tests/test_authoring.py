@@ -71,7 +71,7 @@ def test_every_student_bundle_is_what_assign_makes(solution, tmp_path):
     from conftest import data_root
     from grader.assignment import ResourceRequest
     from grader.authoring import write_bundle
-    from grader.data import DatasetMissing
+    from grader.ml.datasets import DatasetMissing
 
     try:
         written = write_bundle(solution, tmp_path, ResourceRequest(data_root(), tmp_path / "cache", "cpu"))

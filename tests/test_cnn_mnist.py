@@ -8,7 +8,7 @@ import pytest
 
 from conftest import SOLUTIONS, TEMPLATES, assignment, check, data_root, grade, load, save, scores, with_definition
 from grader.checks.catalog import ModelScore
-from grader.data import DatasetMissing, load_images
+from grader.ml.datasets import DatasetMissing, load_images
 
 try:
     load_images("mnist", data_root())

@@ -78,7 +78,7 @@ class ForgingContext:
 def resources(tmp_path_factory):
     """Each assignment's data, loaded once (the model assignments skip without their datasets)."""
     from grader.assignment import ResourceRequest
-    from grader.data import DatasetMissing
+    from grader.ml.datasets import DatasetMissing
 
     from conftest import data_root
 

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import (SOLUTIONS, TEMPLATES, assignment, check, data_root, grade, load, save, scores,
                       with_cell, with_definition)
-from grader.data import DatasetMissing, load_images
+from grader.ml.datasets import DatasetMissing, load_images
 
 try:
     load_images("mnist", data_root())

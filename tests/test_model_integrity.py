@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import SOLUTIONS, assignment, check, data_root, grade, load, save, with_definition
-from grader.data import DatasetMissing, load_images
+from grader.ml.datasets import DatasetMissing, load_images
 from grader.errors import StudentError
 from grader.ml.budget import Budget
 from grader.ml.training import checked_run

@@ -24,7 +24,7 @@ from conftest import (SOLUTIONS, TEMPLATES, assignment, data_root, edit_source, 
 from grader.bundle import AFTER_SUBMITTING, assignment_from_bundle, decode, read_bundle
 from grader.checks.catalog import ModelScore, replayable
 from grader.cli import main
-from grader.data import DatasetMissing, load_images
+from grader.ml.datasets import DatasetMissing, load_images
 
 NAMES = {"gradient-descent": "gradient_descent", "mlp-1500": "mlp_1500", "deep-mlp": "deep_mlp",
          "regression-vs-forest": "regression_vs_forest", "polynomial-overfit": "polynomial_overfit",

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import grader
 from grader.assignment import Assignment
-from grader.data import ALL_DATASETS, IMAGE_DATASETS
+from grader.ml.datasets import ALL_DATASETS, IMAGE_DATASETS
 from grader.errors import HarnessError, UsageError
 
 DATA_MODES = ("ship", "fetch")

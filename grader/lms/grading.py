@@ -31,6 +31,7 @@ from grader.notebook_io import sha256_of
 from grader.pipeline import GradeOptions, grade_safely, zero_result
 from grader.reports.outputs import write_outputs
 from grader.results import GradeResult
+from grader.states import CheckStatus, ResultStatus
 
 NOT_YOUR_FAULT = ("The autograder could not grade this submission. This is not your fault and says nothing "
                   "about your work: tell your course staff, who can see why.")
@@ -97,7 +98,7 @@ def _grade(upload_dir: Path, assignment: Assignment, options: GradeOptions) -> t
     except GraderError as exc:  # the grader cannot work here: every submission would fail the same way
         message = f"{NOT_YOUR_FAULT} (The grader: {exc.message})"
         return zero_result(notebook, assignment, options, message=message, check_message=message,
-                           check_status="error", sha256=_digest(notebook)), message
+                           check_status=CheckStatus.ERROR, sha256=_digest(notebook)), message
     if crashed(result):
         return result, f"{NOT_YOUR_FAULT} ({result.message})"
     return result, ""
@@ -105,13 +106,14 @@ def _grade(upload_dir: Path, assignment: Assignment, options: GradeOptions) -> t
 
 def crashed(result: GradeResult) -> bool:
     """grade_safely's result for a grader crash: an error whose every check is an error."""
-    return result.status == "error" and bool(result.checks) and all(c.status == "error" for c in result.checks)
+    return result.status == ResultStatus.ERROR and bool(result.checks) \
+        and all(c.status == CheckStatus.ERROR for c in result.checks)
 
 
 def _zero(path: Path, assignment: Assignment, options: GradeOptions, message: str, *, sha256: str = "") \
         -> GradeResult:
     return zero_result(path, assignment, options, message=message, check_message=f"not graded: {message}",
-                       check_status="failed", sha256=sha256)
+                       check_status=CheckStatus.FAILED, sha256=sha256)
 
 
 def _digest(path: Path) -> str:

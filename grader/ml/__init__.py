@@ -1,5 +1,7 @@
 """The machine-learning side of grading: one module per job.
 
+    datasets.py     datasets under the data root (MNIST, Fashion-MNIST, California housing), downloads
+                    only when asked, and the grader's cache directory
     task.py         what a model assignment asks for, and its data (TaskData)
     budget.py       the training budget: the spec's default and caps, the student's TRAINING
     graph.py        the model as the child described it (pure, validated)

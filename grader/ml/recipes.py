@@ -29,7 +29,7 @@ from grader.assignment import ResourceRequest
 from grader.checks.models import unusable
 from grader.child import protocol
 from grader.context import CheckContext
-from grader.data import load_california_housing, load_images
+from grader.ml.datasets import load_california_housing, load_images
 from grader.errors import StudentError
 from grader.ml.analysis import Analysis
 from grader.ml.baselines import Baselines, ForestSettings, regression_baselines
