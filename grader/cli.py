@@ -256,6 +256,7 @@ def _warm_report_imports() -> None:
 
 def _grade(args: argparse.Namespace) -> int:
     from grader.pipeline import grade_safely, image_for
+    from grader.reaping import sweep_what_dead_graders_left
 
     notebook: Path = args.notebook
     if not notebook.exists():
@@ -266,6 +267,7 @@ def _grade(args: argparse.Namespace) -> int:
     options = grade_options(args, private=(out_dir,))
     assignment = _assignment_of(notebook, args.assignment, options.course_root)
     image_for(assignment, options)  # the kernel image imports beside this process from here on
+    sweep_what_dead_graders_left()
     _warm_report_imports()
     result = grade_safely(notebook, assignment, options)
     from grader.reports.html import FEEDBACK_FILES
@@ -306,6 +308,7 @@ def _batch(args: argparse.Namespace) -> int:
     from grader.batch import elapsed_text, grade_batch
     from grader.intake import collect
     from grader.reports.plain import rich_text
+    from grader.reaping import sweep_what_dead_graders_left
     from grader.sandbox import choose_isolation
     from grader.states import ResultStatus
 
@@ -326,6 +329,8 @@ def _batch(args: argparse.Namespace) -> int:
         from grader.pipeline import image_for
 
         image_for(assignment, options)  # its imports run while the submissions are collected
+    if not args.scheduler:
+        sweep_what_dead_graders_left()
     out_dir = (args.out or Path("grader-out") / assignment.id).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     intake = collect(args.submissions, out_dir / ".intake")

@@ -45,6 +45,7 @@ from grader.errors import GraderError, HarnessError, UsageError
 from grader.intake import BatchItem
 from grader.notebook_io import sha256_of
 from grader.pipeline import GradeOptions
+from grader.reaping import sweep_what_dead_graders_left
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ class _WorkerState:
         if mode == "user" and nthreads > 1:
             raise UsageError("the 'user' sandbox grades one submission at a time: start this worker with "
                              "--nthreads 1, or give it a sandbox with namespaces")
-        _sweep_orphans()
+        sweep_what_dead_graders_left()  # a killed worker's tmpfs and cgroups
         self.checked.add(key)
 
 
@@ -185,14 +186,6 @@ def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def _sweep_orphans() -> None:
-    """Remove what sandboxes of graders that died on this machine left (a killed worker's tmpfs, cgroups)."""
-    from grader.reaping import sweep_orphaned_sandboxes
-
-    for swept in sweep_orphaned_sandboxes():
-        log.warning("removed what a dead grader left: %s", swept)
 
 
 def grade_on_worker(submission: Submission, job: RemoteJob) -> Graded:

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import shutil
 import signal
 import time
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 _MB = 1024 * 1024
 SHARED_TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
@@ -318,6 +321,13 @@ def sweep_orphaned_sandboxes(temp_dir: str | os.PathLike | None = None) -> list[
         shutil.rmtree(root, ignore_errors=True)
         swept.append(str(root))
     return swept
+
+
+def sweep_what_dead_graders_left() -> None:
+    """sweep_orphaned_sandboxes(), said in the log: run once by each process that grades (a grader killed
+    outright, SIGKILL or a power cut, leaves its sandboxes' tmpfs, cgroups and kernel image behind)."""
+    for swept in sweep_orphaned_sandboxes():
+        log.warning("removed what a dead grader left: %s", swept)
 
 
 def _own_cgroups(listed: object) -> list[Path]:

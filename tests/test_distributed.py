@@ -253,7 +253,7 @@ def test_workers_refuse_to_grade_wrongly_or_unsafely(options, monkeypatch):
     job = remote.RemoteJob(bundle=CourseBundle.of(assignment("gradient-descent")), options=options,
                            audience="student", device="cuda", data_root=None, batch_id="b")
     monkeypatch.setattr(remote, "_cuda_available", lambda: False)
-    monkeypatch.setattr(remote, "_sweep_orphans", lambda: None)
+    monkeypatch.setattr(remote, "sweep_what_dead_graders_left", lambda: None)
     with pytest.raises(HarnessError, match="torch sees no CUDA device"):
         remote._WorkerState().check_once(job, 1, "tcp://127.0.0.1:8786")
     job = remote.RemoteJob(**{**job.__dict__, "device": "cpu"})

@@ -8,9 +8,11 @@ The sandbox's own properties under the image (network, files, root, limits) are 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +21,6 @@ import pytest
 from conftest import SOLUTIONS, TEMPLATES, assignment, edit_source, grade, load, save, scores
 from grader.kernel import KernelSession
 from grader.pipeline import image_for
-from grader.reaping import sweep_orphaned_sandboxes
 from grader.sandbox import KernelImage, Limits, Sandbox, kernel_image, unshare_available
 
 pytestmark = pytest.mark.skipif(not unshare_available(), reason="the image forks into namespaces this machine lacks")
@@ -161,9 +162,25 @@ def test_the_image_and_its_kernels_die_with_the_grader(tmp_path):
     while _still_running(started) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _still_running(started) == []
-    # what no process removes any more (the image's directory, the sandbox's root and cgroups) is swept
-    swept = sweep_orphaned_sandboxes()
-    assert any("grader-image-" in path for path in swept) and len(swept) >= 2, swept
+    # What no process removes any more (the image's directory, the sandbox's root and cgroups) goes when
+    # the next grading starts.
+    left = _owned_by(grader.pid)
+    assert any(root.name.startswith("grader-image-") for root in left) and len(left) >= 2, left
+    subprocess.run([sys.executable, "-m", "grader", "grade", str(SOLUTIONS / "gradient_descent.ipynb"),
+                    "--out", str(tmp_path / "out"), "--device", "cpu"], check=True, capture_output=True)
+    assert [root for root in left if root.exists()] == []
+
+
+def _owned_by(pid: int) -> list[Path]:
+    """The sandbox and image directories whose owner record names `pid`."""
+    owned = []
+    for root in Path(tempfile.gettempdir()).glob("grader-*"):
+        try:
+            if json.loads((root / "owner.json").read_text())["pid"] == pid:
+                owned.append(root)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return owned
 
 
 def _parents() -> dict[int, int]:
