@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grader.ml.datasets import ALL_DATASETS, cache_dir, default_data_root
 from grader.errors import GraderError, UsageError
+from grader.ml.datasets import ALL_DATASETS, cache_dir, default_data_root
 
 if TYPE_CHECKING:
     from grader.assignment import Assignment

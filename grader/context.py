@@ -81,10 +81,9 @@ class CheckContext:
 
     def training_setup(self) -> "TrainingSetup":
         """How the grader's trainer runs for this submission: its device, threads, memory and seed."""
-        from grader.ml.training import TrainingSetup
+        from grader.ml.training import training_setup
 
-        return TrainingSetup(device=self.device, threads=self.sandbox.threads,
-                             memory_mb=self.sandbox.limits.memory_mb, seed=self.seed)
+        return training_setup(self.sandbox, device=self.device, seed=self.seed)
 
     def shared_file(self, name: str) -> Path:
         """A path in the exchange directory the child can read (for large inputs)."""

@@ -7,9 +7,11 @@ messages. Only a broken grader installation (HarnessError) propagates.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import platform
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -18,13 +20,15 @@ from typing import Any
 
 import grader
 from grader.assignment import Assignment, Check, ResourceRequest
+from grader.checks.catalog import ModelScore
 from grader.child import protocol
 from grader.context import CheckContext
-from grader.ml.datasets import DatasetMissing
 from grader.errors import LIMIT_KINDS, GraderError, HarnessError, NotebookError, StudentError
 from grader.exchange import write_value
 from grader.execution import Deadline, NotebookRunner
 from grader.kernel import KernelSession
+from grader.ml.datasets import DatasetMissing
+from grader.ml.training import prepare_trainer, training_setup
 from grader.notebook_io import code_cells, read_submission, sha256_of, skipped_cells
 from grader.reports.plain import printable
 from grader.results import CheckResult, GradeResult
@@ -83,6 +87,11 @@ def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) 
                  private_paths=options.private_paths, threads=options.threads,
                  user=options.sandbox_user, own_code=options.own_code,
                  image=image_for(assignment, options)) as sandbox:
+        if trains_models(assignment):
+            # torch's import, paid by the trainer and by this process (to inspect the model), runs
+            # beside the notebook instead of after it
+            prepare_trainer(training_setup(sandbox, device=options.device, seed=assignment.seed))
+            threading.Thread(target=importlib.import_module, args=("grader.ml.rebuild",), daemon=True).start()
         sandboxed = time.monotonic()
         deadline = Deadline(limits.total_timeout_s)
         runner = NotebookRunner(KernelSession(sandbox), preamble=_preamble(sandbox, assignment),
@@ -171,6 +180,10 @@ def _preamble(sandbox: Sandbox, assignment: Assignment) -> str:
         f'__import__("sys").path.insert(0, {str(sandbox.childlib)!r})',
         f'__import__("grader_child.prepare").prepare.run({str(folder)!r})',
     ])
+
+
+def trains_models(assignment: Assignment) -> bool:
+    return any(isinstance(check.run, ModelScore) for check in assignment.checks)
 
 
 def image_for(assignment: Assignment, options: GradeOptions) -> KernelImage | None:

@@ -899,11 +899,10 @@ class Sandbox:
             return ""
 
 
-def run_trusted(argv: list[str], *, timeout_s: float, memory_mb: int | None, threads: int,
-                device: str = "cpu") -> subprocess.CompletedProcess:
-    """Run the grader's own code in a child process (the trainer): not sandboxed, since no student code
-    runs there and it reads only validated data, but memory-limited where the device allows and
-    killed at the timeout."""
+def start_trusted(argv: list[str], *, memory_mb: int | None, threads: int, device: str = "cpu") -> subprocess.Popen:
+    """Start the grader's own code in a child process (the trainer): not sandboxed, since no student code
+    runs there and it reads only validated data, but memory-limited where the device allows; it may
+    wait on its standard input (finish_trusted gives it and waits, killing it at the timeout)."""
     rlimits = {"RLIMIT_CORE": 0}
     if memory_mb and device == "cpu":
         rlimits["RLIMIT_DATA"] = memory_mb * _MB
@@ -913,8 +912,19 @@ def run_trusted(argv: list[str], *, timeout_s: float, memory_mb: int | None, thr
         env["CUDA_VISIBLE_DEVICES"] = ""
     else:
         env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"  # deterministic cuBLAS, for the same grade on every run
-    return subprocess.run(_launcher({"rlimits": rlimits}, argv), stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=timeout_s, env=env, start_new_session=True)
+    return subprocess.Popen(_launcher({"rlimits": rlimits}, argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+
+
+def finish_trusted(process: subprocess.Popen, *, timeout_s: float, stdin: str = "") -> subprocess.CompletedProcess:
+    """Give a start_trusted process its input and wait for it; killed (and TimeoutExpired) at the timeout."""
+    try:
+        stdout, stderr = process.communicate(stdin, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 class CappedKernelClient(AsyncKernelClient):

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from conftest import SOLUTIONS, assignment, check, data_root, grade, load, save, with_definition
-from grader.ml.datasets import DatasetMissing, load_images
 from grader.errors import StudentError
 from grader.ml.budget import Budget
+from grader.ml.datasets import DatasetMissing, load_images
 from grader.ml.training import checked_run
 
 try:

@@ -23,8 +23,8 @@ from conftest import (REPO, SOLUTIONS, TEMPLATES, assignment, check, data_root, 
 from grader import pipeline
 from grader.ml import baselines
 from grader.assignment import ResourceRequest
-from grader.ml.datasets import DatasetMissing, load_california_housing
 from grader.checks.models import declared_parameter_count, declared_ratio
+from grader.ml.datasets import DatasetMissing, load_california_housing
 from grader.ml.description import Layer, ModelDescription
 from grader.ml.metrics import mean_squared_error
 from grader.ml.task import tabular_task_data

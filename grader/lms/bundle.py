@@ -27,8 +27,8 @@ from pathlib import Path
 
 import grader
 from grader.assignment import Assignment
-from grader.ml.datasets import ALL_DATASETS, IMAGE_DATASETS
 from grader.errors import HarnessError, UsageError
+from grader.ml.datasets import ALL_DATASETS, IMAGE_DATASETS
 
 DATA_MODES = ("ship", "fetch")
 SANDBOX_USER = "grader-student"

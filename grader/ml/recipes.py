@@ -29,11 +29,11 @@ from grader.assignment import ResourceRequest
 from grader.checks.models import unusable
 from grader.child import protocol
 from grader.context import CheckContext
-from grader.ml.datasets import load_california_housing, load_images
 from grader.errors import StudentError
 from grader.ml.analysis import Analysis
 from grader.ml.baselines import Baselines, ForestSettings, regression_baselines
 from grader.ml.budget import Budget, BudgetChoice
+from grader.ml.datasets import load_california_housing, load_images
 from grader.ml.description import ModelDescription, describe, not_a_module
 from grader.ml.graph import graph_from
 from grader.ml.metrics import mean_absolute_error, mean_squared_error

@@ -1,6 +1,7 @@
 """The grader's training run, in a process that never ran student code.
 
     python -m grader.ml.trainer JOB
+    python -m grader.ml.trainer --wait-for-job     (then JOB on standard input)
 
 JOB is a directory the grader wrote (grader/ml/training.py): job.json with the
 model's description in the child's format, the budget, the seed, the device,
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 LOG_EPSILON = 1e-12
+WAIT_FOR_JOB = "--wait-for-job"  # the job directory comes on standard input (a trainer started early)
 
 
 def _loss(kind: str, scores, targets):
@@ -162,7 +164,18 @@ def train(job_dir: Path) -> dict:
 def main(argv: list[str]) -> int:
     from grader.child import wire
 
-    job_dir = Path(argv[1])
+    if argv[1:] == [WAIT_FOR_JOB]:
+        # started before the job exists: pay the imports while the grader still runs the notebook
+        import grader.ml.analysis  # noqa: F401
+        import grader.ml.graph  # noqa: F401
+        import grader.ml.rebuild  # noqa: F401
+
+        line = sys.stdin.readline().strip()
+        if not line:
+            return 0  # not needed after all
+        job_dir = Path(line)
+    else:
+        job_dir = Path(argv[1])
     out_dir = job_dir / "out"
     out_dir.mkdir(exist_ok=True)
     try:

@@ -10,6 +10,7 @@ training). A run that does not match the budget the grader set is refused.
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,8 @@ from grader.exchange import ExchangeError, read_value
 from grader.ml.budget import Budget
 from grader.ml.description import ModelDescription
 from grader.ml.task import ModelTask, TaskData
-from grader.sandbox import run_trusted
+from grader.ml.trainer import WAIT_FOR_JOB
+from grader.sandbox import Sandbox, finish_trusted, start_trusted
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,11 @@ class TrainingSetup:
     threads: int = 1
     memory_mb: int | None = None
     seed: int = 0
+
+
+def training_setup(sandbox: Sandbox, *, device: str, seed: int) -> TrainingSetup:
+    """The trainer's setup for a submission graded in `sandbox`: its share of the cores, its memory."""
+    return TrainingSetup(device=device, threads=sandbox.threads, memory_mb=sandbox.limits.memory_mb, seed=seed)
 
 
 def loss_kind(task: ModelTask, description: ModelDescription, budget: Budget) -> str:
@@ -92,9 +100,7 @@ def train(description: ModelDescription, task: ModelTask, data: TaskData, budget
     try:
         _write_job(job, description, task, data, budget, setup)
         try:
-            done = run_trusted([sys.executable, "-m", "grader.ml.trainer", str(job)],
-                               timeout_s=task.max_train_seconds + 120, memory_mb=setup.memory_mb,
-                               threads=setup.threads, device=setup.device)
+            done = finish_trusted(_take_trainer(setup), stdin=f"{job}\n", timeout_s=task.max_train_seconds + 120)
         except subprocess.TimeoutExpired:
             raise StudentError(f"training did not finish within {task.max_train_seconds + 120:.0f} s",
                                kind="timeout") from None
@@ -103,6 +109,41 @@ def train(description: ModelDescription, task: ModelTask, data: TaskData, budget
         shutil.rmtree(job, ignore_errors=True)
     return checked_run(answer, budget=budget, n_train=len(data.train_y), n_test=len(data.test_y),
                        n_outputs=task.n_outputs, n_extra=None if data.extra_x is None else len(data.extra_x))
+
+
+# Trainers started early (prepare_trainer), each waiting for one job; by setup, since that fixes its
+# device, threads and memory. A Dask worker grades in threads, hence the lock.
+_WAITING: dict[TrainingSetup, subprocess.Popen] = {}
+_WAITING_LOCK = threading.Lock()
+
+
+def prepare_trainer(setup: TrainingSetup) -> None:
+    """Start a trainer for `setup` now, if none is waiting, so that it has imported torch by the time a
+    model is trained: grading starts it with the notebook, and its import runs beside the kernel."""
+    with _WAITING_LOCK:
+        waiting = _WAITING.get(setup)
+        if waiting is None or waiting.poll() is not None:
+            _WAITING[setup] = _start_trainer(setup)
+
+
+def _take_trainer(setup: TrainingSetup) -> subprocess.Popen:
+    with _WAITING_LOCK:
+        waiting = _WAITING.pop(setup, None)
+    return waiting if waiting is not None and waiting.poll() is None else _start_trainer(setup)
+
+
+def _start_trainer(setup: TrainingSetup) -> subprocess.Popen:
+    return start_trusted([sys.executable, "-m", "grader.ml.trainer", WAIT_FOR_JOB], memory_mb=setup.memory_mb,
+                         threads=setup.threads, device=setup.device)
+
+
+@atexit.register
+def _stop_waiting_trainers() -> None:
+    with _WAITING_LOCK:
+        while _WAITING:
+            process = _WAITING.popitem()[1]  # it has done nothing but import torch
+            process.kill()
+            process.communicate()
 
 
 def _write_job(job: Path, description: ModelDescription, task: ModelTask, data: TaskData, budget: Budget,

@@ -1,0 +1,45 @@
+"""Trainers started before they are needed (grader/ml/training.py): used once, never left behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from grader.ml import training
+from grader.ml.training import TrainingSetup, prepare_trainer
+from grader.sandbox import finish_trusted
+
+
+def test_a_prepared_trainer_is_the_one_training_takes_and_is_used_once():
+    setup = TrainingSetup(threads=1, memory_mb=2048, seed=7)
+    prepare_trainer(setup)
+    waiting = training._WAITING[setup]
+    prepare_trainer(setup)  # one is waiting already: no second
+    assert training._WAITING[setup] is waiting
+    assert training._take_trainer(setup) is waiting and setup not in training._WAITING
+    other = training._take_trainer(setup)  # none waiting: a new one
+    assert other is not waiting
+    for process in (waiting, other):
+        done = finish_trusted(process, stdin="\n", timeout_s=60)  # an empty line: not needed after all
+        assert done.returncode == 0, done.stderr
+
+
+def test_an_unused_trainer_dies_with_the_grader():
+    script = ("from grader.ml import training\n"
+              "setup = training.TrainingSetup()\ntraining.prepare_trainer(setup)\n"
+              "print(training._WAITING[setup].pid, flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    pid = int(done.stdout.split()[-1])
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
