@@ -166,6 +166,7 @@ def test_without_root_the_view_is_built_in_a_user_namespace(laptop):
     assert result["score"] == 14
     sandbox = result["environment"]["sandbox"]
     assert sandbox["isolation"] == "unshare" and "user namespace" in sandbox["user"]
+    assert sandbox["kernel"].startswith("forked from a pre-started image"), sandbox  # forked as a user, too
     assert not (laptop / "course" / "planted").exists()
 
 
