@@ -248,10 +248,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _warm_report_imports() -> None:
-    """Import the report modules (matplotlib takes half a second) while the parent waits on the kernel."""
-    import threading
+    """The report modules (matplotlib takes half a second), imported while the kernel runs."""
+    from grader.pipeline import import_in_background
 
-    threading.Thread(target=lambda: __import__("grader.reports.html"), daemon=True).start()
+    import_in_background("grader.reports.html")
 
 
 def _grade(args: argparse.Namespace) -> int:

@@ -91,7 +91,7 @@ def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) 
             # torch's import, paid by the trainer and by this process (to inspect the model), runs
             # beside the notebook instead of after it
             prepare_trainer(training_setup(sandbox, device=options.device, seed=assignment.seed))
-            threading.Thread(target=importlib.import_module, args=("grader.ml.rebuild",), daemon=True).start()
+            import_in_background("grader.ml.rebuild")
         sandboxed = time.monotonic()
         deadline = Deadline(limits.total_timeout_s)
         runner = NotebookRunner(KernelSession(sandbox), preamble=_preamble(sandbox, assignment),
@@ -180,6 +180,12 @@ def _preamble(sandbox: Sandbox, assignment: Assignment) -> str:
         f'__import__("sys").path.insert(0, {str(sandbox.childlib)!r})',
         f'__import__("grader_child.prepare").prepare.run({str(folder)!r})',
     ])
+
+
+def import_in_background(module: str) -> None:
+    """Import `module` in a thread, while this process waits on a kernel; whoever needs it first waits
+    for the import to finish (Python's import lock)."""
+    threading.Thread(target=importlib.import_module, args=(module,), daemon=True).start()
 
 
 def trains_models(assignment: Assignment) -> bool:

@@ -11,6 +11,7 @@ import nbformat
 import pytest
 
 from grader.assignment import Assignment, find_assignment
+from grader.ml.datasets import DatasetMissing, load_california_housing, load_images
 from grader.pipeline import GradeOptions, grade_submission
 from grader.results import GradeResult
 
@@ -21,6 +22,21 @@ TEMPLATES = REPO / "assignments"
 
 def data_root() -> Path:
     return Path(os.environ.get("GRADER_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+def _present(load) -> bool:
+    try:
+        load(data_root())
+    except DatasetMissing:
+        return False
+    return True
+
+
+HAVE_MNIST = _present(lambda root: load_images("mnist", root))
+HAVE_HOUSING = _present(load_california_housing)
+needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST is not under {data_root()} (set GRADER_DATA)")
+needs_housing = pytest.mark.skipif(not HAVE_HOUSING,
+                                   reason=f"California housing is not under {data_root()} (set GRADER_DATA)")
 
 
 @pytest.fixture(scope="session")

@@ -6,17 +6,11 @@ import dataclasses
 
 import pytest
 
-from conftest import SOLUTIONS, TEMPLATES, assignment, check, data_root, grade, load, save, scores, with_definition
+from conftest import (SOLUTIONS, TEMPLATES, assignment, check, grade, load, needs_mnist, save, scores,
+                      with_definition)
 from grader.checks.catalog import ModelScore
-from grader.ml.datasets import DatasetMissing, load_images
 
-try:
-    load_images("mnist", data_root())
-    HAVE_MNIST = True
-except DatasetMissing:
-    HAVE_MNIST = False
-
-pytestmark = pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST is not under {data_root()} (set GRADER_DATA)")
+pytestmark = needs_mnist
 
 SOLUTION = SOLUTIONS / "cnn_mnist.ipynb"
 STRUCTURE = {"returns-module": 1, "convolution": 2, "parameter-count": 1, "output-shape": 1}

@@ -8,17 +8,11 @@ import io
 
 import pytest
 
-from conftest import (SOLUTIONS, TEMPLATES, assignment, check, data_root, grade, load, save, scores,
+from conftest import (SOLUTIONS, TEMPLATES, assignment, check, data_root, grade, load, needs_mnist, save, scores,
                       with_cell, with_definition)
 from grader.ml.datasets import DatasetMissing, load_images
 
-try:
-    load_images("mnist", data_root())
-    HAVE_MNIST = True
-except DatasetMissing:
-    HAVE_MNIST = False
-
-pytestmark = pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST is not under {data_root()} (set GRADER_DATA)")
+pytestmark = needs_mnist
 
 MLP_SOLUTION = SOLUTIONS / "mlp_1500.ipynb"
 DEEP_SOLUTION = SOLUTIONS / "deep_mlp.ipynb"

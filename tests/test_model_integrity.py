@@ -14,19 +14,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from conftest import SOLUTIONS, assignment, check, data_root, grade, load, save, with_definition
+from conftest import SOLUTIONS, assignment, check, grade, load, needs_mnist, save, with_definition
 from grader.errors import StudentError
 from grader.ml.budget import Budget
-from grader.ml.datasets import DatasetMissing, load_images
 from grader.ml.training import checked_run
 
-try:
-    load_images("mnist", data_root())
-    HAVE_MNIST = True
-except DatasetMissing:
-    HAVE_MNIST = False
-
-needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST is not under {data_root()} (set GRADER_DATA)")
 DEEP_SOLUTION = SOLUTIONS / "deep_mlp.ipynb"
 QUICK = "TRAINING = {'epochs': 1, 'batch_size': 256, 'lr': 3e-3}"
 TINY = "nn.Flatten(), nn.Linear(784, 2), nn.ReLU(), nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 10)"

@@ -18,25 +18,18 @@ import time
 import numpy as np
 import pytest
 
-from conftest import (REPO, SOLUTIONS, TEMPLATES, assignment, check, data_root, grade, load, save, scores,
-                      with_definition)
+from conftest import (REPO, SOLUTIONS, TEMPLATES, assignment, check, data_root, grade, load, needs_housing, save,
+                      scores, with_definition)
 from grader import pipeline
 from grader.ml import baselines
 from grader.assignment import ResourceRequest
 from grader.checks.models import declared_parameter_count, declared_ratio
-from grader.ml.datasets import DatasetMissing, load_california_housing
+from grader.ml.datasets import load_california_housing
 from grader.ml.description import Layer, ModelDescription
 from grader.ml.metrics import mean_squared_error
 from grader.ml.task import tabular_task_data
 
-try:
-    load_california_housing(data_root())
-    HAVE_HOUSING = True
-except DatasetMissing:
-    HAVE_HOUSING = False
-
-pytestmark = pytest.mark.skipif(not HAVE_HOUSING,
-                                reason=f"California housing is not under {data_root()} (set GRADER_DATA)")
+pytestmark = needs_housing
 
 SOLUTION = SOLUTIONS / "regression_vs_forest.ipynb"
 TRAINED = ("beats-linear", "close-to-forest")

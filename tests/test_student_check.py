@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,21 +19,16 @@ import nbformat
 import numpy as np
 import pytest
 
-from conftest import (SOLUTIONS, TEMPLATES, assignment, data_root, edit_source, grade, load, save, with_definition)
-from grader.bundle import AFTER_SUBMITTING, assignment_from_bundle, decode, read_bundle
+from conftest import (HAVE_MNIST, SOLUTIONS, TEMPLATES, assignment, data_root, edit_source, grade, load, needs_mnist,
+                      save, with_definition)
+from grader.bundle import AFTER_SUBMITTING, read_bundle
 from grader.checks.catalog import ModelScore, replayable
 from grader.cli import main
-from grader.ml.datasets import DatasetMissing, load_images
+from grader.ml.datasets import DatasetMissing
 
 NAMES = {"gradient-descent": "gradient_descent", "mlp-1500": "mlp_1500", "deep-mlp": "deep_mlp",
          "regression-vs-forest": "regression_vs_forest", "polynomial-overfit": "polynomial_overfit",
          "save-load": "save_load", "toy-2d": "toy_2d", "cnn-mnist": "cnn_mnist"}
-
-try:
-    load_images("mnist", data_root())
-    HAVE_MNIST = True
-except DatasetMissing:
-    HAVE_MNIST = False
 
 
 def bundle_of(assignment_id: str) -> Path:
@@ -317,7 +311,7 @@ def test_submit_writes_a_clean_copy_naming_the_assignment(tmp_path, capsys):
     assert all(not c.get("outputs") for c in copy.cells if c.cell_type == "code")
 
 
-@pytest.mark.skipif(not HAVE_MNIST, reason="MNIST is not under the data root")
+@needs_mnist
 def test_a_model_that_does_not_learn_fails_the_preview(tmp_path, capsys):
     frozen = ("def build_model():\n    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), "
               "nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))\n"

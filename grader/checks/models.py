@@ -237,6 +237,11 @@ def _forward_failed(description: ModelDescription, factory: str) -> Outcome | No
 
 def regression_output_shape(description: ModelDescription, factory: str = "build_regressor") -> Outcome:
     """Shape (B, 1). A flat (B,) output fails here but is still trained (the grader reshapes it)."""
+    return _one_output(description, factory)
+
+
+def _one_output(description: ModelDescription, factory: str) -> Outcome:
+    """Shape (B, 1) and finite; the pass message says what the grader detected the output to be."""
     problem = _forward_failed(description, factory)
     if problem:
         return problem
@@ -440,19 +445,7 @@ def max_parameters(description: ModelDescription, maximum: int, factory: str = "
 def binary_output(description: ModelDescription, factory: str = "build_model") -> Outcome:
     """Shape (B, 1); says whether the grader found a probability or a logit. A flat (B,) output fails here
     but is still trained."""
-    problem = _forward_failed(description, factory)
-    if problem:
-        return problem
-    shape = description.output_shape
-    if len(shape) != 2:
-        rows = f" for a batch of {shape[0]} rows" if shape else ""
-        return Outcome.failed(f"the output has shape {tuple(shape)}{rows}, expected (B, 1): keep the last "
-                              "dimension (no .squeeze() or .view(-1) in forward); the grader trained it anyway",
-                              found=list(shape))
-    if not description.output_finite:
-        return Outcome.failed("the model's output contains NaN or infinity for ordinary inputs")
-    return Outcome.passed(f"output shape (B, 1); the model {description.style_text()}",
-                          detected=description.style_text())
+    return _one_output(description, factory)
 
 
 # --------------------------------------------------------------------------

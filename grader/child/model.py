@@ -30,7 +30,7 @@ import torch
 import torch.fx
 
 from . import ops, protocol, wire
-from .probe import Missing, _error, _write
+from .probe import _defined, _error, _write
 
 _MODULE = torch.nn.Module
 _TRACER = torch.fx.Tracer
@@ -58,12 +58,6 @@ def trace(namespace, in_dir, out_dir):
 # Building
 
 
-def _factory(namespace, name):
-    if name not in namespace:
-        raise Missing(f"{name} is not defined")
-    return namespace[name]
-
-
 def _count_on_meta(factory, args):
     """Parameters the model would have, without allocating them (None if unknown)."""
     try:
@@ -81,7 +75,7 @@ def _seed(seed):
 
 
 def _describe(namespace, request):
-    factory = _factory(namespace, request.factory)
+    factory = _defined(namespace, request.factory)
     args = list(request.args)
     planned = _count_on_meta(factory, args)
     if planned is not None and planned > request.max_params:

@@ -15,14 +15,14 @@ fresh kernel, `load` (load_model).
 """
 
 import os
-import random
 import re
 
 import numpy as np
 import torch
 
 from . import protocol, wire
-from .probe import Missing, _error, _write
+from .model import _seed
+from .probe import _defined, _error, _write
 
 MAX_ENTRIES = 1000  # a state_dict of a course model has a few dozen
 SHIFT = 0.05  # the grader's stand-in for training: every weight moves, so a fresh build is not the saved model
@@ -54,7 +54,7 @@ def save(namespace, in_dir, out_dir):
         style, outputs = _outputs(model, request.images)
         expected = _entries(model.state_dict())
         tensors = {k: v.detach().clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
-        _function(namespace, request.saver)(model, request.path)
+        _defined(namespace, request.saver)(model, request.path)
         answer = {"ok": {"style": style, "outputs": outputs, "model_entries": expected,
                          "file": _inspect(request.path, tensors)}}
     except BaseException as exc:  # noqa: BLE001
@@ -67,7 +67,7 @@ def load(namespace, in_dir, out_dir):
     request = protocol.from_wire(protocol.LoadModel, wire.load(in_dir))
     try:
         _seed(request.seed)
-        model = _function(namespace, request.loader)(request.path)
+        model = _defined(namespace, request.loader)(request.path)
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"{request.loader}(path) returned a {type(model).__name__}, not an nn.Module")
         _, outputs = _outputs(model, request.images, style=request.style)
@@ -80,20 +80,8 @@ def load(namespace, in_dir, out_dir):
 # --------------------------------------------------------------------------
 
 
-def _function(namespace, name):
-    if name not in namespace:
-        raise Missing(f"{name} is not defined")
-    return namespace[name]
-
-
-def _seed(seed):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def _built(namespace, request):
-    factory = _function(namespace, request.factory)
+    factory = _defined(namespace, request.factory)
     _seed(request.seed)
     return factory()
 

@@ -50,10 +50,18 @@ def _error(exc, name):
     }}
 
 
-def _lookup(namespace, name):
+def _defined(namespace, name):
+    """The notebook's `name`; Missing when the notebook does not define it."""
     if name not in namespace:
-        return None, _error(Missing(f"{name} is not defined"), name)
-    return namespace[name], None
+        raise Missing(f"{name} is not defined")
+    return namespace[name]
+
+
+def _lookup(namespace, name):
+    try:
+        return _defined(namespace, name), None
+    except Missing as exc:
+        return None, _error(exc, name)
 
 
 def call(namespace, name, in_dir, out_dir):
