@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 LOG_EPSILON = 1e-12
+DEVICE_DATA_BYTES = 2 << 30  # each data array larger than this stays in host memory, copied a batch at a time
 WAIT_FOR_JOB = "--wait-for-job"  # the job directory comes on standard input (a trainer started early)
 
 
@@ -68,12 +69,31 @@ def _scores(output, index):
     return output if index is None else output[index]
 
 
-def _correct(kind: str, scores, targets) -> int:
-    """Training examples the scores get right (classification and binary tasks)."""
+def _correct(kind: str, scores, targets):
+    """How many training examples the scores get right (classification and binary tasks), as a
+    tensor on the scores' device: read together with the loss, one wait for the GPU per step."""
     if kind.startswith("binary"):
         predicted = scores.detach().reshape(-1) > (0.5 if kind == "binary-probability" else 0.0)
-        return int((predicted == (targets > 0.5)).sum())
-    return int((scores.detach().argmax(dim=1) == targets).sum())
+        return (predicted == (targets > 0.5)).sum()
+    return (scores.detach().argmax(dim=1) == targets).sum()
+
+
+def _step_values(kind: str, loss, scores, targets) -> tuple[float, int]:
+    """The step's loss and correct count, copied from the device at once."""
+    if kind.startswith("regression"):
+        return loss.item(), 0
+    import torch
+
+    loss_value, correct = torch.stack([loss.detach().float(), _correct(kind, scores, targets).float()]).tolist()
+    return loss_value, int(correct)
+
+
+def _on_device(tensor, device: str):
+    """The whole dataset on the GPU when it fits comfortably: a batch then costs an index, not a
+    copy from host memory (exactly the same values either way)."""
+    if device == "cpu" or tensor.numel() * tensor.element_size() > DEVICE_DATA_BYTES:
+        return tensor
+    return tensor.to(device)
 
 
 def _outputs(model, x, job, device, batch_size=1000) -> np.ndarray:
@@ -118,6 +138,7 @@ def train(job_dir: Path) -> dict:
     test_x = shaped(np.load(job["data"]["test_x"], allow_pickle=False), style)
     extra_x = (shaped(np.load(job["data"]["extra_x"], allow_pickle=False), style)
                if "extra_x" in job["data"] else None)
+    train_x, train_y, test_x = (_on_device(t, device) for t in (train_x, train_y, test_x))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = _optimizer(budget["optimizer"], trainable, budget["lr"]) if trainable else None
     generator = torch.Generator().manual_seed(seed)
@@ -126,25 +147,25 @@ def train(job_dir: Path) -> dict:
     stopped, steps = None, 0
     model.train()
     for _epoch in range(budget["epochs"]):
-        order = torch.randperm(len(train_x), generator=generator)
+        order = torch.randperm(len(train_x), generator=generator).to(train_x.device)
         loss_sum, correct, seen = 0.0, 0, 0
         for start in range(0, len(order), budget["batch_size"]):
             batch = order[start:start + budget["batch_size"]]
             xb, yb = train_x[batch].to(device), train_y[batch].to(device)
             scores = _scores(model(xb), index)
             loss = _loss(kind, scores, yb)
-            if not torch.isfinite(loss):
-                stopped = f"the loss became {loss.item()} at step {steps + 1}: training diverged"
+            loss_value, batch_correct = _step_values(kind, loss, scores, yb)
+            if not math.isfinite(loss_value):
+                stopped = f"the loss became {loss_value} at step {steps + 1}: training diverged"
                 break
             if optimizer is not None:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
             steps += 1
-            loss_sum += loss.item() * len(batch)
+            loss_sum += loss_value * len(batch)
             seen += len(batch)
-            if not kind.startswith("regression"):
-                correct += _correct(kind, scores, yb)
+            correct += batch_correct
             if time.monotonic() - started > job["max_seconds"]:
                 stopped = f"the grader's safety limit of {job['max_seconds']:.0f} s was reached"
                 break
