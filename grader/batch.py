@@ -15,9 +15,13 @@ workers of a Dask cluster). Each hands every `Graded` to the same writer.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -29,15 +33,17 @@ from grader.errors import GraderError
 from grader.intake import BatchItem, Intake
 from grader.ledger import Ledger
 from grader.notebook_io import sha256_of
-from grader.pipeline import GradeOptions, grade_safely, image_request, zero_result
+from grader.kernel import started_any_kernel, warm_up_kernel_start
+from grader.pipeline import GradeOptions, grade_safely, image_for, image_request, zero_result
 from grader.reports.html import SummaryEntry, write_class_summary
 from grader.reports.outputs import Rendered, render_outputs
 from grader.reports.plain import printable
 from grader.results import GradeResult
-from grader.sandbox import start_kernel_image
+from grader.sandbox import ImageUnavailable, KernelImage, adopt_kernel_image, start_kernel_image
 from grader.states import CheckStatus
 
 log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -233,14 +239,12 @@ def grade_batch(intake: Intake, assignment: Assignment, options: GradeOptions, o
 
 def _run_parallel(pending: Sequence[BatchItem], assignment: Assignment, options: GradeOptions, jobs: int,
                   audience: str, record: Record) -> None:
-    # spawn, not fork: the parent holds ZMQ sockets and threads that must not be duplicated
-    context = multiprocessing.get_context("spawn")
-    # Each worker starts its kernel image first, so that its imports run beside the worker's own.
-    wanted = image_request(assignment, options)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=start_kernel_image if wanted else None,
-                             initargs=wanted or ()) as pool:
+    pool, channels = _worker_pool(assignment, options, jobs)
+    with pool:
         futures: dict[Future, BatchItem] = {
             pool.submit(_worker_grade, item, assignment.id, options, audience): item for item in pending}
+        for channel in channels:  # the workers, forked at the first submit, hold theirs
+            channel.forget()
         try:
             while futures:
                 done, _ = wait(futures, return_when=FIRST_COMPLETED)
@@ -259,6 +263,50 @@ def _run_parallel(pending: Sequence[BatchItem], assignment: Assignment, options:
             for future in futures:
                 future.cancel()
             raise
+
+
+def _worker_pool(assignment: Assignment, options: GradeOptions,
+                 jobs: int) -> tuple[ProcessPoolExecutor, list[KernelImage]]:
+    """`jobs` worker processes. Forked from this one where that is safe (Linux; no thread but this one;
+    no kernel started here, so no event loop or ZMQ socket to share): they start at once with this
+    process's imports and assignment, and every worker forks its kernels from this process's one
+    kernel image, each through a channel of its own (returned too: this process forgets them once
+    the workers exist). Otherwise spawned, each importing the grader and starting an image of its own."""
+    if sys.platform != "linux" or threading.active_count() != 1 or started_any_kernel():
+        wanted = image_request(assignment, options)
+        return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=start_kernel_image if wanted else None, initargs=wanted or ()), []
+    image = image_for(assignment, options)
+    try:
+        channels = [image.attach() for _ in range(jobs)] if image is not None else []
+    except ImageUnavailable:  # the workers start images of their own
+        channels = []
+    warm_up_kernel_start()
+    _WORKER_ASSIGNMENTS[assignment.id] = assignment
+    context = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_forked_worker,
+                               initargs=(channels, context.Value("i", 0), os.getpid()))
+    return pool, channels
+
+
+def _forked_worker(channels: list[KernelImage], handout, parent: int) -> None:
+    """A forked worker's start: die with the batch, and take one channel to the batch's kernel image."""
+    _die_with(parent)
+    with handout.get_lock():
+        index = handout.value
+        handout.value += 1
+    # a worker beyond the channels made (a pool that replaced a dead worker) must not share one, or
+    # replies would cross: it starts an image of its own
+    adopt_kernel_image(channels[index] if index < len(channels) else None, channels)
+
+
+def _die_with(parent: int) -> None:
+    """A forked worker holds copies of the batch's pipes, so it would never see the batch end: the
+    kernel kills it when the batch process ends, however it ends."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the batch ended before the signal was asked for
+        os._exit(1)
 
 
 def write_summary(outcomes: list[StudentOutcome], out_dir: Path, *, title: str) -> Path:

@@ -305,12 +305,7 @@ def _batch(args: argparse.Namespace) -> int:
     from rich.text import Text
 
     from grader.assignment import find_assignment
-    from grader.batch import elapsed_text, grade_batch
-    from grader.intake import collect
-    from grader.reports.plain import rich_text
-    from grader.reaping import sweep_what_dead_graders_left
     from grader.sandbox import choose_isolation
-    from grader.states import ResultStatus
 
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
@@ -325,10 +320,16 @@ def _batch(args: argparse.Namespace) -> int:
         raise UsageError("the 'user' sandbox grades one submission at a time (it cleans up after the sandbox "
                          "user, so parallel jobs would clean up each other): use -j 1, or a sandbox with namespaces")
     assignment = find_assignment(options.course_root, args.assignment)
-    if args.jobs == 1 and not args.scheduler:
+    if not args.scheduler:
         from grader.pipeline import image_for
 
-        image_for(assignment, options)  # its imports run while the submissions are collected
+        image_for(assignment, options)  # its imports run beside the grader's own (-j N: for every worker)
+    from grader.batch import elapsed_text, grade_batch
+    from grader.intake import collect
+    from grader.reaping import sweep_what_dead_graders_left
+    from grader.reports.plain import rich_text
+    from grader.states import ResultStatus
+
     if not args.scheduler:
         sweep_what_dead_graders_left()
     out_dir = (args.out or Path("grader-out") / assignment.id).resolve()

@@ -83,6 +83,21 @@ class _CappedClient(NotebookClient):
         return super().output(outs, msg, display_id, cell_index)
 
 
+_started_any = False  # whether this process ever started a kernel (and so holds an event loop and ZMQ sockets)
+
+
+def started_any_kernel() -> bool:
+    return _started_any
+
+
+def warm_up_kernel_start() -> None:
+    """Pay now what the first kernel start of a process imports (jupyter_client finds the python3
+    kernel through ipykernel): a batch does this before it forks its workers, once for all of them."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    KernelSpecManager().get_kernel_spec("python3")
+
+
 class KernelSession:
     """A sandboxed kernel that runs code cells; restartable after it dies."""
 
@@ -97,6 +112,8 @@ class KernelSession:
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self) -> None:
+        global _started_any
+        _started_any = True
         km = self.sandbox.kernel_manager()
         scratch = nbformat.v4.new_notebook()
         self.client = _CappedClient(

@@ -339,6 +339,7 @@ class KernelImage:
         self._channel: socket.socket | None = None
         self._ready = False
         self._lock = threading.Lock()
+        self._owner = True  # False for a channel attached to another process's image (attach())
 
     @property
     def childlib(self) -> Path:
@@ -380,6 +381,34 @@ class KernelImage:
                     stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
         finally:
             theirs.close()
+
+    def attach(self) -> "KernelImage":
+        """Another channel to this running image, for one process that this one is about to fork (a
+        `-j N` worker): each worker asks on its own channel, and every worker's kernels come from the
+        one image. The image ends with this process's channel, never with an attached one."""
+        with self._lock:
+            if self.problem:
+                raise ImageUnavailable(self.problem)
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                socket.send_fds(self._channel, [b'{"attach": true}'], [theirs.fileno()])
+            except OSError as exc:
+                ours.close()
+                self._fail(f"could not reach it ({exc})")
+            finally:
+                theirs.close()
+        attached = KernelImage(self.modules, self.blocked)
+        attached.root, attached._channel, attached._owner = self.root, ours, False
+        return attached
+
+    def forget(self) -> None:
+        """Close this process's descriptor of the image and nothing else: for a forked process holding a
+        copy of an image another process owns (closing it would end that process's kernels)."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        self._process, self.root = None, None
+        self.problem = self.problem or "the kernel image belongs to another process"
 
     def fork_kernel(self, request: dict[str, Any]) -> "ForkedKernel":
         """Fork one kernel into the sandbox `request` describes (see forkserver.py)."""
@@ -432,7 +461,11 @@ class KernelImage:
         raise ImageUnavailable(self.problem)
 
     def close(self) -> None:
-        """Stop the image; kernels forked from it die with it (their sandboxes are closed first)."""
+        """Stop the image; kernels forked from it die with it (their sandboxes are closed first). An
+        attached channel only closes itself."""
+        if not self._owner:
+            self.forget()
+            return
         if self._channel is not None:
             self._channel.close()  # the image reads the end of its socket and exits
             self._channel = None
@@ -530,6 +563,19 @@ def kernel_image(modules: tuple[str, ...], blocked: tuple[str, ...] = ()) -> Ker
                 _IMAGES.pop(next(iter(_IMAGES))).close()
             _IMAGES[key] = KernelImage(*key).start()
         return _IMAGES[key]
+
+
+def adopt_kernel_image(image: KernelImage | None, inherited: list[KernelImage]) -> None:
+    """In a process just forked from the grader: `image` (a channel attached for this process) is the
+    one it uses; what it inherited of other images and channels is forgotten, not closed. Without
+    one, it starts an image of its own when it needs one."""
+    with _IMAGES_LOCK:
+        for other in [*_IMAGES.values(), *inherited]:
+            if other is not image:
+                other.forget()
+        _IMAGES.clear()
+        if image is not None:
+            _IMAGES[(image.modules, image.blocked)] = image
 
 
 def start_kernel_image(modules: tuple[str, ...], blocked: tuple[str, ...] = ()) -> None:

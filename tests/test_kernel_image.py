@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SOLUTIONS, TEMPLATES, assignment, edit_source, grade, load, save, scores
+from conftest import SOLUTIONS, TEMPLATES, assignment, edit_source, grade, load, save, scores, with_cell
 from grader.kernel import KernelSession
 from grader.pipeline import image_for
 from grader.sandbox import KernelImage, Limits, Sandbox, kernel_image, unshare_available
@@ -169,6 +169,58 @@ def test_the_image_and_its_kernels_die_with_the_grader(tmp_path):
     subprocess.run([sys.executable, "-m", "grader", "grade", str(SOLUTIONS / "gradient_descent.ipynb"),
                     "--out", str(tmp_path / "out"), "--device", "cpu"], check=True, capture_output=True)
     assert [root for root in left if root.exists()] == []
+
+
+def test_channels_attached_to_one_image_fork_from_it_and_it_ends_with_its_owner():
+    image = KernelImage(NUMPY_IMAGE).start()
+    first, second = image.attach(), image.attach()
+    for channel in (first, second, image):
+        outputs, protections = run_cells(["print(6 * 7)"], channel)
+        assert outputs == ["42\n"] and protections["kernel"].startswith("forked"), protections
+    first.close()  # a worker's end: the image serves on
+    assert image._process.poll() is None
+    assert run_cells(["print(1)"], second)[1]["kernel"].startswith("forked")
+    image.close()  # the owner's end: the image is gone, and an attached channel only starts kernels cold
+    outputs, protections = run_cells(["print(2)"], second)
+    assert outputs == ["2\n"] and protections["kernel"] == "started cold", protections
+    assert any("kernel image failed" in note for note in protections["notes"]), protections
+
+
+def test_a_parallel_batch_forks_workers_that_share_one_image_and_die_with_the_batch(tmp_path):
+    """-j 2 from the command line: two workers forked from the batch, one kernel image for both; a batch
+    killed outright leaves no worker, image, keeper or kernel behind."""
+    class_dir = tmp_path / "class"
+    class_dir.mkdir()
+    save(load(SOLUTIONS / "gradient_descent.ipynb"), class_dir / "a_done.ipynb")
+    save(load(TEMPLATES / "gradient_descent.ipynb"), class_dir / "b_untouched.ipynb")
+    for name in ("c_stuck", "d_stuck"):  # graded last, each holds a worker until the batch is killed
+        save(with_cell(load(SOLUTIONS / "gradient_descent.ipynb"), "import time\ntime.sleep(300)"),
+             class_dir / f"{name}.ipynb")
+    out = tmp_path / "out"
+    batch = subprocess.Popen([sys.executable, "-m", "grader", "batch", str(class_dir), "--assignment",
+                              "gradient-descent", "--out", str(out), "-j", "2", "--device", "cpu"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(out.glob("*/result.json"))) < 2 and time.monotonic() < deadline:
+            assert batch.poll() is None, batch.stderr.read()
+            time.sleep(0.2)
+        time.sleep(2)  # both workers now in a stuck notebook's sleep
+        started, parents = _descendants(batch.pid), _parents()
+        children = [cmd for pid, cmd in started.items() if parents.get(pid) == batch.pid]
+        # the image's keepers and kernels are forks of it, named as it is, but not the batch's children
+        assert sum("forkserver.main" in cmd for cmd in children) == 1, children
+        assert sum(cmd.startswith(f"{sys.executable} -m grader batch") for cmd in children) == 2, children
+        assert sum("forkserver.main" in cmd for cmd in started.values()) == 5, "the image, 2 keepers, 2 kernels"
+        scores = {path.parent.name: json.loads(path.read_text())["score"] for path in out.glob("*/result.json")}
+        assert scores == {"a_done": 14, "b_untouched": 0}, scores
+    finally:
+        batch.kill()
+        batch.wait()
+    deadline = time.monotonic() + 10
+    while _still_running(started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _still_running(started) == []
 
 
 def _owned_by(pid: int) -> list[Path]:

@@ -8,7 +8,9 @@ second more), for every submission. This process pays that once: it imports
 what every kernel of the assignment needs (for assignments that may use
 torch, torch and the grader's model helper too, which capture torch's
 originals as they do in a kernel) and then serves spawn requests on a Unix
-socket. It never runs student code and never starts a thread, so forking it
+socket: the grader's, and one more for each process the grader forks to
+grade beside it (`-j N`), attached through the grader's own (no socket has
+a name any kernel could find). It never runs student code and never starts a thread, so forking it
 is safe, and every kernel starts from the same untouched image.
 
 For each request it forks a keeper (A) that joins the submission's cgroups,
@@ -26,6 +28,7 @@ import ctypes
 import gc
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -59,34 +62,60 @@ def preload(modules, blocked):
 
 
 def serve(channel, base_path):
+    """Serve spawn requests on `channel` (the grader's) and on every channel attached through it, one
+    per process the grader forks to grade beside it; the image ends with the grader's own channel."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the keepers (A) are reaped as they end
     # What the imports made lives as long as any kernel: the collector need not walk it in every kernel,
     # and leaving it alone keeps its pages shared with the image.
     gc.collect()
     gc.freeze()
     channel.sendall(b'{"ready": true}')
+    channels = [channel]
     while True:
-        try:
-            message, fds, _, _ = socket.recv_fds(channel, MAX_REQUEST, 1)
-        except OSError:
-            return
-        if not message:
-            return  # the grader is gone
-        try:
-            request = json.loads(message)
-            if len(fds) != 1:
-                raise ValueError("a spawn request comes with one status pipe")
-            pid = os.fork()
-        except (OSError, ValueError) as exc:
-            for fd in fds:
-                os.close(fd)
-            channel.sendall(json.dumps({"error": str(exc)}).encode())
-            continue
-        if pid == 0:
-            channel.close()
-            _keeper(request, fds[0], base_path)
-        os.close(fds[0])
-        channel.sendall(json.dumps({"pid": pid}).encode())
+        for ready in select.select(channels, [], [])[0]:
+            if not _answer(ready, channels, base_path):
+                if ready is channel:
+                    return  # the grader is gone
+                channels.remove(ready)
+                ready.close()
+
+
+def _answer(channel, channels, base_path):
+    """One request from `channel`: attach a further channel, or fork a kernel. False once it is closed."""
+    try:
+        message, fds, _, _ = socket.recv_fds(channel, MAX_REQUEST, 1)
+    except OSError:
+        return False
+    if not message:
+        return False
+    try:
+        request = json.loads(message)
+        if len(fds) != 1:
+            raise ValueError("a request comes with one file descriptor")
+        if request.get("attach") is True:
+            attached = socket.socket(fileno=fds[0])
+            channels.append(attached)
+            attached.sendall(b'{"ready": true}')
+            return True
+        pid = os.fork()
+    except (OSError, ValueError) as exc:
+        for fd in fds:
+            os.close(fd)
+        return _reply(channel, {"error": str(exc)})
+    if pid == 0:
+        for each in channels:
+            each.close()
+        _keeper(request, fds[0], base_path)
+    os.close(fds[0])
+    return _reply(channel, {"pid": pid})
+
+
+def _reply(channel, answer):
+    try:
+        channel.sendall(json.dumps(answer).encode())
+    except OSError:
+        return False
+    return True
 
 
 def _keeper(request, status_fd, base_path):
