@@ -313,6 +313,7 @@ def _unmount(path: Path) -> None:
 
 IMAGE_START_TIMEOUT_S = 120.0  # importing torch on a busy machine
 IMAGE_REPLY_TIMEOUT_S = 30.0
+RECONNECT_MS = 5  # how soon a kernel client tries a refused connection again (ZMQ's default: 100)
 # grader/child/forkserver.py, run from the image's own copy of the child library
 _SERVE = "import sys; sys.path.insert(0, sys.argv[3]); from grader_child import forkserver; " \
          "sys.exit(forkserver.main(sys.argv))"
@@ -981,6 +982,9 @@ class CappedKernelClient(AsyncKernelClient):
         self._created_context = True
         context = zmq.asyncio.Context()
         context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        # The client connects as soon as the kernel is forked, before the kernel has made its sockets: a
+        # refused connection is tried again after ZMQ's default 100 ms, idle time on every kernel start.
+        context.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
         return context
 
     async def _async_wait_for_ready(self, timeout: float | None = None) -> None:
