@@ -158,10 +158,7 @@ def test_the_image_and_its_kernels_die_with_the_grader(tmp_path):
     finally:
         grader.kill()
         grader.wait()
-    deadline = time.monotonic() + 10
-    while _still_running(started) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _still_running(started) == []
+    assert _left_running_after(started, seconds=10) == []
     # What no process removes any more (the image's directory, the sandbox's root and cgroups) goes when
     # the next grading starts.
     left = _owned_by(grader.pid)
@@ -217,10 +214,7 @@ def test_a_parallel_batch_forks_workers_that_share_one_image_and_die_with_the_ba
     finally:
         batch.kill()
         batch.wait()
-    deadline = time.monotonic() + 10
-    while _still_running(started) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _still_running(started) == []
+    assert _left_running_after(started, seconds=10) == []
 
 
 def _owned_by(pid: int) -> list[Path]:
@@ -254,6 +248,14 @@ def _descendants(root: int) -> dict[int, str]:
                 found[pid] = _cmdline(pid)
                 frontier.append(pid)
     return found
+
+
+def _left_running_after(processes: dict[int, str], *, seconds: float) -> list[str]:
+    """Those of `processes` still alive once they had `seconds` to end."""
+    deadline = time.monotonic() + seconds
+    while _still_running(processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _still_running(processes)
 
 
 def _still_running(processes: dict[int, str]) -> list[str]:
