@@ -195,7 +195,7 @@ def test_a_parallel_batch_forks_workers_that_share_one_image_and_die_with_the_ba
              class_dir / f"{name}.ipynb")
     out = tmp_path / "out"
     batch = subprocess.Popen([sys.executable, "-m", "grader", "batch", str(class_dir), "--assignment",
-                              "gradient-descent", "--out", str(out), "-j", "2", "--device", "cpu"],
+                              "gradient-descent", "--out", str(out), "-j", "2", "--device", "cpu", "--sandbox", "auto"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
