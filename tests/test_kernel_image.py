@@ -170,6 +170,7 @@ def test_the_image_and_its_kernels_die_with_the_grader(tmp_path):
 
 def test_channels_attached_to_one_image_fork_from_it_and_it_ends_with_its_owner():
     image = KernelImage(NUMPY_IMAGE).start()
+    image.attach().close()  # a worker gone before the image was ready to hear of it
     first, second = image.attach(), image.attach()
     for channel in (first, second, image):
         outputs, protections = run_cells(["print(6 * 7)"], channel)

@@ -10,8 +10,9 @@ torch, torch and the grader's model helper too, which capture torch's
 originals as they do in a kernel) and then serves spawn requests on a Unix
 socket: the grader's, and one more for each process the grader forks to
 grade beside it (`-j N`), attached through the grader's own (no socket has
-a name any kernel could find). It never runs student code and never starts a thread, so forking it
-is safe, and every kernel starts from the same untouched image.
+a name any kernel could find). It never runs student code and never starts
+a thread, so forking it is safe, and every kernel starts from the same
+untouched image.
 
 For each request it forks a keeper (A) that joins the submission's cgroups,
 sets its rlimits, enters new mount, pid, network, IPC, UTS and cgroup
@@ -94,8 +95,10 @@ def _answer(channel, channels, base_path):
             raise ValueError("a request comes with one file descriptor")
         if request.get("attach") is True:
             attached = socket.socket(fileno=fds[0])
-            channels.append(attached)
-            attached.sendall(b'{"ready": true}')
+            if _reply(attached, {"ready": True}):
+                channels.append(attached)
+            else:  # its process is gone already
+                attached.close()
             return True
         pid = os.fork()
     except (OSError, ValueError) as exc:
