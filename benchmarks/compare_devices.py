@@ -29,8 +29,8 @@ class Run:
     device: str
     score: float
     max_score: float
-    accuracy: float | None
-    training_s: float | None
+    accuracy: float
+    training_s: float
     total_s: float
     sandbox: str
 
@@ -45,10 +45,13 @@ def grade(notebook: Path, device: str, data_root: str, out: Path, extra: list[st
         raise SystemExit(f"grader grade --device {device} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     result = json.loads((out / "result.json").read_text())
     training = next((c["details"]["training"] for c in result["checks"]
-                     if isinstance(c.get("details"), dict) and "training" in c["details"]), {})
+                     if isinstance(c.get("details"), dict) and "training" in c["details"]), None)
+    if training is None:
+        raise SystemExit(f"{notebook}: no model was trained when grading it (its result has no training "
+                         "record); this script compares devices on notebooks whose model the grader trains")
     return Run(device=device, score=result["score"], max_score=result["max_score"],
-               accuracy=training.get("test_accuracy", training.get("accuracy")), training_s=training.get("wall_s"),
-               total_s=total, sandbox=result.get("environment", {}).get("sandbox", {}).get("isolation", "?"))
+               accuracy=training["test_accuracy"], training_s=training["wall_s"], total_s=total,
+               sandbox=result["environment"]["sandbox"]["isolation"])
 
 
 def cuda_available() -> bool:
@@ -78,15 +81,15 @@ def main() -> None:
                       f"training {run.training_s} s, whole command {run.total_s:.1f} s", flush=True)
                 runs.append(run)
     cpu_total = statistics.median(r.total_s for r in runs if r.device == "cpu")
-    cpu_training = statistics.median(r.training_s or 0.0 for r in runs if r.device == "cpu")
+    cpu_training = statistics.median(r.training_s for r in runs if r.device == "cpu")
     for device in devices:
         mine = [r for r in runs if r.device == device]
         total = statistics.median(r.total_s for r in mine)
-        training = statistics.median(r.training_s or 0.0 for r in mine)
+        training = statistics.median(r.training_s for r in mine)
         grades = sorted({(r.score, r.accuracy) for r in mine})
         print(f"{device:4s} grades {grades}  sandbox {mine[0].sandbox}  whole command {total:.1f} s "
               f"({total / cpu_total:.2f}x cpu)  training {training:.1f} s "
-              f"({training / cpu_training if cpu_training else float('nan'):.2f}x cpu)")
+              f"({training / cpu_training:.2f}x cpu)")
     if args.json_out:
         args.json_out.write_text(json.dumps([asdict(r) for r in runs], indent=1))
 
