@@ -40,7 +40,7 @@ from grader.reports.outputs import Rendered, render_outputs
 from grader.reports.plain import printable
 from grader.results import GradeResult
 from grader.sandbox import ImageUnavailable, KernelImage, adopt_kernel_image, start_kernel_image
-from grader.states import CheckStatus
+from grader.states import CheckStatus, ResultStatus
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
@@ -72,7 +72,8 @@ def previous_result(out_dir: Path, item: BatchItem, assignment_id: str, ledger: 
         digest = sha256_of(item.notebook)
     except OSError:
         return None
-    if result is not None and result.assignment == assignment_id and result.submission_sha256 == digest:
+    if result is not None and result.assignment == assignment_id and result.submission_sha256 == digest \
+            and result.status != ResultStatus.GRADER_ERROR:
         return result
     return None
 
@@ -90,12 +91,14 @@ def grade_item(item: BatchItem, assignment: Assignment, options: GradeOptions, a
 
 def crashed(item: BatchItem, assignment: Assignment, options: GradeOptions, message: str,
             audience: str, *, sha256: str = "") -> Graded:
-    """A zero that says why, for a submission whose grading could not even report back (a dead worker).
+    """A result that says why, for a submission whose grading could not even report back (a dead worker).
 
-    Without `sha256` the next run of the batch grades it again; with the notebook's, the zero stands."""
+    Without `sha256` it is the grader's failure (no grade; the next run of the batch grades it again);
+    with the notebook's, a zero that stands (the submission itself killed the workers that tried it)."""
     result = zero_result(item.notebook, assignment, options, message=message, check_message=message,
                          check_status=CheckStatus.ERROR, sha256=sha256)
-    result = replace(result, student=item.identity.to_dict())
+    result = replace(result, student=item.identity.to_dict(),
+                     status=ResultStatus.ERROR if sha256 else ResultStatus.GRADER_ERROR)
     return Graded(item.student, result, render_outputs(result, audience=audience))
 
 

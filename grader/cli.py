@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grader.errors import GraderError, UsageError
+from grader.errors import GraderError, HarnessError, UsageError
 from grader.ml.datasets import ALL_DATASETS, cache_dir, default_data_root
 
 if TYPE_CHECKING:
@@ -280,6 +280,8 @@ def _grade(args: argparse.Namespace) -> int:
     else:
         print_summary(result)
         print(f"result: {out_dir / 'result.json'}\nfeedback: {out_dir / FEEDBACK_FILES[args.audience]}")
+    if not result.has_grade:  # a harness failure, whatever result.json holds: never exit 0 as if graded
+        raise HarnessError(result.message)
     return 0
 
 
@@ -351,15 +353,22 @@ def _batch(args: argparse.Namespace) -> int:
         result = outcome.result
         how = "already graded" if outcome.reused else f"{result.timings.get('total_s', 0):.1f} s"
         flag = ("", "") if result.status == ResultStatus.GRADED else (" (not gradable)", "red")
+        score = f"{result.score:g}/{result.max_score:g}" if result.has_grade else "not graded"
+        if not result.has_grade:
+            flag = (" (the grader could not finish: the next run grades it again)", "yellow")
         console.print(Text.assemble(f"[{where.done}/{where.total}] ", rich_text(outcome.student),
-                                    f": {result.score:g}/{result.max_score:g} ({how})", flag,
+                                    f": {score} ({how})", flag,
                                     ("" if outcome.reused else _pace(where), "dim")))
 
     report = grade_batch(intake, assignment, options, out_dir, runner=runner, staff=args.audience == "staff",
                          on_done=progress)
     graded = sum(1 for o in report.outcomes if not o.reused)
+    unfinished = sum(1 for o in report.outcomes if not o.result.has_grade)
     console.print(f"done: {graded} graded, {len(report.outcomes) - graded} already graded, in "
                   f"{elapsed_text(start)}; class summary: {out_dir / 'summary.html'}")
+    if unfinished:
+        console.print(rich_text(f"{unfinished} submission(s) could not be finished by the grader (not the "
+                                "students' fault, and no grade): run the same command again to grade them", "yellow"))
     if report.write_failures:
         for failure in report.write_failures:
             console.print(rich_text(f"not written: {failure}", "red"))
@@ -494,24 +503,21 @@ def _lms_options(args: argparse.Namespace, course: Path, data: Path | None, resu
 
 def _gradescope_run(args: argparse.Namespace) -> int:
     from grader.lms import gradescope
-    from grader.reports.gradescope import failure_json
     from grader.reports.terminal import print_summary
 
     tree = gradescope.GradescopeTree(args.root.resolve())
     closed = gradescope.prepare(tree)
-    try:
-        options = _lms_options(args, tree.course, tree.data, tree.results)
-    except GraderError as exc:
-        gradescope.write_results(tree, failure_json(f"The autograder could not run: {exc.message}. This is not "
-                                                    "your fault: tell your course staff."))
-        raise
+    # Failures of the grader itself write no results.json (see grader.lms.gradescope.run): a harness error
+    # here leaves none, and run_autograder passes the exit status on
+    options = _lms_options(args, tree.course, tree.data, tree.results)
     _warm_report_imports()
     graded = gradescope.run(tree, assignment_id=args.assignment, options=options, closed=closed,
                             audience=args.audience, leaderboard=not args.no_leaderboard)
     if graded.result is not None:
         print_summary(graded.result)  # run_autograder's stdout: instructors only
     if graded.fault:
-        print(f"grader: {graded.fault}", file=sys.stderr)
+        print(f"grader: {graded.fault}")  # staff read it in Gradescope's autograder output
+        raise HarnessError(f"{graded.fault} No results.json was written, so Gradescope records no score.")
     print(f"results: {tree.results_file}\nstaff copy: {tree.staff_dir}")
     return 0
 

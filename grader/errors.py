@@ -35,6 +35,16 @@ class NotebookError(Exception):
         self.message = message
 
 
+class GraderFailure(Exception):
+    """The grader could not finish grading one submission (its trainer died, stalled or ran out of
+    memory): not the student's fault, so never a score. The submission's result says so, and a batch
+    grades it again on its next run; unlike a HarnessError, the next submission may well succeed."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
 # Kinds of StudentError; "timeout" and "died" make a check's status "error".
 LIMIT_KINDS = ("timeout", "died", "budget")
 

@@ -20,10 +20,11 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from grader.errors import HarnessError
-from grader.sandbox import Sandbox
+from grader.sandbox import KERNEL_START_TIMEOUT_S, Sandbox
 from grader.states import RunStatus
 
 INTERRUPT_GRACE_S = 3.0
+START_ATTEMPTS = 2  # a kernel that did not become ready, then one fresh kernel
 # nbclient logs a timed-out cell as an ERROR; here that is an expected outcome
 # that the grader reports itself, so its messages go to debug.
 _quiet = logging.getLogger("grader.kernel.nbclient")
@@ -101,7 +102,7 @@ def warm_up_kernel_start() -> None:
 class KernelSession:
     """A sandboxed kernel that runs code cells; restartable after it dies."""
 
-    def __init__(self, sandbox: Sandbox, *, startup_timeout_s: float = 60.0):
+    def __init__(self, sandbox: Sandbox, *, startup_timeout_s: float = KERNEL_START_TIMEOUT_S):
         self.sandbox = sandbox
         self.startup_timeout_s = startup_timeout_s
         self.client: _CappedClient | None = None
@@ -112,8 +113,21 @@ class KernelSession:
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self) -> None:
+        """Start a kernel; on a busy machine one that does not become ready gets one fresh try."""
         global _started_any
         _started_any = True
+        problems = []
+        for _attempt in range(START_ATTEMPTS):
+            problem = self._try_start()
+            if not problem:
+                self.alive = True
+                return
+            problems.append(problem)
+        raise HarnessError(f"could not start a Python kernel {self.sandbox.kernel_mode()}: "
+                           f"{'; then, with a fresh kernel, '.join(problems)}")
+
+    def _try_start(self) -> str:
+        """Start a kernel and wait until it is ready; what went wrong, or ""."""
         km = self.sandbox.kernel_manager()
         scratch = nbformat.v4.new_notebook()
         self.client = _CappedClient(
@@ -127,9 +141,8 @@ class KernelSession:
         except Exception as exc:  # noqa: BLE001 - any start failure is the same to a user
             self.stop()
             detail = self.sandbox.kernel_stderr_tail().strip().splitlines()[-3:]
-            raise HarnessError(f"could not start a Python kernel in the sandbox ({exc})"
-                               + (f": {' | '.join(detail)}" if detail else "")) from None
-        self.alive = True
+            return str(exc) + (f" ({' | '.join(detail)})" if detail else "")
+        return ""
 
     def stop(self) -> None:
         # The sandbox kills first: jupyter_client's own shutdown polls for the kernel's end every 0.1 s,

@@ -7,6 +7,7 @@ messages. Only a broken grader installation (HarnessError) propagates.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -23,7 +24,7 @@ from grader.assignment import Assignment, Check, ResourceRequest
 from grader.checks.catalog import ModelScore
 from grader.child import protocol
 from grader.context import CheckContext
-from grader.errors import LIMIT_KINDS, GraderError, HarnessError, NotebookError, StudentError
+from grader.errors import LIMIT_KINDS, GraderError, GraderFailure, HarnessError, NotebookError, StudentError
 from grader.exchange import write_value
 from grader.execution import Deadline, NotebookRunner
 from grader.kernel import KernelSession
@@ -61,13 +62,24 @@ def grade_safely(path: Path, assignment: Assignment, options: GradeOptions) -> G
         return grade_submission(path, assignment, options)
     except GraderError:
         raise
+    except GraderFailure as exc:
+        log.warning("the grader could not finish %s: %s", printable(Path(path).name), exc.message)
+        return grader_failure(path, assignment, options, exc.message)
     except Exception as exc:  # noqa: BLE001
         log.error("grading %s crashed:\n%s", printable(Path(path).name), printable(traceback.format_exc(),
                                                                                    limit=20_000))
-        message = f"the grader crashed on this submission ({type(exc).__name__}: {printable(exc, limit=300)}); " \
-                  "tell the course staff"
-        return zero_result(path, assignment, options, message=message, check_message=message,
-                           check_status=CheckStatus.ERROR)
+        return grader_failure(path, assignment, options, f"the grader crashed on this submission "
+                                                         f"({type(exc).__name__}: {printable(exc, limit=300)})")
+
+
+def grader_failure(path: Path, assignment: Assignment, options: GradeOptions, why: str) -> GradeResult:
+    """The result of a submission the grader could not finish: no grade, a status that says whose problem
+    it is, and no digest, so that a batch grades it again next time."""
+    message = (f"The grader could not finish grading this submission: {why}. This is not your fault and says "
+               "nothing about your work; it will be graded again (tell the course staff if it stays so).")
+    result = zero_result(path, assignment, options, message=message, check_message="not graded: the grader "
+                         "could not finish (not your fault)", check_status=CheckStatus.ERROR)
+    return dataclasses.replace(result, status=ResultStatus.GRADER_ERROR)
 
 
 def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) -> GradeResult:
@@ -133,6 +145,8 @@ def run_check(check: Check, context: CheckContext) -> CheckResult:
         outcome = check.run(context)
         if not isinstance(outcome, Outcome):
             raise TypeError(f"check returned {type(outcome).__name__}, not an Outcome")
+    except GraderFailure:
+        raise  # no check's points stand when the grader could not finish: see grade_safely
     except StudentError as exc:
         outcome = Outcome(0.0, exc.message, {"traceback": exc.traceback} if exc.traceback else {},
                           status=CheckStatus.ERROR if exc.kind in LIMIT_KINDS else None)

@@ -48,7 +48,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from grader.states import CheckStatus
+from grader.states import CheckStatus, ResultStatus
 
 CHECK_STATUSES = tuple(CheckStatus)
 
@@ -115,6 +115,11 @@ class GradeResult:
     # lms "canvas" | "moodle" | "", name, user_id, submission_id, participant_id, late); empty
     # outside a batch. Exports read it to give grades back to the LMS.
     student: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_grade(self) -> bool:
+        """False when the grader could not finish: its score is no grade, and nothing may show it as one."""
+        return self.status != ResultStatus.GRADER_ERROR
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

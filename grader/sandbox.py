@@ -907,6 +907,13 @@ class Sandbox:
         self._forked.append(kernel)
         return kernel
 
+    def kernel_mode(self) -> str:
+        """How this sandbox starts kernels, in words for an error message."""
+        if self.isolation == "none":
+            return "without a sandbox (--sandbox none)"
+        how = "forked from the kernel image" if self.image is not None else "started cold"
+        return f"in the {self.isolation!r} sandbox ({how})"
+
     def launch_kwargs(self) -> dict[str, Any]:
         return {"env": self.child_env(), "cwd": str(self.root),
                 "stdout": subprocess.DEVNULL, "stderr": self._kernel_log, "stdin": subprocess.DEVNULL}
@@ -963,15 +970,54 @@ def start_trusted(argv: list[str], *, memory_mb: int | None, threads: int, devic
                             stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
 
 
-def finish_trusted(process: subprocess.Popen, *, timeout_s: float, stdin: str = "") -> subprocess.CompletedProcess:
-    """Give a start_trusted process its input and wait for it; killed (and TimeoutExpired) at the timeout."""
+class Stalled(Exception):
+    """A trusted process was stopped by its runaway guard; the message says which guard."""
+
+
+def finish_trusted(process: subprocess.Popen, *, stall_s: float, max_cpu_s: float | None = None,
+                   stdin: str = "") -> subprocess.CompletedProcess:
+    """Give a start_trusted process its input and wait for it, however long a busy machine makes that.
+
+    The guard watches the process's CPU time, not the clock: it is killed (and Stalled raised) only
+    when it used no CPU at all for `stall_s` seconds (hung: a machine that is merely busy still gives
+    it some) or more than `max_cpu_s` seconds of CPU in all (a runaway)."""
+    text, last_cpu, last_progress = stdin, -1.0, time.monotonic()
+    while True:
+        try:
+            stdout, stderr = process.communicate(text, timeout=TRUSTED_POLL_S)
+            return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        except subprocess.TimeoutExpired:
+            text = None  # given once; communicate keeps what it has read so far
+        cpu, now = cpu_seconds(process.pid), time.monotonic()
+        if cpu > last_cpu:
+            last_cpu, last_progress = cpu, now
+        why = (f"it used no CPU for {stall_s:.0f} s" if now - last_progress > stall_s
+               else f"it used more than {max_cpu_s:.0f} s of CPU time" if max_cpu_s and cpu > max_cpu_s else "")
+        if why:
+            process.kill()
+            process.communicate()
+            raise Stalled(why)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system, all threads) a process has used so far; 0 once it is gone."""
     try:
-        stdout, stderr = process.communicate(stdin, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-        raise
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+TRUSTED_POLL_S = 1.0
+KERNEL_START_TIMEOUT_S = 180.0  # a cold kernel on a machine at 15 % of one CPU is ready in about 20 s
+FIRST_WAIT_S = 0.005
+FIRST_IDLE_WAIT_S = 0.05
+MAX_WAIT_S = 2.0
+RESEND_AFTER_S = 30.0
+
+
+class KernelNotReady(RuntimeError):
+    """A started kernel did not become ready; the message says what did not answer."""
 
 
 class CappedKernelClient(AsyncKernelClient):
@@ -989,28 +1035,50 @@ class CappedKernelClient(AsyncKernelClient):
 
     async def _async_wait_for_ready(self, timeout: float | None = None) -> None:
         """Ready once the kernel answered kernel_info on shell and went idle after it on IOPub (which
-        proves IOPub connected too). jupyter_client's own wait then listens for 0.2 s of IOPub
-        silence, a fifth of a second on every kernel start. An idle status published before IOPub's
-        subscription reached the kernel is lost: ask again soon rather than wait for it."""
-        deadline = time.monotonic() + (timeout if timeout is not None else 60.0)
+        proves IOPub connected too; jupyter_client's own wait listens for 0.2 s of IOPub silence
+        instead, a fifth of a second on every start).
+
+        One request at a time, and a reply to any request sent counts: a busy kernel answers every
+        request it gets, so asking again while an answer is on its way only buries the kernel under
+        work nobody reads (on a loaded machine, a new request every second kept a kernel behind for
+        good). Waits grow from a few milliseconds, so an idle machine pays nothing. An idle status
+        published before IOPub's subscription reached the kernel is lost: then one more request."""
+        timeout = KERNEL_START_TIMEOUT_S if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        sent: set[str] = set()
+        request, asked_at, answered = None, 0.0, False
+        wait, idle_wait = FIRST_WAIT_S, FIRST_IDLE_WAIT_S
         while True:
-            request = self.kernel_info()
+            if request is None:
+                request, asked_at = self.kernel_info(), time.monotonic()
+                sent.add(request)
             try:
-                reply = await self.shell_channel.get_msg(timeout=1)
+                reply = await self.shell_channel.get_msg(timeout=wait)
             except Empty:
                 reply = None
             if reply is not None and reply["msg_type"] == "kernel_info_reply" \
-                    and reply["parent_header"].get("msg_id") == request:
-                if await self._idle_after(request, timeout=0.05):
-                    self._handle_kernel_info_reply(reply)
+                    and reply["parent_header"].get("msg_id") in sent:
+                answered, request = True, None
+                self._handle_kernel_info_reply(reply)
+                if await self._idle_after(sent, timeout=idle_wait):
                     return
+                idle_wait = min(idle_wait * 2, MAX_WAIT_S)
+                continue
+            if reply is not None:
+                continue  # a reply to something else: read on at once
             if not await self._async_is_alive():
-                raise RuntimeError("Kernel died before replying to kernel_info")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
+                raise KernelNotReady("the kernel died before it answered")
+            now = time.monotonic()
+            if now > deadline:
+                what = ("published nothing on IOPub after answering kernel_info" if answered
+                        else "did not answer kernel_info on its shell channel")
+                raise KernelNotReady(f"the kernel {what} within {timeout:.0f} s")
+            wait = min(wait * 2, MAX_WAIT_S)
+            if now - asked_at > RESEND_AFTER_S:
+                request = None  # a request lost on the way: ask again, once in a long while
 
-    async def _idle_after(self, request: str, *, timeout: float) -> bool:
-        """Read IOPub up to the idle status of `request` (earlier messages are start-up noise)."""
+    async def _idle_after(self, requests: set[str], *, timeout: float) -> bool:
+        """Read IOPub up to an idle status of one of `requests` (earlier messages are start-up noise)."""
         end = time.monotonic() + timeout
         while (left := end - time.monotonic()) > 0:
             try:
@@ -1018,7 +1086,7 @@ class CappedKernelClient(AsyncKernelClient):
             except Empty:
                 return False
             if message["msg_type"] == "status" and message["content"].get("execution_state") == "idle" \
-                    and message["parent_header"].get("msg_id") == request:
+                    and message["parent_header"].get("msg_id") in requests:
                 return True
         return False
 

@@ -33,4 +33,8 @@ class ResultStatus(StrEnum):
     """A submission's result in result.json."""
 
     GRADED = "graded"
-    ERROR = "error"  # not gradable (unreadable, or the grader could not run it): every check is an error
+    ERROR = "error"  # not gradable: the submission is unreadable, or not this assignment's (the student's problem)
+    # the grader could not finish (its trainer died or stalled, it crashed, no kernel would start): not the
+    # student's fault and never a grade; LMSs record no score, exports leave the cell empty, a batch grades
+    # it again on its next run
+    GRADER_ERROR = "grader-error"

@@ -26,7 +26,39 @@ REPO = Path(__file__).resolve().parent.parent
 LAUNCH = REPO / "grader" / "child" / "launch.py"
 
 _INIT = textwrap.dedent('''
-    import json, os, sys, tempfile
+    import ctypes, json, os, struct, sys, tempfile
+
+    def deny_namespaces_and_drop_capabilities():
+        # Docker's default seccomp profile and capability set, as far as a sandbox can tell: no new
+        # namespaces (unshare, setns, clone with CLONE_NEW*; clone3 "not implemented", so that libc falls
+        # back to clone), no mounts, and only Docker's 14 default capabilities (no CAP_SYS_ADMIN)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+        allow, eperm, enosys = 0x7FFF0000, 0x00050001, 0x00050026
+        unshare, setns, clone, clone3, mount, umount2 = 272, 308, 56, 435, 165, 166
+        clone_new = 0x7E020080  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET | NEWTIME
+        ld, jeq, jset, ret = 0x20, 0x15, 0x45, 0x06
+        program = [
+            (ld, 0, 0, 4), (jeq, 1, 0, 0xC000003E), (ret, 0, 0, allow),  # not x86_64: leave it be
+            (ld, 0, 0, 0),
+            (jeq, 0, 1, unshare), (ret, 0, 0, eperm),
+            (jeq, 0, 1, setns), (ret, 0, 0, eperm),
+            (jeq, 0, 1, mount), (ret, 0, 0, eperm),
+            (jeq, 0, 1, umount2), (ret, 0, 0, eperm),
+            (jeq, 0, 1, clone3), (ret, 0, 0, enosys),
+            (jeq, 0, 3, clone), (ld, 0, 0, 16), (jset, 0, 1, clone_new), (ret, 0, 0, eperm),
+            (ret, 0, 0, allow),
+        ]
+        filters = b"".join(struct.pack("HBBI", *instruction) for instruction in program)
+        buffer = ctypes.create_string_buffer(filters)
+        fprog = struct.pack("HxxxxxxQ", len(program), ctypes.addressof(buffer))
+        fprog_buffer = ctypes.create_string_buffer(fprog)
+        if libc.prctl(22, 2, ctypes.addressof(fprog_buffer), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+            raise OSError(ctypes.get_errno(), "seccomp")
+        kept = {0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31}  # Docker's default capabilities
+        for capability in range(41):
+            if capability not in kept:
+                libc.prctl(24, capability, 0, 0, 0)  # PR_CAPBSET_DROP (a root exec gets the bounding set)
     sys.path.insert(0, os.path.dirname(LAUNCH))
     import launch
     spec = json.loads(sys.argv[1])
@@ -41,6 +73,8 @@ _INIT = textwrap.dedent('''
         os.rmdir(staging)
     for source, target in spec["binds"]:
         launch._bind(source, target, read_only=False)
+    if spec["docker"]:
+        deny_namespaces_and_drop_capabilities()
     if spec["user"] is not None:
         uid, gid = spec["user"]
         os.setgroups([])
@@ -68,11 +102,13 @@ def _unreadable_parents() -> list[tuple[str, str]]:
 
 def run_in_container(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None,
                      user: tuple[int, int] | None = None, binds: list[tuple[Path, Path]] = (),
-                     timeout: float = 600) -> subprocess.CompletedProcess:
+                     timeout: float = 600, docker: bool = False) -> subprocess.CompletedProcess:
     """Run argv as root (or as `user`) in a container-like view of this machine; binds are
-    (host path, path inside) pairs, e.g. a root-only directory holding course and data."""
+    (host path, path inside) pairs, e.g. a root-only directory holding course and data. With `docker`,
+    as Docker's defaults confine a container: namespace creation and mounts denied by a seccomp filter,
+    Docker's default capabilities only (a grader there finds no namespaces and degrades by itself)."""
     spec = {"expose": _unreadable_parents(), "binds": [[str(a), str(b)] for a, b in binds],
-            "user": list(user) if user else None, "cwd": str(cwd),
+            "user": list(user) if user else None, "cwd": str(cwd), "docker": docker,
             "env": {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "LANG": "C.UTF-8",
                     "HOME": str(cwd), **(env or {})}}
     command = ["unshare", "--mount", "--propagation", "private", "--", sys.executable, "-I", "-S", "-c", _INIT,

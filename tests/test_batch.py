@@ -121,7 +121,7 @@ def test_a_grader_crash_on_one_submission_does_not_stop_the_batch(tmp_path, monk
     out = tmp_path / "out"
     assert main(["batch", str(submissions), "--assignment", "gradient-descent", "--out", str(out)]) == 0
     alice = json.loads((out / "alice" / "result.json").read_text())
-    assert alice["status"] == "error" and alice["score"] == 0 and alice["submission_sha256"] == ""
+    assert alice["status"] == "grader-error" and alice["score"] == 0 and alice["submission_sha256"] == ""
     assert "the grader crashed on this submission (ValueError: unexpected)" in alice["message"]
     assert json.loads((out / "bob" / "result.json").read_text())["score"] == 14
 

@@ -120,13 +120,14 @@ def test_data_json_names_the_assignment_when_the_question_holds_several_specs(tm
      "This notebook is the one for the assignment 'deep-mlp' (its metadata says so)"),
     ({"gradient_descent.ipynb": b"{ not json"}, "gradient_descent.ipynb is not a notebook: invalid JSON"),
 ], ids=["nothing", "two-notebooks", "another-assignment", "not-json"])
-def test_a_student_s_unrunnable_submission_is_gradable_and_says_why(tmp_path, schema, uploads, words):
+def test_an_upload_without_a_gradable_notebook_is_not_gradable_and_says_why(tmp_path, schema, uploads, words):
+    # PrairieLearn's external-grading documentation: `gradable: false` for a submission that cannot be graded
+    # (its compile errors); the student sees the message, and the attempt is not counted
     root = grade_tree(tmp_path, uploads)
     code, results = run_entry_point(root)
     assert code == 0 and problems(schema, results) == []
-    assert results["gradable"] is True and results["score"] == 0.0  # the student's doing: the attempt counts
-    assert results["message"].startswith("This submission could not be graded: ") and words in results["message"]
-    assert len(results["tests"]) == 8
+    assert results["gradable"] is False and words in results["message"]
+    assert "not your fault" not in results["message"]
 
 
 def test_when_the_grader_cannot_work_the_attempt_is_not_counted(tmp_path, schema, monkeypatch, capsys):
@@ -149,7 +150,7 @@ def test_a_crash_of_the_grader_is_not_counted_either(tmp_path, schema, monkeypat
     assert problems(schema, results) == [] and results["gradable"] is False
     assert "the grader crashed on this submission (RuntimeError: a bug in the grader)" in results["message"]
     staff = json.loads((root / "results" / "grader" / "result.json").read_text())
-    assert staff["status"] == "error"
+    assert staff["status"] == "grader-error"
 
 
 def test_a_question_without_its_spec_is_not_counted_against_the_student(tmp_path, schema):

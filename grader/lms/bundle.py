@@ -227,10 +227,10 @@ rm -f "$ROOT/results/results.json"  # a file from before must never stand for th
     --sandbox "${{GRADER_SANDBOX:-auto}}" --sandbox-user "$GRADER_SANDBOX_USER"
 status=$?
 if [ ! -s "$ROOT/results/results.json" ]; then
-  # the grader could not even start: a page that says so, never an empty one
-  mkdir -p "$ROOT/results"
-  printf '%s\\n' '{{"score": 0.0, "output": "The autograder could not run, so this submission was not graded. This is not your fault: tell your course staff.", "output_format": "text", "stdout_visibility": "hidden", "tests": []}}' > "$ROOT/results/results.json"
-  echo "run_autograder: grader exited with status $status and wrote no results.json" >&2
+  # The grader failed, not the submission: no results.json, so Gradescope records no score and tells the
+  # student the autograder failed; this output (staff only) says why. Regrade once it is fixed.
+  echo "run_autograder: the grader could not grade this submission (exit status $status); no results.json was written, so Gradescope records no score"
+  exit $(( status == 0 ? 1 : status ))
 fi
 exit 0
 """

@@ -24,7 +24,7 @@ from typing import Any
 
 from grader.lms.grading import LmsGrade, close_tree, grade_upload, remove_stale, write_json
 from grader.pipeline import GradeOptions
-from grader.reports.gradescope import failure_json, results_json
+from grader.reports.gradescope import results_json
 
 DEFAULT_ROOT = Path("/autograder")
 
@@ -75,13 +75,16 @@ def prepare(tree: GradescopeTree) -> bool:
 
 def run(tree: GradescopeTree, *, assignment_id: str | None, options: GradeOptions, closed: bool,
         audience: str = "student", leaderboard: bool = True) -> LmsGrade:
-    """Grade the upload and write results/results.json, whatever happens to the submission."""
+    """Grade the upload and write results/results.json, whatever happens to the submission; but when the
+    grader itself failed, write none. Gradescope's specification has no "not graded" result: without a
+    results.json it records no score, shows the student that the autograder failed, and shows staff
+    run_autograder's output, which says why (and they can regrade)."""
     lms = {"name": "gradescope", "root": str(tree.root),
            "root_closed": "root only (0700), the sandbox user cannot enter it" if closed else "not changed"}
     graded = grade_upload(tree.submission, assignment_id=assignment_id, options=options, out_dir=tree.staff_dir,
                           lms=lms, audience=audience, student=student_of(tree.metadata))
-    write_results(tree, results_json(graded.result, leaderboard=leaderboard) if graded.result is not None
-                  else failure_json(graded.fault))
+    if graded.result is not None and not graded.fault:
+        write_results(tree, results_json(graded.result, leaderboard=leaderboard))
     return graded
 
 

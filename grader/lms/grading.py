@@ -28,7 +28,7 @@ from grader.assignment import Assignment, find_assignment, load_assignments
 from grader.errors import GraderError, UsageError
 from grader.lms.submission import find_notebook, wrong_assignment
 from grader.notebook_io import sha256_of
-from grader.pipeline import GradeOptions, grade_safely, zero_result
+from grader.pipeline import GradeOptions, grade_safely, grader_failure, zero_result
 from grader.reports.outputs import write_outputs
 from grader.results import GradeResult
 from grader.states import CheckStatus, ResultStatus
@@ -43,6 +43,9 @@ class LmsGrade:
 
     result: GradeResult | None  # None: not even the assignment could be loaded
     fault: str = ""  # the grader's own failure ("" when the grading stands, whatever its score)
+    # what is wrong with the upload itself (no notebook, two, not a notebook, another assignment's), in the
+    # student's words: graded 0 on Gradescope, not gradable on PrairieLearn ("" for a notebook graded)
+    bad_upload: str = ""
 
 
 def close_tree(root: Path) -> bool:
@@ -75,39 +78,34 @@ def grade_upload(upload_dir: Path, *, assignment_id: str | None, options: GradeO
         return LmsGrade(None, fault=f"{NOT_YOUR_FAULT} (The grader's configuration: {exc.message})")
     with tempfile.TemporaryDirectory(prefix="grader-cache-") as cache:  # 0700, root's: the kernel cannot read it
         options = dataclasses.replace(options, cache_dir=Path(cache))
-        result, fault = _grade(upload_dir, assignment, options)
-    result = dataclasses.replace(result, environment={**result.environment, "lms": lms},
-                                 student=student or result.student)
+        graded = _grade(upload_dir, assignment, options)
+    result = dataclasses.replace(graded.result, environment={**graded.result.environment, "lms": lms},
+                                 student=student or graded.result.student)
     try:
         write_outputs(result, out_dir, audience=audience)
     except OSError as exc:  # staff's copy only: the LMS's own results file must still be written
         print(f"grader: warning: result.json and feedback not written to {out_dir}: {exc}", file=sys.stderr)
-    return LmsGrade(result, fault)
+    return dataclasses.replace(graded, result=result)
 
 
-def _grade(upload_dir: Path, assignment: Assignment, options: GradeOptions) -> tuple[GradeResult, str]:
+def _grade(upload_dir: Path, assignment: Assignment, options: GradeOptions) -> LmsGrade:
     upload = find_notebook(upload_dir, expected=assignment.notebook)
     if upload.notebook is None:
-        return _zero(upload_dir / assignment.notebook, assignment, options, upload.problem), ""
+        return LmsGrade(_zero(upload_dir / assignment.notebook, assignment, options, upload.problem),
+                        bad_upload=upload.problem)
     notebook = upload.notebook
     mismatch = wrong_assignment(notebook, assignment)
     if mismatch:
-        return _zero(notebook, assignment, options, mismatch, sha256=_digest(notebook)), ""
+        return LmsGrade(_zero(notebook, assignment, options, mismatch, sha256=_digest(notebook)), bad_upload=mismatch)
     try:
         result = grade_safely(notebook, assignment, options)
     except GraderError as exc:  # the grader cannot work here: every submission would fail the same way
-        message = f"{NOT_YOUR_FAULT} (The grader: {exc.message})"
-        return zero_result(notebook, assignment, options, message=message, check_message=message,
-                           check_status=CheckStatus.ERROR, sha256=_digest(notebook)), message
-    if crashed(result):
-        return result, f"{NOT_YOUR_FAULT} ({result.message})"
-    return result, ""
-
-
-def crashed(result: GradeResult) -> bool:
-    """grade_safely's result for a grader crash: an error whose every check is an error."""
-    return result.status == ResultStatus.ERROR and bool(result.checks) \
-        and all(c.status == CheckStatus.ERROR for c in result.checks)
+        result = grader_failure(notebook, assignment, options, exc.message)
+    if result.status == ResultStatus.GRADER_ERROR:  # its message says it is not the student's fault
+        return LmsGrade(result, fault=result.message)
+    if result.status == ResultStatus.ERROR:  # not a notebook the grader can read
+        return LmsGrade(result, bad_upload=result.message)
+    return LmsGrade(result)
 
 
 def _zero(path: Path, assignment: Assignment, options: GradeOptions, message: str, *, sha256: str = "") \

@@ -10,7 +10,8 @@ PrairieLearn's layout ("External Grading", The Grading Process), under the root 
     results/grader/      result.json and feedback.html, for staff
 
 The data root and the sandbox user come from the image (GRADER_DATA, GRADER_SANDBOX_USER; see
-grader/lms/prairielearn-image/Dockerfile). `gradable: false` only when the grader could not work.
+grader/lms/prairielearn-image/Dockerfile). `gradable: false` when the grader could not work, or when the
+upload holds no notebook it can grade (none, two, not a notebook, another assignment's).
 """
 
 from __future__ import annotations
@@ -77,8 +78,10 @@ def run(tree: PrairieLearnTree, *, assignment_id: str | None, options: GradeOpti
            "root_closed": "root only (0700), the sandbox user cannot enter it" if closed else "not changed"}
     graded = grade_upload(tree.student, assignment_id=assignment_id or assignment_in(tree.data_json),
                           options=options, out_dir=tree.staff_dir, lms=lms, audience=audience)
-    if graded.result is None or graded.fault:
-        write_json(tree.results_file, not_gradable_json(graded.fault))
+    if graded.result is None or graded.fault or graded.bad_upload:
+        # the grader's failure, or an upload that holds no gradable notebook: PrairieLearn's external-grading
+        # documentation asks for `gradable: false` for both, and then does not count the attempt
+        write_json(tree.results_file, not_gradable_json(graded.fault or graded.bad_upload))
     else:
         write_json(tree.results_file, results_json(graded.result))
     return graded

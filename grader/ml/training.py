@@ -25,13 +25,23 @@ from typing import Any
 
 import numpy as np
 
-from grader.errors import StudentError
+from grader.errors import GraderFailure, StudentError
 from grader.exchange import ExchangeError, read_value
 from grader.ml.budget import Budget
 from grader.ml.description import ModelDescription
 from grader.ml.task import ModelTask, TaskData
 from grader.ml.trainer import WAIT_FOR_JOB
-from grader.sandbox import Sandbox, finish_trusted, start_trusted
+from grader.sandbox import Sandbox, Stalled, finish_trusted, start_trusted
+
+
+TRAINER_STALL_S = 300.0  # no CPU used at all for this long: the trainer hangs
+TRAINER_START_CPU_S = 120.0  # what the trainer spends before training (imports, data), on top of the budget
+
+
+def max_cpu_seconds(task: ModelTask, setup: TrainingSetup) -> float:
+    """The training run's CPU-time guard: the task's wall-clock allowance on an idle machine, on each of
+    the trainer's threads. Far above what a model within the task's rules needs."""
+    return task.max_train_seconds * max(1, setup.threads)
 
 
 @dataclass(frozen=True)
@@ -100,10 +110,10 @@ def train(description: ModelDescription, task: ModelTask, data: TaskData, budget
     try:
         _write_job(job, description, task, data, budget, setup)
         try:
-            done = finish_trusted(_take_trainer(setup), stdin=f"{job}\n", timeout_s=task.max_train_seconds + 120)
-        except subprocess.TimeoutExpired:
-            raise StudentError(f"training did not finish within {task.max_train_seconds + 120:.0f} s",
-                               kind="timeout") from None
+            done = finish_trusted(_take_trainer(setup), stdin=f"{job}\n", stall_s=TRAINER_STALL_S,
+                                  max_cpu_s=max_cpu_seconds(task, setup) + TRAINER_START_CPU_S)
+        except Stalled as exc:
+            raise GraderFailure(f"its training process was stopped by the grader's runaway guard ({exc})") from None
         answer = _answer(job, done)
     finally:
         shutil.rmtree(job, ignore_errors=True)
@@ -156,7 +166,7 @@ def _write_job(job: Path, description: ModelDescription, task: ModelTask, data: 
     spec = {"model": graph.to_answer(), "state_files": state_files, "seed": setup.seed, "device": setup.device,
             "threads": setup.threads, "input_style": description.input_style, "tuple_index": description.tuple_index,
             "loss_kind": loss_kind(task, description, budget), "n_outputs": task.n_outputs,
-            "max_seconds": task.max_train_seconds, "data": {k: str(v) for k, v in data.files().items()},
+            "max_cpu_seconds": max_cpu_seconds(task, setup), "data": {k: str(v) for k, v in data.files().items()},
             "budget": {"optimizer": budget.optimizer, "lr": budget.lr, "epochs": budget.epochs,
                        "batch_size": budget.batch_size}}
     (job / "job.json").write_text(json.dumps(spec))
@@ -168,8 +178,8 @@ def _answer(job: Path, done: subprocess.CompletedProcess) -> Any:
         answer = read_value(fd, "out")
     except ExchangeError:
         tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-        raise StudentError(f"the grader's training process failed (exit status {done.returncode}"
-                           + (f": {tail[:300]}" if tail else "") + ")", kind="died") from None
+        raise GraderFailure(f"its training process failed (exit status {done.returncode}"
+                            + (f": {tail[:300]}" if tail else "") + ")") from None
     finally:
         os.close(fd)
     if isinstance(answer, dict) and "error" in answer:
@@ -177,7 +187,11 @@ def _answer(job: Path, done: subprocess.CompletedProcess) -> Any:
         raise StudentError(f"the model could not be trained: {error.get('type', 'Error')}: "
                            f"{str(error.get('message', ''))[:300]}", kind="exception")
     if not isinstance(answer, dict) or "ok" not in answer:
-        raise StudentError("the grader's training process gave no record", kind="broken")
+        raise GraderFailure("its training process gave no record")
+    if isinstance(answer["ok"], dict) and answer["ok"].get("runaway"):
+        # stopped for taking far longer than the budget implies: a partial run is never scored
+        raise GraderFailure(f"its training run was stopped by the grader's runaway guard "
+                            f"({str(answer['ok']['runaway'])[:300]})")
     return answer["ok"]
 
 

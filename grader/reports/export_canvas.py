@@ -19,7 +19,7 @@ Canvas lists such a row as a student it does not know, for the TA to settle.
 
 from __future__ import annotations
 
-from grader.reports.gradebook import Export, ExportFormat, Gradebook, csv_text
+from grader.reports.gradebook import Export, ExportFormat, Gradebook, csv_text, exported_score, not_graded_warning
 
 STUDENT_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
 
@@ -32,11 +32,9 @@ def render(book: Gradebook, *, checks: bool = False) -> Export:
             warnings.append(f"{row.student}: no Canvas user id (not from a Canvas download); "
                             "its row has an empty ID and the folder name as Student")
         for assignment, record in row.records.items():
-            if record.result.status != "graded":
-                warnings.append(f"{record.folder}: {assignment} could not be graded (status "
-                                f"{record.result.status}); its score {record.result.score:g} is exported")
+            warnings.extend(not_graded_warning(record))
         student = row.name if row.user_id else row.student
-        scores = [row.records[a].result.score if a in row.records else None for a in book.assignments]
+        scores = [exported_score(row.records[a]) if a in row.records else None for a in book.assignments]
         lines.append([student, row.user_id, "", "", "", *scores])
     return Export(csv_text([*STUDENT_COLUMNS, *book.assignments], lines), tuple(warnings))
 

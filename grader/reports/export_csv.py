@@ -46,7 +46,7 @@ def _cells(record: Record | None, check_ids: list[str]) -> list[object]:
     result = record.result
     submission = record.lms_field("submission_id") or record.lms_field("participant_id")
     scores = {c.id: c.score for c in result.checks}
-    return [result.score, result.max_score, result.status, record.late, submission, result.submission_sha256,
+    return [result.score if result.has_grade else None, result.max_score, result.status, record.late, submission, result.submission_sha256,
             record.graded_at, *(scores.get(c) for c in check_ids)]
 
 

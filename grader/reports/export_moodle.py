@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import html
 
-from grader.reports.gradebook import Export, ExportFormat, Gradebook, Record, csv_text, printable, student_checks
+from grader.reports.gradebook import (Export, ExportFormat, Gradebook, Record, csv_text, exported_score,
+                                      not_graded_warning, printable, student_checks)
 
 HEADER = ("Identifier", "Full name", "Grade", "Maximum grade", "Last modified (grade)", "Feedback comments")
 
@@ -35,13 +36,11 @@ def render(book: Gradebook, *, checks: bool = False) -> Export:
         if not participant:
             warnings.append(f"{record.folder}: no Moodle participant id (not from a Moodle download); "
                             "its row has an empty Identifier and the folder name as Full name")
-        if record.result.status != "graded":
-            warnings.append(f"{record.folder}: {record.assignment} could not be graded (status "
-                            f"{record.result.status}); its score {record.result.score:g} is exported")
+        warnings.extend(not_graded_warning(record))
         result = record.result
         lines.append([f"Participant {participant}" if participant else "",
                       record.name if participant else record.folder,
-                      result.score, result.max_score, record.graded_at, feedback(record)])
+                      exported_score(record), result.max_score, record.graded_at, feedback(record)])
     return Export(csv_text(HEADER, lines), tuple(warnings))
 
 

@@ -136,6 +136,24 @@ class Gradebook:
         return sorted(rows, key=lambda row: (row.student.casefold(), row.student)), warnings
 
 
+def exported_score(record: Record) -> float | None:
+    """The score an LMS import gets: none (an empty cell) when the grader could not finish, so that a
+    grader's failure never lands in a gradebook as a zero."""
+    return record.result.score if record.result.has_grade else None
+
+
+def not_graded_warning(record: Record) -> list[str]:
+    """What a TA should hear about a record that is not a plain grade."""
+    result = record.result
+    if not result.has_grade:
+        return [f"{record.folder}: {record.assignment} was not graded: the grader could not finish; its cell is "
+                "left empty (run the batch again to grade it)"]
+    if result.status != "graded":
+        return [f"{record.folder}: {record.assignment} could not be graded (status {result.status}); its score "
+                f"{result.score:g} is exported"]
+    return []
+
+
 def _join_key(record: Record) -> str:
     if record.lms == "canvas" and record.lms_field("user_id"):
         return f"canvas user {record.lms_field('user_id')}"

@@ -57,12 +57,6 @@ def results_json(result: GradeResult, *, leaderboard: bool = True) -> dict[str, 
     return document
 
 
-def failure_json(message: str) -> dict[str, Any]:
-    """results.json when not even the assignment could be loaded: a page that says so, never an empty one."""
-    return {"score": 0.0, "output": f"<p><strong>{escape(message)}</strong></p>", "output_format": "html",
-            "stdout_visibility": STDOUT_VISIBILITY, "tests": []}
-
-
 def test_entry(number: int, check: CheckResult, view: CheckView, budget: "_Budget") -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": check.name,
@@ -86,7 +80,7 @@ def test_entry(number: int, check: CheckResult, view: CheckView, budget: "_Budge
 def summary_html(page: FeedbackPage) -> str:
     parts = [f"<p><strong>Score: {escape(page.score)} / {escape(page.max_score)}</strong> "
              f"({escape(page.assignment)}, {escape(page.submission)})</p>"]
-    if page.status == "error":
+    if page.status != "graded":
         parts.append(f"<p><strong>This submission could not be graded.</strong> {escape(page.message)}</p>")
     elif page.message:
         parts.append(f"<p>{escape(page.message)}</p>")

@@ -213,7 +213,7 @@ class FeedbackPage:
 def feedback_page(result: GradeResult, *, audience: str) -> FeedbackPage:
     sandbox = result.environment.get("sandbox")
     sandbox = sandbox if isinstance(sandbox, dict) else {}
-    graded = result.status != "error"
+    graded = result.status == "graded"
     checks = tuple(check_view(check, audience=audience, graded=graded) for check in result.checks)
     return FeedbackPage(
         audience=audience,
@@ -487,8 +487,8 @@ class SummaryPage:
 
 def summary_page(entries: list[SummaryEntry], *, title: str) -> SummaryPage:
     rows = [student_row(e) for e in entries]
-    graded = [e.result for e in entries if e.result.status != "error"]
-    scores, max_score, unit = comparable_scores([e.result for e in entries])
+    graded = [e.result for e in entries if e.result.status == "graded"]
+    scores, max_score, unit = comparable_scores([e.result for e in entries if e.result.has_grade])
     rates = check_rates(graded)
     histogram = plots.score_histogram(scores, max_score=max_score, unit=unit) if scores else None
     chart = plots.pass_rate_chart([(r.id, r.passed / r.total) for r in rates]) if rates else None

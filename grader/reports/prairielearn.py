@@ -73,7 +73,7 @@ def fraction(score: Any, max_score: Any) -> float:
 
 def summary_text(page: FeedbackPage) -> str:
     line = f"Score: {page.score} / {page.max_score} points ({page.assignment}, {page.submission})."
-    if page.status == "error":
+    if page.status != "graded":
         return f"This submission could not be graded: {page.message} {line}"
     if page.problems:
         line += f" {len(page.problems)} cell(s) of the notebook had problems: see the output below."

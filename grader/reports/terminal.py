@@ -43,4 +43,6 @@ def print_summary(result: GradeResult, console: Console | None = None, *, score_
         console.print(rich_text(f"sandbox: {note}", style))
     total = result.timings.get("total_s")
     timing = f" in {total:.1f} s" if total else ""
+    if not result.has_grade:
+        score_line = f"not graded: the grader could not finish (out of {result.max_score:g})"
     console.print(Text(score_line or f"score: {result.score:g} / {result.max_score:g}", style="bold") + Text(timing))
