@@ -17,6 +17,7 @@ Anything else is a plain submission named after its file or folder.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import stat
 import zipfile
@@ -183,21 +184,44 @@ def extract_zip(archive: Path, staging: Path) -> list[str]:
                 if member.file_size > MAX_MEMBER_BYTES or total > MAX_TOTAL_BYTES:
                     problems.append(f"{archive.name}: {member.filename!r} refused: too large")
                     continue
-                target = staging.joinpath(*PurePosixPath(member.filename).parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
+                parts = [_fitting(part) for part in PurePosixPath(member.filename).parts]
+                target = staging.joinpath(*parts)
+                if parts != list(PurePosixPath(member.filename).parts):
+                    problems.append(f"{archive.name}: {member.filename!r}: a name longer than the file system "
+                                    f"allows, shortened to {'/'.join(parts)!r}")
+                created, why = False, "it expands beyond its declared size"
                 try:
-                    with zf.open(member) as src, open(target, "wb") as dst:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(member) as src, open(target, "xb") as dst:
+                        created = True
                         complete = _copy_capped(src, dst, MAX_MEMBER_BYTES)
-                except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                except FileExistsError:
+                    complete, why = False, "a file or folder of the same name is already there"
+                except OSError as exc:  # the disk will not take it (a file where a folder must be): others go on
+                    complete, why = False, f"it could not be extracted ({exc.strerror or exc})"
+                except (zipfile.BadZipFile, EOFError) as exc:
                     complete, why = False, f"it is damaged ({exc})"
-                else:
-                    why = "it expands beyond its declared size"
                 if not complete:
-                    target.unlink(missing_ok=True)
+                    if created:
+                        target.unlink(missing_ok=True)
                     problems.append(f"{archive.name}: {member.filename!r} refused: {why}")
     except zipfile.BadZipFile as exc:
         raise UsageError(f"{archive.name} is not a readable zip file ({exc})") from None
     return problems
+
+
+MAX_NAME_BYTES = 255  # one path component, on every common Linux file system
+
+
+def _fitting(part: str) -> str:
+    """A path component the file system takes: over-long names keep their start, a digest of the whole
+    (two long names with one start stay two) and their suffix, within MAX_NAME_BYTES."""
+    if len(part.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES:
+        return part
+    suffix = PurePosixPath(part).suffix if len(PurePosixPath(part).suffix) <= 16 else ""
+    digest = hashlib.sha256(part.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    keep = part.encode("utf-8", "surrogatepass")[:MAX_NAME_BYTES - len(suffix) - len(digest) - 2]
+    return f"{keep.decode('utf-8', 'ignore')}-{digest}{suffix}"
 
 
 def _unsafe_member(member: zipfile.ZipInfo) -> str:

@@ -42,6 +42,22 @@ def test_zip_members_that_escape_or_link_are_refused(tmp_path):
     assert "'carol/hw.ipynb' refused: a symbolic link" in reasons
 
 
+def test_one_member_the_disk_will_not_take_loses_no_one_else(tmp_path):
+    # a folder name of 300 bytes (100 CJK characters), a notebook where another member needs a folder
+    notebook = (SOLUTIONS / "gradient_descent.ipynb").read_bytes()
+    long_folder = "学" * 100
+    archive = _zip(tmp_path / "export.zip",
+                   {f"{long_folder}/hw.ipynb": notebook, "x.ipynb": notebook, "x.ipynb/y.ipynb": notebook,
+                    "alice/hw.ipynb": notebook})
+    out = tmp_path / "out"
+    assert main(["batch", str(archive), "--assignment", "gradient-descent", "--out", str(out)]) == 0
+    graded = {p.parent.name for p in out.glob("*/result.json")}
+    assert "alice" in graded and "x" in graded and len(graded) == 3  # the shortened folder's student too
+    problems = (out / "intake-problems.txt").read_text()
+    assert "'x.ipynb/y.ipynb' refused: a file or folder of the same name is already there" in problems
+    assert "a name longer than the file system allows, shortened to" in problems
+
+
 def test_directory_intake_skips_links_and_names_students(tmp_path):
     (tmp_path / "alice.ipynb").write_text("{}")
     (tmp_path / "bob").mkdir()

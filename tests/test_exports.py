@@ -20,7 +20,7 @@ import pytest
 from conftest import SOLUTIONS
 from grader.cli import main
 from grader.intake import StudentIdentity, canvas_identity, collect, moodle_identity
-from grader.reports.gradebook import read_batches, spreadsheet_cell, spreadsheet_text
+from grader.reports.gradebook import csv_text, read_batches, spreadsheet_cell, spreadsheet_text
 from grader.results import CheckResult, GradeResult
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
@@ -244,6 +244,11 @@ def test_spreadsheet_formulas_in_student_text_are_neutralised_and_scores_stay_nu
         "'=SUM(A1)", "'+1", "'-2", "'@x", "'\tx", "plain", ""]
     assert [spreadsheet_cell(v) for v in (14.0, 7.5, 0, -1.0, 1 / 3, None, True)] == [
         14, 7.5, 0, -1, 0.3333, "", "yes"]
+    # past the first character too: a locale whose separator is ; would make a cell of "=1+1"
+    assert [spreadsheet_text(t) for t in ("Eve;=1+1;", "a, +b", "x|@y", "line\n-z", "Smith-Jones", "a=b")] == [
+        "Eve;'=1+1;", "a, '+b", "x|'@y", "line\n'-z", "Smith-Jones", "a=b"]
+    assert csv_text(["name", "score"], [["Eve;=1+1;", 14.0], [None, 7.5]]) == (
+        '"name","score"\r\n"Eve;\'=1+1;",14\r\n"",7.5\r\n')
     _, out, _ = export(capsys, str(outs["gradient-descent"]), "--format", "csv")
     rows = {row["student"]: row for row in csv.DictReader(io.StringIO(out, newline=""))}
     assert rows["HYPERLINK_4244"]["name"] == '\'=HYPERLINK("http://evil.example","x")'

@@ -26,6 +26,7 @@ from grader.results import GradeResult
 # else, lone surrogates included, is removed from student text before any format sees it.
 _NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_AFTER_SEPARATOR = re.compile(r"([,;|\t\r\n]\s*)([=+\-@])")
 
 
 def printable(text: object) -> str:
@@ -34,8 +35,9 @@ def printable(text: object) -> str:
 
 
 def spreadsheet_text(text: object) -> str:
-    """Text that a spreadsheet will not run as a formula: a leading = + - @ gets a quote before it."""
-    cleaned = printable(text)
+    """Text that a spreadsheet will not run as a formula: a leading = + - @ gets a quote before it, and so
+    does one after a separator (a spreadsheet in a locale that splits on ; would start a cell there)."""
+    cleaned = _AFTER_SEPARATOR.sub(r"\1'\2", printable(text))
     return "'" + cleaned if cleaned.startswith(_FORMULA_START) else cleaned
 
 
@@ -51,9 +53,10 @@ def spreadsheet_cell(value: object) -> object:
 
 
 def csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A CSV document (RFC 4180: comma, double quotes, CRLF) with every cell passed through spreadsheet_cell."""
+    """A CSV document (RFC 4180: comma, double quotes, CRLF) with every cell passed through spreadsheet_cell;
+    every text cell is quoted, so that no separator inside one splits it, whatever the reader's locale."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC)
     writer.writerow([spreadsheet_cell(h) for h in header])
     writer.writerows([spreadsheet_cell(cell) for cell in row] for row in rows)
     return buffer.getvalue()
