@@ -116,6 +116,29 @@ def build_model():
         "not trained: 2,770,634 parameters, more than this assignment's cap")
 
 
+def test_fixed_weights_in_a_buffer_count_against_the_parameter_cap(spec, options, tmp_path):
+    # a 3.2 M-value random projection registered as a buffer, read by forward: weights all the same
+    source = '''
+class Projected(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.register_buffer("projection", torch.randn(4 * 26 * 26, 1200))
+        self.head = nn.Linear(1200, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x)).flatten(1)
+        return self.head(torch.relu(x @ self.projection))
+
+def build_model():
+    return Projected()
+'''
+    result = graded(spec, options, tmp_path, "projected", source)
+    count = check(result, "parameter-count")
+    assert count.score == 0 and "3,244,800 are values in buffers the forward pass reads" in count.message
+    assert check(result, "test-accuracy").score == 0
+
+
 def test_huge_activations_are_refused_before_training(spec, options, tmp_path):
     source = '''
 def build_model():

@@ -428,11 +428,15 @@ def max_parameters(description: ModelDescription, maximum: int, factory: str = "
     problem = unusable(description, factory)
     if problem:
         return problem
-    found = description.total_params
+    # fixed weights the forward reads from buffers are weights all the same: a random projection
+    # registered as a buffer must not slip under the cap
+    found = description.total_params + description.buffer_values_read
+    buffers = (f" (of which {description.buffer_values_read:,} are values in buffers the forward pass reads, "
+               "which count as parameters)" if description.buffer_values_read else "")
     if found <= maximum:
-        return Outcome.passed(f"{found:,} parameters, within this assignment's cap of {maximum:,}")
+        return Outcome.passed(f"{found:,} parameters{buffers}, within this assignment's cap of {maximum:,}")
     table = feature_map_table(description)
-    return Outcome.failed(f"{found:,} parameters, more than this assignment's cap of {maximum:,} "
+    return Outcome.failed(f"{found:,} parameters{buffers}, more than this assignment's cap of {maximum:,} "
                           f"({found - maximum:+,}); see the layer-by-layer table for where they are (a "
                           "Linear layer on a large feature map is the usual place)", table=table,
                           expected=f"at most {maximum:,}", found=found)

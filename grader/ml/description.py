@@ -74,6 +74,7 @@ class ModelDescription:
     layers: tuple[Layer, ...] = ()
     total_params: int = 0
     trainable_params: int | None = None
+    buffer_values_read: int = 0  # values of buffers the forward reads outside standard layers
     input_style: str | None = None  # "image" | "flat" | "features"
     tuple_index: int | None = None
     tuple_length: int | None = None
@@ -153,6 +154,7 @@ def describe(graph: ModelGraph, analysis: Analysis, *, task: str) -> ModelDescri
     return ModelDescription(
         is_module=True, task=task, class_name=graph.class_name, layers=_layers(graph),
         total_params=graph.total_params, trainable_params=graph.trainable_params,
+        buffer_values_read=graph.buffer_values_read,
         input_style=analysis.input_style, tuple_index=analysis.tuple_index, tuple_length=analysis.tuple_length,
         output_shape=analysis.output_shape, output_kind=analysis.output_kind, output_finite=analysis.output_finite,
         forward_errors=analysis.forward_errors or _child_errors(graph),

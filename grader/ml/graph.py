@@ -73,6 +73,13 @@ class ModelGraph:
         return sum(math.prod(shape) for _, shape, _ in self.parameters)
 
     @property
+    def buffer_values_read(self) -> int:
+        """Values of buffers the forward pass reads itself (outside a standard layer, whose own buffers are
+        its running statistics): fixed weights all the same, which a parameter cap must count."""
+        read = {n.target for n in self.nodes or () if n.op == "get_attr"}
+        return sum(math.prod(shape) for name, shape in self.buffers if name in read)
+
+    @property
     def trainable_params(self) -> int:
         return sum(math.prod(shape) for _, shape, trainable in self.parameters if trainable)
 
