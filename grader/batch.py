@@ -201,7 +201,8 @@ def grade_batch(intake: Intake, assignment: Assignment, options: GradeOptions, o
     and the batch goes on.
     """
     runner = runner or LocalRunner(jobs)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # the grader's own: no student's kernel (which may run as another user) reads another's results
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     ledger = Ledger(options.cache_dir)
     outcomes: dict[str, StudentOutcome] = {}
     failures: list[str] = []

@@ -641,6 +641,10 @@ class Sandbox:
             if writable_by(probe, uid, gid):
                 raise HarnessError(f"sandbox mode 'user': {probe} is writable by the sandbox user "
                                    f"{self.user_name!r}; the grader's output must not be")
+            if path.is_dir() and reachable_by(path, uid, gid, read=False):
+                # other students' results, hidden checks' messages included, would be one path away
+                raise HarnessError(f"sandbox mode 'user': the output directory {path} can be entered by the "
+                                   f"sandbox user {self.user_name!r}; make it private (chmod 700 {path})")
 
     # -- set-up and tear-down ------------------------------------------------
 

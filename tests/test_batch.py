@@ -51,6 +51,7 @@ def test_one_member_the_disk_will_not_take_loses_no_one_else(tmp_path):
                     "alice/hw.ipynb": notebook})
     out = tmp_path / "out"
     assert main(["batch", str(archive), "--assignment", "gradient-descent", "--out", str(out)]) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700  # no kernel, whoever it runs as, reads other results
     graded = {p.parent.name for p in out.glob("*/result.json")}
     assert "alice" in graded and "x" in graded and len(graded) == 3  # the shortened folder's student too
     problems = (out / "intake-problems.txt").read_text()
