@@ -196,7 +196,8 @@ def _state(pid: str) -> str:
 
 
 def ipc_objects_of(uid: int) -> list[tuple[str, int]]:
-    """("shm" | "sem" | "msg", id) for every SysV IPC object the user owns."""
+    """("shm" | "sem" | "msg", id) for every SysV IPC object the user owns or created: an object given
+    away with IPC_SET (to root, say) still names its creator."""
     found = []
     for kind in ("shm", "sem", "msg"):
         try:
@@ -207,12 +208,21 @@ def ipc_objects_of(uid: int) -> list[tuple[str, int]]:
         if "uid" not in header or ("shmid" not in header and "semid" not in header and "msqid" not in header):
             continue
         id_column = next(header.index(name) for name in ("shmid", "semid", "msqid") if name in header)
-        uid_column = header.index("uid")
+        who = [header.index(name) for name in ("uid", "cuid") if name in header]
         for line in lines[1:]:
             fields = line.split()
-            if len(fields) > max(id_column, uid_column) and fields[uid_column] == str(uid):
+            if len(fields) > max(id_column, *who) and any(fields[column] == str(uid) for column in who):
                 found.append((kind, int(fields[id_column])))
     return found
+
+
+def posix_queues_of(uid: int, root: Path = Path("/dev/mqueue")) -> list[Path]:
+    """The user's POSIX message queues, where the mqueue file system is mounted (elsewhere none can be
+    listed, and they go with the IPC namespace)."""
+    try:
+        return [entry for entry in root.iterdir() if entry.lstat().st_uid == uid]
+    except OSError:
+        return []
 
 
 def remove_ipc_object(kind: str, ident: int) -> None:
@@ -251,6 +261,9 @@ def sweep_user(uid: int, *, processes: bool) -> list[str]:
     for kind, ident in ipc_objects_of(uid):
         remove_ipc_object(kind, ident)
         swept.append(f"SysV {kind} {ident}")
+    for path in posix_queues_of(uid):
+        path.unlink(missing_ok=True)
+        swept.append(f"POSIX message queue {path.name}")
     for path in temp_files_of(uid):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

@@ -7,6 +7,8 @@ need a machine laid out for them: tests/test_fallback_modes.py.
 from __future__ import annotations
 
 import os
+import pwd
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -198,3 +200,26 @@ def test_the_grader_holds_bounded_memory_whatever_the_kernel_sends(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     grew = int(done.stdout.split("grew_mb")[1].split()[0])
     assert grew < 150, done.stdout + done.stderr  # 440 MB were sent
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"),
+                    reason="needs root to act as the sandbox user, and a Python it can run")
+def test_a_sysv_object_given_away_is_still_swept_by_its_creator():
+    # the user mode's sweep matched the owner only: IPC_SET to root hid a segment from it
+    from grader.reaping import ipc_objects_of, sweep_user
+
+    give_away = (
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "ident = libc.shmget(0, 4096, 0o1600)\n"  # IPC_PRIVATE, IPC_CREAT | 0600
+        "buffer = ctypes.create_string_buffer(256)\n"
+        "assert libc.shmctl(ident, 2, buffer) == 0\n"  # IPC_STAT
+        "buffer[4:8] = (0).to_bytes(4, 'little')\n"  # ipc_perm.uid: root's now
+        "assert libc.shmctl(ident, 1, buffer) == 0\n"  # IPC_SET
+        "print(ident)\n")
+    nobody = pwd.getpwnam("nobody").pw_uid
+    done = subprocess.run(["/usr/bin/python3", "-c", give_away], user=nobody, capture_output=True, text=True, cwd="/")
+    assert done.returncode == 0, done.stderr
+    ident = int(done.stdout)
+    assert ("shm", ident) in ipc_objects_of(nobody)
+    assert f"SysV shm {ident}" in sweep_user(nobody, processes=False)
+    assert ("shm", ident) not in ipc_objects_of(nobody) and f" {ident} " not in Path("/proc/sysvipc/shm").read_text()
