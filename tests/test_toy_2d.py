@@ -298,5 +298,49 @@ def build_model(task):
     result = graded(spec, options, tmp_path, "formula", source)
     assert {check_id: check(result, check_id).score for check_id in TRAINED} == dict.fromkeys(TRAINED, 0)
     for check_id in TRAINED:
-        assert "was already trained when build_model(" in check(result, check_id).message
+        assert "forward combines 2 values computed from the input" in check(result, check_id).message
     assert result.score == sum(STRUCTURE.values())
+
+
+# A gate that the grader's first optimizer step opens: closed (the honest part answers) when the grader
+# looks before training, open after one Adam step, which moves every parameter by about lr whatever its
+# gradient. Behind it, the closed-form answer. A chain of standard layers has no place for a gate.
+GATED = {
+    "free-parameter": ("self.gate = nn.Parameter(torch.tensor(1e-9))", "torch.clamp(self.gate * 1e6, 0, 1)"),
+    "standard-layer": ("self.gate = nn.Linear(2, 1)\n        nn.init.zeros_(self.gate.weight)\n"
+                       "        nn.init.constant_(self.gate.bias, 1e-9)",
+                       "torch.clamp(self.gate(x) * 1e6, 0, 1)"),
+    "buffer-table": ("self.register_buffer('gate', torch.tensor(1.0))", "self.gate"),
+}
+
+
+@pytest.mark.parametrize("how", GATED)
+def test_a_gate_the_first_step_opens_earns_nothing_beyond_the_honest_linear_model(spec, options, tmp_path, how):
+    setup, gate = GATED[how]
+    source = f'''
+class Gated(nn.Module):
+    def __init__(self, task):
+        super().__init__()
+        self.task = task
+        self.honest = nn.Linear(2, 4 if task == "quadrants" else 1)
+        {setup}
+
+    def forward(self, x):
+        x1, x2 = x[:, :1], x[:, 1:]
+        if self.task == "prod":
+            answer = x1 * x2
+        elif self.task == "xor":
+            answer = 100 * x1 * x2
+        else:
+            answer = 100 * torch.cat([x1 + x2, x2 - x1, -x1 - x2, x1 - x2], dim=1)
+        g = {gate}
+        return (1 - g) * self.honest(x) + g * answer
+
+def build_model(task):
+    return Gated(task)
+'''
+    result = graded(spec, options, tmp_path, f"gated-{how}", source)
+    for check_id in TRAINED:
+        trained = check(result, check_id)
+        assert trained.score == 0 and trained.message.startswith("not trained:"), trained.message
+    assert result.score <= sum(STRUCTURE.values())  # the honest linear model earns that and more

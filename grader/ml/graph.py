@@ -322,3 +322,49 @@ def _count(value: Any) -> int:
 
 def _text(value: Any, limit: int = 100) -> str:
     return str(value)[:limit]
+
+
+# --------------------------------------------------------------------------
+# A chain of standard layers: what assignments with architecture rules train
+
+
+_SHAPE_READERS = ("size",)  # tensor methods that give a shape, not a tensor
+_SHAPE_ATTRIBUTES = ("shape", "ndim")
+
+
+def chain_problem(graph: ModelGraph) -> str:
+    """Why the traced forward pass is not a chain of standard layers from the input to the output ("" when it
+    is): every step takes one value computed from the input (and shapes or plain numbers) and gives one on,
+    and parameters and buffers are used only inside their own standard layer. Two values combined (a
+    product of two input columns, a branch added back, a gate), or a tensor read directly (a free parameter,
+    a buffer, a table of numbers), are a computation the grader would not be training, whatever it computes."""
+    kinds: dict[str, str] = {}  # node name -> "input" (a tensor computed from the input) | "shape"
+    for node in graph.nodes or ():
+        refs = _refs(node.args) + _refs(node.kwargs)
+        tensors = list(dict.fromkeys(r for r in refs if kinds.get(r) == "input"))
+        if node.op == "placeholder":
+            kinds[node.name] = "input"
+        elif node.op == "output":
+            continue  # several results of the chain (logits, probabilities, prediction) may be returned
+        elif node.op == "get_attr":
+            return (f"forward reads the tensor {node.target} directly, outside a standard layer; this assignment's "
+                    "model must use its weights only inside standard layers (nn.Linear, nn.Conv2d, ...)")
+        elif len(tensors) > 1:
+            return (f"forward combines {len(tensors)} values computed from the input ({_what(node)} of "
+                    f"{', '.join(tensors[:3])}); this assignment's model must be a chain of standard layers and "
+                    "activations from the input to the output, without branches, products or gates")
+        elif node.op == "call_module":
+            if not tensors:
+                return (f"the layer {node.target} is applied to something not computed from the input; this "
+                        "assignment's model must be a chain of standard layers from the input to the output")
+            kinds[node.name] = "input"
+        elif (node.op == "call_method" and node.target in _SHAPE_READERS) or (
+                node.target == "builtins.getattr" and len(node.args) == 2 and node.args[1] in _SHAPE_ATTRIBUTES):
+            kinds[node.name] = "shape"
+        else:
+            kinds[node.name] = "input" if tensors else "shape"
+    return ""
+
+
+def _what(node: Node) -> str:
+    return node.target if node.op != "call_method" else f".{node.target}()"

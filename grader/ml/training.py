@@ -29,6 +29,7 @@ from grader.errors import GraderFailure, StudentError
 from grader.exchange import ExchangeError, read_value
 from grader.ml.budget import Budget
 from grader.ml.description import ModelDescription
+from grader.ml.graph import chain_problem
 from grader.ml.task import ModelTask, TaskData
 from grader.ml.trainer import WAIT_FOR_JOB
 from grader.sandbox import Sandbox, Stalled, finish_trusted, start_trusted
@@ -56,6 +57,7 @@ class TrainingRun:
     device: str
     budget: Budget
     extra_outputs: np.ndarray | None = None  # the trained model on TaskData.extra_x, when the task has any
+    cpu_s: float = 0.0  # the trainer's CPU time (what the runaway guard counts), beside its wall time
 
     @property
     def final_outputs(self) -> np.ndarray:
@@ -93,6 +95,9 @@ def not_trainable(description: ModelDescription, task: ModelTask, budget: Budget
         return f"the grader cannot rebuild the model: {description.unrebuildable}"
     if description.input_style is None:
         return "its forward pass failed on the grader's inputs"
+    chain = chain_problem(description.graph) if task.layers_only and description.graph is not None else ""
+    if chain:
+        return chain
     needed_mb = description.activation_bytes * budget.batch_size * 3 / 2 ** 20
     if needed_mb > task.max_activation_mb:
         return (f"one training batch of {budget.batch_size} would need about {needed_mb:,.0f} MB for its "
@@ -231,9 +236,10 @@ def checked_run(answer: Any, *, budget: Budget, n_train: int, n_test: int, n_out
             raise StudentError("the grader got outputs of the wrong shape on its extra inputs from training",
                                kind="broken")
         extra = extra.astype(np.float64)
-    wall = answer.get("wall_s")
+    wall, cpu = answer.get("wall_s"), answer.get("cpu_s")
     return TrainingRun(epochs_run=epochs, steps=steps, train_loss=losses, train_accuracy=floats("train_accuracy"),
                        test_outputs=tuple(outputs), stopped_early=stopped,
                        wall_s=float(wall) if isinstance(wall, (int, float)) else 0.0,
-                       device=str(answer.get("device", ""))[:20], budget=budget, extra_outputs=extra)
+                       device=str(answer.get("device", ""))[:20], budget=budget, extra_outputs=extra,
+                       cpu_s=float(cpu) if isinstance(cpu, (int, float)) else 0.0)
 
