@@ -21,7 +21,7 @@ def test_a_prepared_trainer_is_the_one_training_takes_and_is_used_once():
     other = training._take_trainer(setup)  # none waiting: a new one
     assert other is not waiting
     for process in (waiting, other):
-        done = finish_trusted(process, stdin="\n", timeout_s=60)  # an empty line: not needed after all
+        done = finish_trusted(process, stdin="\n", stall_s=60)  # an empty line: not needed after all
         assert done.returncode == 0, done.stderr
 
 
