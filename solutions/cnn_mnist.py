@@ -36,8 +36,7 @@ CONVOLUTION = ("uses-convolution", {})
 PARAMETER_CAP = ("max-parameters", {"maximum": MAX_PARAMS})
 
 SETUP = ImageClassification(dataset=DATASET, seed=SEED, task=ModelTask(
-    kind="classification", n_outputs=10, max_params=20_000_000, max_train_seconds=600.0, max_activation_mb=1024,
-    layers_only=True))
+    kind="classification", n_outputs=10, max_params=20_000_000, max_train_seconds=600.0, max_activation_mb=1024))
 
 ASSIGNMENT = Assignment(
     id="cnn-mnist",

@@ -198,7 +198,7 @@ class ImageClassification(ModelRecipe):
     """MNIST-like images, 10 classes (mlp-1500, deep-mlp, ...)."""
 
     dataset: str = "mnist"  # "mnist" | "fashion-mnist"
-    task: ModelTask = ModelTask(kind="classification", n_outputs=10, layers_only=True)
+    task: ModelTask = ModelTask(kind="classification", n_outputs=10)
 
     def resources(self, request: ResourceRequest) -> TaskData:
         return image_task_data(load_images(self.dataset, request.data_root, cache=request.cache_dir), seed=self.seed)
@@ -279,8 +279,7 @@ class Toy2D(ModelRecipe):
                  max_train_seconds: float = 120.0, **sizes: int) -> "Toy2D":
         toy = TOY_TASKS[name]
         task = ModelTask(kind=toy.kind, n_outputs=toy.n_outputs, factory=factory, factory_args=(name,),
-                         max_params=max_params, max_train_seconds=max_train_seconds, input_styles=FEATURE_STYLES,
-                         layers_only=True)
+                         max_params=max_params, max_train_seconds=max_train_seconds, input_styles=FEATURE_STYLES)
         return cls(seed=seed, task=task, toy=name, **sizes)
 
     def resources(self, request: ResourceRequest) -> dict[str, TaskData]:
