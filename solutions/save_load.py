@@ -8,14 +8,16 @@ mapping pixels in [0, 1] to [-1, 1] as the course's
 
 The grader builds the model in the sandbox, moves every weight (a stand-in for
 training, so that a freshly built model is not the saved one), records its
-outputs on 16 MNIST-like images, and has the student's save_model write it to
-a path in the exchange directory (grader_child.persist). The file is opened
-there, in the sandbox, with torch.load(weights_only=True) only; the grader's
-process never unpickles it and gets back plain data: the keys, shapes and
-dtypes it holds. Then the kernel is replaced by a fresh one that runs the
-notebook again, so nothing of the saved model survives in memory, and
-load_model(path) must give the saved model's outputs exactly (a model cached
-in a global, or rebuilt untrained, does not). The normalisation is checked by
+outputs on 16 MNIST-like images and its state (every tensor, as data), and has
+the student's save_model write it to a path in the exchange directory
+(grader_child.persist). The grader copies the file out and opens it in a
+process that never ran student code, with torch.load(weights_only=True) only
+(grader/ml/state_file.py); its own process never unpickles it, and compares the
+keys, shapes and values it holds with the model's. Then the kernel is replaced
+by a fresh one that runs the notebook again, so nothing of the saved model
+survives in memory, and load_model(path) must give the saved model's outputs
+exactly and hold the saved weights (a model cached in a global, rebuilt
+untrained, or whose output ignores its weights, does not). The normalisation is checked by
 plans in the student bundle: its range and its values.
 """
 
@@ -31,6 +33,7 @@ from grader.checks.numeric import NotNumeric, as_array
 from grader.child import protocol
 from grader.context import CheckContext
 from grader.errors import StudentError
+from grader.ml.state_file import NO_FILE, SavedFile, read_saved_file
 from grader.sandbox import Limits
 from grader.scoring import Outcome
 
@@ -86,8 +89,24 @@ def _outputs(value: Any, what: str) -> np.ndarray:
         raise StudentError(str(exc), kind="broken") from None
 
 
+# A state: key -> (shape, dtype, values as float64 or None); from the kernel's rows or the file's entries
+State = dict[str, tuple[tuple[int, ...] | None, str, np.ndarray | None]]
+
+
+def _state(rows: Any) -> State:
+    state: State = {}
+    for row in rows if isinstance(rows, (list, tuple)) else []:
+        if isinstance(row, (list, tuple)) and len(row) == 4:
+            key, shape, dtype, values = row
+            shape = tuple(int(n) for n in shape) if isinstance(shape, (list, tuple)) else None
+            values = values if isinstance(values, np.ndarray) and values.shape == shape else None
+            state[str(key)[:200]] = (shape, str(dtype)[:40], values)
+    return state
+
+
 def saved_model(ctx: CheckContext) -> dict:
-    """build_model(), weights moved, saved with save_model into the exchange (once per submission)."""
+    """build_model(), weights moved, its state taken, then saved with save_model into the exchange; the file
+    opened by the grader in a process that never ran student code (once per submission)."""
 
     def run() -> dict:
         images = mnist_like(ctx.rng("saved-model"), N_IMAGES)
@@ -100,23 +119,19 @@ def saved_model(ctx: CheckContext) -> dict:
             raise StudentError(f"build_model returned a {str(built['type'])[:60]}, not an nn.Module",
                                kind="exception")
         answer = _answer(ctx.run_child("persist", "save", request, what="save_model"),
-                         ("style", "outputs", "model_entries", "file"), "save_model")
+                         ("style", "outputs", "state"), "save_model")
+        file = read_saved_file(ctx.sandbox.exchange_fd, f"{folder.name}/model.pt",
+                               memory_mb=ctx.sandbox.limits.memory_mb)
         return {"images": images, "path": request.path, "style": str(answer["style"]),
                 "outputs": _outputs(answer["outputs"], "the saved model's outputs"),
-                "model_entries": answer["model_entries"], "file": answer["file"]}
+                "state": _state(answer["state"]), "file": file,
+                "file_state": _state(file.entries) if file.entries is not None else None}
 
     return ctx.memo("saved-model", run)
 
 
-def _entry_map(entries: Any) -> dict[str, str]:
-    """key -> "shape dtype" (or the value's type) from the child's [[key, shape, dtype], ...]."""
-    shown = {}
-    for entry in entries if isinstance(entries, list) else []:
-        if isinstance(entry, (list, tuple)) and len(entry) == 3:
-            key, shape, dtype = entry
-            shown[str(key)] = (f"{tuple(shape) if isinstance(shape, (list, tuple)) else ''} {dtype}".strip()
-                               if shape is not None else f"a {dtype}")
-    return shown
+def _described(state: State) -> dict[str, str]:
+    return {key: f"{shape} {dtype}" if shape is not None else f"a {dtype}" for key, (shape, dtype, _) in state.items()}
 
 
 def _entry_table(held: dict[str, str], model: dict[str, str]) -> dict:
@@ -125,22 +140,51 @@ def _entry_table(held: dict[str, str], model: dict[str, str]) -> dict:
             "rows": [[key, held.get(key, "—"), model.get(key, "—")] for key in keys]}
 
 
+def _largest_difference(found: State, expected: State) -> float | None:
+    """The largest absolute difference between two states of the same keys and shapes (None: not comparable)."""
+    if set(found) != set(expected):
+        return None
+    worst = 0.0
+    for key, (shape, _, values) in expected.items():
+        other = found[key][2]
+        if values is None or other is None or other.shape != values.shape:
+            return None
+        if values.size:
+            worst = max(worst, float(np.nanmax(np.abs(other - values))) if np.isfinite(other).all() else np.inf)
+    return worst
+
+
+def _in_file(file: SavedFile, loaded: State) -> State | None:
+    """The file's tensors under the loaded model's keys: at the top of the file, or under one prefix (a
+    checkpoint's "state_dict."); None when the file holds no such tensors."""
+    tensors = _state(file.tensors)
+    if not loaded or not tensors:
+        return None
+    for prefix in dict.fromkeys(path[: len(path) - len(key)] for path in tensors for key in loaded
+                                if path.endswith(key)):
+        found = {key: tensors[prefix + key] for key in loaded if prefix + key in tensors}
+        if len(found) == len(loaded):
+            return found
+    return None
+
+
 def check_save_format(ctx: CheckContext) -> Outcome:
     saved = saved_model(ctx)
-    file = saved["file"] if isinstance(saved["file"], dict) else {}
-    if file.get("exists") is not True:
-        return Outcome.failed("save_model(model, path) wrote no file at the path it was given: write it there "
+    file: SavedFile = saved["file"]
+    if not file.exists:
+        found = "no file" if file.error == NO_FILE else f"nothing the grader opens ({file.error})"
+        return Outcome.failed(f"save_model(model, path) wrote {found} at the path it was given: write it there "
                               "with torch.save(model.state_dict(), path)")
-    if file.get("weights_only") is not True:
+    if not file.opened:
         return Outcome.failed(f"torch.load(path, weights_only=True) refuses the file save_model wrote: "
-                              f"{str(file.get('error', ''))[:300]}. Saving the whole model pickles its Python "
-                              "class; save model.state_dict() instead, a dict of tensors")
-    held, model = _entry_map(file.get("entries")), _entry_map(saved["model_entries"])
+                              f"{file.error[:300]}. Saving the whole model pickles its Python class; save "
+                              "model.state_dict() instead, a dict of tensors")
+    model_state, file_state = saved["state"], saved["file_state"]
+    if file_state is None:
+        return Outcome.partial(FORMAT_PARTIAL, f"the file opens safely but holds a {file.kind}, not a state_dict: "
+                                               "save model.state_dict()")
+    held, model = _described(file_state), _described(model_state)
     details = {"table": _entry_table(held, model)} if held or model else {}
-    kind = str(file.get("kind", "?"))[:60]
-    if "entries" not in file:
-        return Outcome.partial(FORMAT_PARTIAL, f"the file opens safely but holds a {kind}, not a state_dict: save "
-                                               "model.state_dict()", **details)
     if set(held) != set(model):
         extra = sorted(set(held) - set(model))
         named = ", ".join(extra[:4]) + (" …" if len(extra) > 4 else "") if extra else "fewer keys"
@@ -151,8 +195,8 @@ def check_save_format(ctx: CheckContext) -> Outcome:
         wrong = next(k for k in model if held[k] != model[k])
         return Outcome.partial(FORMAT_PARTIAL, f"the file's {wrong} is {held[wrong]}; the model's is {model[wrong]}",
                                **details)
-    difference = file.get("max_difference")
-    if not isinstance(difference, (int, float)) or isinstance(difference, bool) or difference != 0:
+    difference = _largest_difference(file_state, model_state)
+    if difference != 0:
         return Outcome.partial(FORMAT_PARTIAL, "the file holds a state_dict of the right keys and shapes, but not the "
                                                "weights of the model save_model was given: save that model's "
                                                "state_dict", max_difference=difference, **details)
@@ -160,15 +204,16 @@ def check_save_format(ctx: CheckContext) -> Outcome:
                           "values) that opens with torch.load(path, weights_only=True)", **details)
 
 
-def loaded_model(ctx: CheckContext, saved: dict) -> np.ndarray:
-    """load_model(path) in a fresh kernel that ran the notebook again: its outputs (once per submission)."""
+def loaded_model(ctx: CheckContext, saved: dict) -> tuple[np.ndarray, State]:
+    """load_model(path) in a fresh kernel that ran the notebook again: its outputs and its state (once)."""
 
-    def run() -> np.ndarray:
+    def run() -> tuple[np.ndarray, State]:
         ctx.restart_kernel()
         request = protocol.LoadModel(loader="load_model", path=saved["path"], seed=ctx.seed + 1,
                                      images=saved["images"], style=saved["style"])
-        answer = _answer(ctx.run_child("persist", "load", request, what="load_model"), ("outputs",), "load_model")
-        return _outputs(answer["outputs"], "the loaded model's outputs")
+        answer = _answer(ctx.run_child("persist", "load", request, what="load_model"), ("outputs", "state"),
+                         "load_model")
+        return _outputs(answer["outputs"], "the loaded model's outputs"), _state(answer["state"])
 
     return ctx.memo("loaded-model", run)
 
@@ -176,7 +221,7 @@ def loaded_model(ctx: CheckContext, saved: dict) -> np.ndarray:
 def check_load_roundtrip(ctx: CheckContext) -> Outcome:
     saved = saved_model(ctx)
     expected = saved["outputs"]
-    found = loaded_model(ctx, saved)
+    found, state = loaded_model(ctx, saved)
     if found.shape != expected.shape:
         return Outcome.failed(f"the loaded model's outputs have shape {found.shape}; the saved model's "
                               f"{expected.shape}: load_model should build the same network and load the weights")
@@ -185,13 +230,28 @@ def check_load_roundtrip(ctx: CheckContext) -> Outcome:
                            "y": np.round(np.nan_to_num(found, nan=0.0, posinf=1e6, neginf=-1e6).reshape(-1)[keep],
                                          5).tolist(),
                            "x_label": "saved model's output", "y_label": "loaded model's output", "diagonal": True}}
-    if np.allclose(found, expected, rtol=OUTPUT_RTOL, atol=0.0):
-        return Outcome.passed(f"in a fresh kernel, load_model(path) gives the saved model's outputs on the grader's "
-                              f"{N_IMAGES} images", **details)
-    difference = float(np.nanmax(np.abs(found - expected))) if np.isfinite(found).any() else float("inf")
-    return Outcome.failed(f"in a fresh kernel, load_model(path) gives other outputs than the saved model (they "
-                          f"differ by up to {difference:.3g}): build a new model with build_model() and "
-                          "load_state_dict(torch.load(path)) into it", max_difference=difference, **details)
+    if not np.allclose(found, expected, rtol=OUTPUT_RTOL, atol=0.0):
+        difference = float(np.nanmax(np.abs(found - expected))) if np.isfinite(found).any() else float("inf")
+        return Outcome.failed(f"in a fresh kernel, load_model(path) gives other outputs than the saved model (they "
+                              f"differ by up to {difference:.3g}): build a new model with build_model() and "
+                              "load_state_dict(torch.load(path)) into it", max_difference=difference, **details)
+    # The same outputs are not enough: a model whose output ignores its weights gives them from any weights.
+    # The loaded model must hold the weights the file holds, as the grader read them (a kernel could report
+    # anything about a file; it cannot change what the grader reads in it).
+    reference = _in_file(saved["file"], state)
+    if reference is None:
+        return Outcome.failed("load_model(path) gives the saved model's outputs, but the grader checks a round trip "
+                              "against the weights it reads in the saved file, and it finds none there it can "
+                              "open (torch.load(path, weights_only=True)): save model.state_dict()", **details)
+    difference = _largest_difference(state, reference)
+    if difference != 0:
+        how = (f"differ by up to {difference:.3g}" if difference is not None
+               else "do not even have the same keys and shapes")
+        return Outcome.failed(f"in a fresh kernel, load_model(path) gives the saved model's outputs, but its weights "
+                              f"are not the saved ones (they {how}): load the saved state_dict into the model",
+                              max_difference=difference, **details)
+    return Outcome.passed(f"in a fresh kernel, load_model(path) gives the saved model's weights and its outputs on "
+                          f"the grader's {N_IMAGES} images", **details)
 
 
 ASSIGNMENT = Assignment(

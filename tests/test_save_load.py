@@ -105,7 +105,9 @@ def test_pickling_the_whole_model_and_a_flipped_normalisation_earn_part(spec, op
     notebook = with_definition(solution, "save_model", WHOLE_MODEL_PICKLED)
     notebook = with_definition(notebook, "normalize", "def normalize(images):\n    return 1 - 2 * images\n")
     result = grade(save(notebook, tmp_path / "whole.ipynb"), spec, options)
-    assert scores(result) == {"normalize-range": 1, "normalize-values": 0, "save-format": 0, "load-roundtrip": 4}
+    # the round trip is checked against the weights the grader reads in the file, and it opens no pickle
+    assert scores(result) == {"normalize-range": 1, "normalize-values": 0, "save-format": 0, "load-roundtrip": 0}
+    assert "finds none there it can open" in check(result, "load-roundtrip").message
     message = check(result, "save-format").message
     assert "weights_only=True) refuses" in message and "torch.nn.modules.container.Sequential" in message
     assert "save model.state_dict()" in message
@@ -167,3 +169,53 @@ def test_grader_check_runs_the_normalisation_checks_and_leaves_the_rest_for_grad
     checked = {c["id"]: c["status"] for c in json.loads((tmp_path / "out" / "result.json").read_text())["checks"]}
     assert checked == {"normalize-range": "passed", "normalize-values": "passed", "save-format": "skipped",
                        "load-roundtrip": "skipped"}
+
+
+# --------------------------------------------------------------------------
+# The grader computes what it compares: nothing the kernel reports about the file counts
+
+
+PATCHED_PERSIST = '''
+def save_model(model, path):
+    pass  # a stub: no file
+
+
+def load_model(path):
+    return build_model()
+
+
+import grader_child.persist as _persist
+
+_persist._state = lambda model: [["0.weight", [2], "float32", None]]  # "saved" and "loaded" alike
+_persist._outputs = lambda model, images, style=None: ("image", __import__("numpy").zeros((len(images), 10)))
+_persist._inspect = lambda path, tensors: {"exists": True, "weights_only": True, "kind": "dict",
+                                           "entries": [], "max_difference": 0.0}
+'''
+WEIGHTS_IGNORED = '''
+class Constant(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(784, 10)
+
+    def forward(self, x):
+        return 0 * self.layer(x.flatten(1)) + 1.0  # the same output whatever the weights
+
+
+def build_model():
+    return Constant()
+'''
+
+
+def test_stubs_that_patch_the_grader_s_child_code_earn_only_the_normalisation(spec, options, solution, tmp_path):
+    result = grade(save(with_definition(solution, "save_model", PATCHED_PERSIST), tmp_path / "patched.ipynb"),
+                   spec, options)
+    assert scores(result) == {"normalize-range": 1, "normalize-values": 2, "save-format": 0, "load-roundtrip": 0}
+    assert "wrote no file at the path it was given" in check(result, "save-format").message
+
+
+def test_a_model_whose_output_ignores_its_weights_does_not_pass_the_round_trip(spec, options, solution, tmp_path):
+    notebook = with_definition(solution, "build_model", WEIGHTS_IGNORED)
+    notebook = with_definition(notebook, "save_model", REBUILT_UNTRAINED)  # load_model = build_model
+    result = grade(save(notebook, tmp_path / "constant.ipynb"), spec, options)
+    assert scores(result) == {"normalize-range": 1, "normalize-values": 2, "save-format": 3, "load-roundtrip": 0}
+    assert "its weights are not the saved ones" in check(result, "load-roundtrip").message

@@ -1,21 +1,18 @@
 """Save the student's model with their own function, and load it back. Runs in the child.
 
 The grader hands over a path in the exchange directory, which outlives a
-kernel restart, and never opens the file itself: what a student's code wrote
-may be a pickle that runs code when it is loaded. The file is opened here, in
-the sandbox, with `torch.load(weights_only=True)` only, and what goes back is
-plain data: what the file holds (keys, shapes, dtypes), how it compares with
-the model's own state_dict, and the model's outputs on the grader's inputs.
-The grader compares the outputs of the saved model and of the loaded one, in
-its own process.
+kernel restart. What goes back is plain data: the model's state (every entry
+of its state_dict, as arrays) taken before save_model sees the model, and
+after load_model returns it, and its outputs on the grader's inputs. Nothing
+here judges anything, and nothing here opens the saved file: the grader opens
+it in a process that never ran student code (grader/ml/state_file.py) and
+compares keys, shapes and values in its own process, so a notebook that
+patches this module can only misreport its own model, never the file.
 
 Three entry points, one question each, so that an error names the student's
 function that raised it: `build` (build_model), `save` (save_model), and, in a
 fresh kernel, `load` (load_model).
 """
-
-import os
-import re
 
 import numpy as np
 import torch
@@ -52,11 +49,9 @@ def save(namespace, in_dir, out_dir):
             raise TypeError(f"{request.factory}() returned a {type(model).__name__}, not an nn.Module")
         _shift(model, request.seed)
         style, outputs = _outputs(model, request.images)
-        expected = _entries(model.state_dict())
-        tensors = {k: v.detach().clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
+        state = _state(model)  # before save_model can touch the model
         _defined(namespace, request.saver)(model, request.path)
-        answer = {"ok": {"style": style, "outputs": outputs, "model_entries": expected,
-                         "file": _inspect(request.path, tensors)}}
+        answer = {"ok": {"style": style, "outputs": outputs, "state": state}}
     except BaseException as exc:  # noqa: BLE001
         answer = _error(exc, request.saver)
     _write(answer, out_dir)
@@ -71,7 +66,7 @@ def load(namespace, in_dir, out_dir):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"{request.loader}(path) returned a {type(model).__name__}, not an nn.Module")
         _, outputs = _outputs(model, request.images, style=request.style)
-        answer = {"ok": {"type": type(model).__name__, "outputs": outputs}}
+        answer = {"ok": {"type": type(model).__name__, "outputs": outputs, "state": _state(model)}}
     except BaseException as exc:  # noqa: BLE001
         answer = _error(exc, request.loader)
     _write(answer, out_dir)
@@ -120,51 +115,14 @@ def _first_tensor(out):
     return out
 
 
-def _entries(state):
-    """[[key, shape, dtype], ...] of a mapping; a value that is not a tensor has shape None and its type."""
+def _state(model):
+    """The model's state_dict as [[key, shape, dtype, values as float64 or None], ...]."""
     rows = []
-    for key, value in list(state.items())[:MAX_ENTRIES]:
-        if torch.is_tensor(value):
-            rows.append([str(key), list(value.shape), str(value.dtype).replace("torch.", "")])
-        else:
-            rows.append([str(key), None, type(value).__name__])
+    for key, value in list(model.state_dict().items())[:MAX_ENTRIES]:
+        if not torch.is_tensor(value):
+            continue
+        numeric = value.dtype.is_floating_point or value.dtype in (torch.int64, torch.int32, torch.int16,
+                                                                   torch.int8, torch.uint8)
+        values = value.detach().to(torch.float64).cpu().numpy() if numeric else None
+        rows.append([str(key), list(value.shape), str(value.dtype).replace("torch.", ""), values])
     return rows
-
-
-def _inspect(path, tensors):
-    """What the file at `path` holds, opened with weights_only=True and nothing else."""
-    if not os.path.isfile(path):
-        return {"exists": False}
-    report = {"exists": True, "size": os.path.getsize(path)}
-    try:
-        held = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - why it cannot be opened safely is the answer
-        return {**report, "weights_only": False, "error": _why(exc)}
-    report.update(weights_only=True, kind=type(held).__name__)
-    if isinstance(held, dict):
-        report["entries"] = _entries(held)
-        report["max_difference"] = _difference(held, tensors)
-    return report
-
-
-def _why(exc):
-    text = str(exc)
-    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if unsupported:
-        return f"it holds a pickled {unsupported.group(1)}"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[-1][:300] if lines else ''}"
-
-
-def _difference(held, tensors):
-    """The largest absolute difference between the file's tensors and the model's (None if they do not match)."""
-    if set(map(str, held)) != set(tensors):
-        return None
-    worst = 0.0
-    for key, value in held.items():
-        mine = tensors[str(key)]
-        if not torch.is_tensor(value) or value.shape != mine.shape:
-            return None
-        if value.numel():
-            worst = max(worst, float((value.detach().to(torch.float64) - mine.to(torch.float64)).abs().max()))
-    return worst
