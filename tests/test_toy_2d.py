@@ -344,3 +344,38 @@ def build_model(task):
         trained = check(result, check_id)
         assert trained.score == 0 and trained.message.startswith("not trained:"), trained.message
     assert result.score <= sum(STRUCTURE.values())  # the honest linear model earns that and more
+
+
+def _peak_rss_mb() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.mark.parametrize("size", [10**8, 10**10])
+def test_a_graph_of_a_size_the_student_picks_is_refused_from_its_shapes(spec, options, tmp_path, size):
+    # one expand to a student-chosen size took the grader to 3.9 GB, linear in the number: the graph is
+    # sized on the meta device first, and nothing real of it runs in the grader's process
+    source = f'''
+class Wide(nn.Module):
+    def __init__(self, task):
+        super().__init__()
+        self.layer = nn.Linear(2, 4 if task == "quadrants" else 1)
+
+    def forward(self, x):
+        return self.layer(x.unsqueeze(-1).expand(-1, -1, {size}).mean(-1))
+
+def build_model(task):
+    return Wide(task)
+'''
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # the peak resident memory counts from here
+    before = _peak_rss_mb()
+    result = graded(without_training(spec), options, tmp_path, f"wide-{size}", source)
+    grown = _peak_rss_mb() - before
+    for shape_check in ("prod-output", "xor-output", "quadrants-output"):
+        found = check(result, shape_check)
+        assert found.score == 0 and "one sample's forward pass would hold" in found.message, found.message
+    assert grown < 500, f"the grader grew by {grown:.0f} MB"
+    print(f"\n[integrity] expand to {size:,}: the grader's peak memory grew by {grown:.0f} MB")

@@ -22,6 +22,13 @@ from grader.ml.graph import ModelGraph, ProbeAnswer
 from grader.ml.task import ModelTask, model_inputs
 
 EXTREME_SCALES = (1.0, 1e2, 1e3, 1e4)
+# What one sample's forward pass may cost before the grader runs the rebuild on real values in its own
+# process (probes, extreme inputs: some 700 samples in all). A course model needs a few MB and a few
+# MFLOP a sample; a graph that expands to a size of the student's choosing, or chains large products,
+# is refused from its shapes alone, propagated on torch's meta device, where nothing is computed.
+MAX_SAMPLE_BYTES = 64 << 20
+MAX_SAMPLE_FLOPS = 200e6
+_PRODUCTS = ("torch.matmul", "operator.matmul", "matmul", "F.linear")
 PROBE_RTOL, PROBE_ATOL = 1e-3, 1e-4
 BOUNDED_GROWTH = 3.0  # a 10-fold larger input moves an unbounded (linear) head about 10-fold
 
@@ -42,6 +49,65 @@ class Analysis:
     # for one sample (without the batch dimension), for nodes whose output is one tensor
     output_range: tuple[float, float] | None = None  # regression and binary, on extreme inputs
     bounded_output: bool | None = None  # regression and binary: stays within a range however large the input
+
+
+def cost_problem(graph: ModelGraph, task: ModelTask, probes: dict[str, np.ndarray]) -> str:
+    """Why the rebuild's forward pass is too costly to run here ("" when it is not), from its shapes alone."""
+    from grader.ml.rebuild import rebuild
+
+    for style in task.input_styles:
+        model = rebuild(graph).to("meta")
+        x = shaped(probes[style][:2], style).to("meta")
+        try:
+            cost = _meta_cost(model, x)
+        except Exception:  # noqa: BLE001 - this input style does not fit the model: analyze says why
+            continue
+        sample_bytes, sample_flops = (value / len(x) for value in cost)
+        if sample_bytes > MAX_SAMPLE_BYTES:
+            return (f"one sample's forward pass would hold {sample_bytes / 2**20:,.0f} MB of intermediate values; "
+                    f"the grader allows {MAX_SAMPLE_BYTES / 2**20:,.0f} MB (make the layers smaller)")
+        if sample_flops > MAX_SAMPLE_FLOPS:
+            return (f"one sample's forward pass would take {sample_flops / 1e6:,.0f} million operations; the grader "
+                    f"allows {MAX_SAMPLE_FLOPS / 1e6:,.0f} million (make the layers smaller)")
+    return ""
+
+
+def _meta_cost(model, x) -> tuple[float, float]:
+    """Bytes of every node's output and floating-point operations of the products, on the meta device."""
+    import torch
+
+    nodes = {node.name: node for node in model._nodes}
+    shapes: dict[str, tuple[int, ...]] = {}
+    total = {"bytes": 0.0, "flops": 0.0}
+
+    def inner(ref) -> int:
+        shape = shapes.get(getattr(ref, "name", ""), ())
+        return shape[-1] if shape else 1
+
+    def record(name, value):
+        items = value if isinstance(value, (tuple, list)) else [value]
+        tensors = [item for item in items if isinstance(item, torch.Tensor)]
+        total["bytes"] += sum(t.numel() * t.element_size() for t in tensors)
+        if isinstance(value, torch.Tensor):
+            shapes[name] = tuple(value.shape)
+        out = sum(t.numel() for t in tensors)
+        node = nodes[name]
+        if node.op == "call_module":
+            layer = model.layers[node.target.replace(".", "__")]
+            weight = getattr(layer, "weight", None)
+            per_output = weight[0].numel() if isinstance(weight, torch.Tensor) and weight.dim() >= 2 else 1
+            total["flops"] += 2.0 * out * per_output
+        elif node.target in _PRODUCTS and node.args:
+            total["flops"] += 2.0 * out * inner(node.args[0])
+        elif node.target == "F.conv2d" and len(node.args) > 1:
+            weight = shapes.get(getattr(node.args[1], "name", ""), ())
+            total["flops"] += 2.0 * out * (math.prod(weight[1:]) if len(weight) > 1 else 1)
+        else:
+            total["flops"] += out
+
+    with torch.no_grad():
+        model(x, record=record)
+    return total["bytes"], total["flops"]
 
 
 def shaped(array: np.ndarray, style: str):

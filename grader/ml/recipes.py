@@ -49,7 +49,7 @@ Rule = Callable[[ModelDescription], Outcome]
 
 def inspect_model(answer: object, task: ModelTask, probes: dict[str, np.ndarray], *, seed: int) -> ModelDescription:
     """The child's description of the model, validated, rebuilt and run here: what the checks read."""
-    from grader.ml.analysis import analyze
+    from grader.ml.analysis import analyze, cost_problem
     from grader.ml.rebuild import RebuildError, rebuild
 
     if not isinstance(answer, dict):
@@ -60,7 +60,11 @@ def inspect_model(answer: object, task: ModelTask, probes: dict[str, np.ndarray]
     analysis = Analysis(forward_errors={})
     if not graph.unrebuildable:
         try:
-            analysis = analyze(graph, rebuild(graph), task, probes, seed=seed)
+            too_costly = cost_problem(graph, task, probes)  # before anything real runs here
+            if too_costly:
+                graph = replace(graph, unrebuildable=too_costly)
+            else:
+                analysis = analyze(graph, rebuild(graph), task, probes, seed=seed)
         except RebuildError as exc:
             graph = replace(graph, unrebuildable=str(exc))
     return describe(graph, analysis, task=task.kind)
