@@ -335,7 +335,7 @@ def _batch(args: argparse.Namespace) -> int:
     if not args.scheduler:
         sweep_what_dead_graders_left()
     out_dir = (args.out or Path("grader-out") / assignment.id).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the grader's own: see grade_batch
     intake = collect(args.submissions, out_dir / ".intake")
     console = Console(stderr=True, highlight=False)
     for problem in intake.problems:

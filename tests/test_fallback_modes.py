@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -113,6 +114,26 @@ def test_user_mode_refuses_when_the_sandbox_user_could_read_the_data(lms):
         f"grader: error: sandbox mode 'user': {readable.resolve()} is readable by the sandbox user 'nobody'; make "
         "it unreadable to that user (chmod o-rwx, or a parent directory without o+x), or use a sandbox with "
         "namespaces"]
+
+
+def test_user_mode_refuses_an_output_directory_the_sandbox_user_can_enter(lms):
+    # one student's kernel could read other students' result.json there, hidden checks' messages included
+    course_in(lms)
+    notebook = lms / "in" / "alice.ipynb"
+    shutil.copy(SOLUTIONS / "gradient_descent.ipynb", notebook)
+    shared = Path(tempfile.mkdtemp(prefix="grader-shared-out-"))
+    try:
+        os.chmod(shared, 0o755)
+        done = containers.run_in_container(
+            [*GRADER, "grade", str(notebook), "--sandbox", "user", "--course", str(lms / "course"),
+             "--data-root", str(lms / "data"), "--out", str(shared)],
+            cwd=lms, env={"XDG_CACHE_HOME": str(lms / "cache")})
+    finally:
+        shutil.rmtree(shared)
+    assert done.returncode == 3
+    assert f"the output directory {shared.resolve()} can be entered by the sandbox user 'nobody'" in done.stderr
+    done, result = grade_in(lms, notebook, "--sandbox", "user", out="private-out")
+    assert result["score"] == 14 and stat.S_IMODE((lms / "private-out").stat().st_mode) == 0o700
 
 
 @pytest.mark.e2e  # five notebooks that each hit a limit: a minute and a half

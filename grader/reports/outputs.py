@@ -59,7 +59,7 @@ def render_outputs(result: GradeResult, *, audience: str = "student") -> Rendere
 def write_rendered(rendered: Rendered, out_dir: Path) -> list[Path]:
     """Write each file atomically (a reader sees the old file or the new one); return the paths."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # a kernel of any user must not read results
     written = []
     for name, content in rendered.items():
         path = out_dir / name
