@@ -18,12 +18,8 @@ two cores), so full credit at 96 % leaves it a margin. A network twice as wide
 
 from __future__ import annotations
 
-from grader.assignment import Assignment, Check
-from grader.checks.catalog import ModelRule, ModelScore, TrainingDict
-from grader.ml.budget import Budget, BudgetCaps
-from grader.ml.recipes import ImageClassification
-from grader.ml.task import ModelTask
-from grader.sandbox import Limits
+from grader.course import (Assignment, Budget, BudgetCaps, Check, ImageClassification, Limits, ModelRule,
+                          ModelScore, ModelTask, TrainingDict)
 
 SEED = 2012
 DATASET = "mnist"

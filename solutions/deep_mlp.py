@@ -7,11 +7,8 @@ choose the training settings in TRAINING, within the caps below.
 
 from __future__ import annotations
 
-from grader.assignment import Assignment, Check
-from grader.checks.catalog import ModelRule, ModelScore, TrainingDict
-from grader.ml.budget import Budget, BudgetCaps
-from grader.ml.recipes import ImageClassification
-from grader.sandbox import Limits
+from grader.course import (Assignment, Budget, BudgetCaps, Check, ImageClassification, Limits, ModelRule,
+                          ModelScore, TrainingDict)
 
 SEED = 93
 DATASET = "mnist"  # or "fashion-mnist": the targets below follow the dataset

@@ -16,13 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from grader.assignment import Assignment, Check
-from grader.checks.catalog import CallSpec, Plan, Probed
-from grader.checks.judges import network_params, relu_network
-from grader.checks.numeric import NotNumeric, as_array, compare_array, compare_gradients
-from grader.context import CheckContext
-from grader.sandbox import Limits
-from grader.scoring import Outcome
+from grader.course import (as_array, Assignment, CallSpec, Check, CheckContext, compare_array,
+                          compare_gradients, Limits, network_params, NotNumeric, Outcome, Plan, Probed,
+                          relu_network)
 
 HIDDEN_UNITS = 80
 FUNCTIONS = ("linear_grad", "fit_linear", "mlp_forward", "mlp_grad", "fit_mlp")

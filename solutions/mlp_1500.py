@@ -10,10 +10,8 @@ number earns no training credit.
 
 from __future__ import annotations
 
-from grader.assignment import Assignment, Check
-from grader.checks.catalog import LearningRate, ModelRule, ModelScore, ValueRule
-from grader.ml.recipes import ImageClassification
-from grader.sandbox import Limits
+from grader.course import (Assignment, Check, ImageClassification, LearningRate, Limits, ModelRule,
+                          ModelScore, ValueRule)
 
 SEED = 1500
 DATASET = "mnist"  # or "fashion-mnist": the thresholds below follow the dataset

@@ -22,12 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from grader.assignment import Assignment, Check
-from grader.checks.catalog import CallSpec, Plan, Probed
-from grader.checks.judges import pick_lowest, polynomial_fit
-from grader.context import CheckContext
-from grader.sandbox import Limits
-from grader.scoring import Outcome
+from grader.course import (Assignment, CallSpec, Check, CheckContext, Limits, Outcome, pick_lowest, Plan,
+                          polynomial_fit, Probed)
 
 FUNCTIONS = ("fit_polynomial", "poly_losses", "choose_degree")
 N_TRAIN, N_VAL, N_TEST = 11, 11, 200

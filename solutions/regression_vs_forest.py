@@ -24,12 +24,8 @@ are skipped.
 
 from __future__ import annotations
 
-from grader.assignment import Assignment, Check
-from grader.checks.catalog import ModelRule, ModelScore, TrainingDict
-from grader.ml.budget import Budget, BudgetCaps
-from grader.ml.recipes import TabularRegression
-from grader.ml.task import FEATURE_STYLES, ModelTask
-from grader.sandbox import Limits
+from grader.course import (FEATURE_STYLES, Assignment, Budget, BudgetCaps, Check, Limits, ModelRule,
+                          ModelScore, ModelTask, TabularRegression, TrainingDict)
 
 SEED = 8
 N_FEATURES = 8

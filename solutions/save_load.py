@@ -27,15 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from grader.assignment import Assignment, Check
-from grader.checks.catalog import CallSpec, Plan, Probed
-from grader.checks.numeric import NotNumeric, as_array
-from grader.child import protocol
-from grader.context import CheckContext
-from grader.errors import StudentError
-from grader.ml.state_file import NO_FILE, SavedFile, read_saved_file
-from grader.sandbox import Limits
-from grader.scoring import Outcome
+from grader.course import (NO_FILE, as_array, Assignment, CallSpec, Check, CheckContext, Limits, LoadModel,
+                          NotNumeric, Outcome, Plan, Probed, read_saved_file, SavedFile, SaveModel,
+                          StudentError)
 
 SEED = 314
 N_IMAGES = 16
@@ -111,7 +105,7 @@ def saved_model(ctx: CheckContext) -> dict:
     def run() -> dict:
         images = mnist_like(ctx.rng("saved-model"), N_IMAGES)
         folder = ctx.sandbox.new_output_dir("saved-model")  # the exchange: it outlives the kernel
-        request = protocol.SaveModel(factory="build_model", saver="save_model", path=str(folder / "model.pt"),
+        request = SaveModel(factory="build_model", saver="save_model", path=str(folder / "model.pt"),
                                      seed=ctx.seed, images=images)
         built = _answer(ctx.run_child("persist", "build", request, what="build_model"),
                         ("is_module", "type", "style"), "build_model")
@@ -209,7 +203,7 @@ def loaded_model(ctx: CheckContext, saved: dict) -> tuple[np.ndarray, State]:
 
     def run() -> tuple[np.ndarray, State]:
         ctx.restart_kernel()
-        request = protocol.LoadModel(loader="load_model", path=saved["path"], seed=ctx.seed + 1,
+        request = LoadModel(loader="load_model", path=saved["path"], seed=ctx.seed + 1,
                                      images=saved["images"], style=saved["style"])
         answer = _answer(ctx.run_child("persist", "load", request, what="load_model"), ("outputs", "state"),
                          "load_model")

@@ -22,11 +22,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from grader.assignment import Assignment, Check
-from grader.checks.catalog import ModelRule, ModelScore, TrainingDict
-from grader.ml.budget import Budget, BudgetCaps
-from grader.ml.recipes import Toy2D
-from grader.sandbox import Limits
+from grader.course import (Assignment, Budget, BudgetCaps, Check, Limits, ModelRule, ModelScore, Toy2D,
+                          TrainingDict)
 
 SEED = 2026
 TASKS = ("prod", "xor", "quadrants")
