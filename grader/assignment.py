@@ -8,6 +8,7 @@ Adding one means adding files there and a generated template under
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import sys
@@ -149,7 +150,9 @@ def find_assignment(course_root: Path, assignment_id: str) -> Assignment:
     if assignment_id not in assignments:
         known = ", ".join(sorted(assignments)) or "none"
         broken = f"; and {'; '.join(problems)}" if problems else ""
-        raise UsageError(f"unknown assignment {assignment_id!r} (known: {known}){broken}")
+        close = difflib.get_close_matches(assignment_id.replace("_", "-").lower(), list(assignments), n=1)
+        meant = f"; did you mean {close[0]!r}?" if close else ""
+        raise UsageError(f"unknown assignment {assignment_id!r}{meant} (known: {known}){broken}")
     return assignments[assignment_id]
 
 

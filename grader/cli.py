@@ -84,9 +84,16 @@ def grade_options(args: argparse.Namespace, *, private: tuple[Path, ...] = (),
                         kernel_image=not getattr(args, "cold_kernels", False))
 
 
+def _version() -> str:
+    import grader
+
+    return grader.__version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grader", description="Grade Jupyter notebooks of a PyTorch course.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the grader does")
+    parser.add_argument("--version", action="version", version=f"grader {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     grade = sub.add_parser("grade", help="grade one notebook and write result.json")

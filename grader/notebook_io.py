@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,8 +60,11 @@ class Submission:
 
 
 def sha256_of(path: Path) -> str:
+    """The file's digest; OSError for anything but a regular file (a named pipe would block forever)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK)) as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(f"{path} is not a regular file")
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -89,6 +89,12 @@ def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) 
         submission = read_submission(path)
     except NotebookError as exc:
         return unreadable_result(path, assignment, exc.message, options)
+    if submission.assignment_hint and submission.assignment_hint != assignment.id:
+        # graded as this one, it would score 0 with messages about functions it was never meant to have
+        return unreadable_result(path, assignment, f"{submission.name} is the notebook of the assignment "
+                                 f"{printable(submission.assignment_hint, limit=80)!r} (its metadata says so), not "
+                                 f"of {assignment.id!r} ({assignment.title}); it was not graded as this one",
+                                 options)
     resources = _resources(assignment, options)
     prepared = time.monotonic()
     limits = assignment.limits

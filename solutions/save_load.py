@@ -106,7 +106,7 @@ def saved_model(ctx: CheckContext) -> dict:
         images = mnist_like(ctx.rng("saved-model"), N_IMAGES)
         folder = ctx.sandbox.new_output_dir("saved-model")  # the exchange: it outlives the kernel
         request = SaveModel(factory="build_model", saver="save_model", path=str(folder / "model.pt"),
-                                     seed=ctx.seed, images=images)
+                            seed=ctx.seed, images=images)
         built = _answer(ctx.run_child("persist", "build", request, what="build_model"),
                         ("is_module", "type", "style"), "build_model")
         if built["is_module"] is not True:
@@ -114,8 +114,9 @@ def saved_model(ctx: CheckContext) -> dict:
                                kind="exception")
         answer = _answer(ctx.run_child("persist", "save", request, what="save_model"),
                          ("style", "outputs", "state"), "save_model")
+        limits = ctx.sandbox.limits  # None where a student's own check runs it: no sandbox there
         file = read_saved_file(ctx.sandbox.exchange_fd, f"{folder.name}/model.pt",
-                               memory_mb=ctx.sandbox.limits.memory_mb)
+                               memory_mb=limits.memory_mb if limits else None)
         return {"images": images, "path": request.path, "style": str(answer["style"]),
                 "outputs": _outputs(answer["outputs"], "the saved model's outputs"),
                 "state": _state(answer["state"]), "file": file,
@@ -204,7 +205,7 @@ def loaded_model(ctx: CheckContext, saved: dict) -> tuple[np.ndarray, State]:
     def run() -> tuple[np.ndarray, State]:
         ctx.restart_kernel()
         request = LoadModel(loader="load_model", path=saved["path"], seed=ctx.seed + 1,
-                                     images=saved["images"], style=saved["style"])
+                            images=saved["images"], style=saved["style"])
         answer = _answer(ctx.run_child("persist", "load", request, what="load_model"), ("outputs", "state"),
                          "load_model")
         return _outputs(answer["outputs"], "the loaded model's outputs"), _state(answer["state"])

@@ -104,3 +104,36 @@ def test_notebooks_other_tools_accept_are_graded_with_a_quiet_stderr(tmp_path, c
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["score"] == 14
     assert any("cell 1 has the cell type 'future'" in w for w in result["execution"]["warnings"])
+
+
+def test_a_notebook_of_another_assignment_is_not_graded_as_this_one(tmp_path, capsys):
+    from conftest import TEMPLATES
+
+    code = main(["grade", str(TEMPLATES / "deep_mlp.ipynb"), "--assignment", "gradient-descent",
+                 "--out", str(tmp_path)])
+    assert code == 0
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "error" and result["score"] == 0
+    assert "is the notebook of the assignment 'deep-mlp' (its metadata says so)" in result["message"]
+    assert all(c["message"].startswith("not graded: ") and "not defined" not in c["message"]
+               for c in result["checks"])
+
+
+def test_a_misspelt_assignment_gets_a_suggestion_and_the_version_is_printed(tmp_path, capsys):
+    assert main(["grade", str(SOLUTIONS / "gradient_descent.ipynb"), "--assignment", "gradient_descent"]) == 2
+    assert "did you mean 'gradient-descent'?" in capsys.readouterr().err
+    try:
+        main(["--version"])
+    except SystemExit as exit:
+        assert exit.code == 0
+    assert capsys.readouterr().out.startswith("grader ")
+
+
+def test_a_named_pipe_given_as_a_notebook_is_refused_not_waited_on(tmp_path, capsys):
+    import os
+
+    pipe = tmp_path / "gradient_descent.ipynb"
+    os.mkfifo(pipe)
+    assert main(["grade", str(pipe), "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["status"] == "error" and "not a file" in result["message"]
