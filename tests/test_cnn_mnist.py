@@ -139,6 +139,26 @@ def build_model():
     assert check(result, "test-accuracy").score == 0
 
 
+def test_a_convolution_that_is_called_but_does_not_matter_earns_no_training(spec, options, tmp_path):
+    # "a standard Conv2d the forward pass calls", on a plain MLP: its output is multiplied by 0 and added
+    source = '''
+class Pretend(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+
+    def forward(self, x):
+        return self.mlp(x + 0.0 * self.conv(x))
+
+def build_model():
+    return Pretend()
+'''
+    result = graded(spec, options, tmp_path, "pretend", source)
+    accuracy = check(result, "test-accuracy")
+    assert accuracy.score == 0 and accuracy.message.startswith("not trained: forward combines 2 values computed")
+
+
 def test_huge_activations_are_refused_before_training(spec, options, tmp_path):
     source = '''
 def build_model():
