@@ -41,3 +41,38 @@ def test_the_door_catches_a_spec_that_reaches_past_it(tmp_path):
     spec = tmp_path / "sneaky.py"
     spec.write_text("from grader.course import Assignment\nfrom grader.sandbox import Limits\n")
     assert [module for module, _ in grader_imports(spec)] == ["grader.course", "grader.sandbox"]
+
+
+def _model_scores():
+    from conftest import assignment
+    from grader.assignment import load_assignments
+    from grader.checks.catalog import ModelScore
+
+    for spec_id in sorted(load_assignments(SOLUTIONS.parent, problems=[])):
+        spec = assignment(spec_id)
+        for check in spec.checks:
+            if isinstance(check.run, ModelScore):
+                yield pytest.param(spec, check.run.recipe, id=f"{spec_id}:{check.id}")
+
+
+@pytest.mark.parametrize("spec, recipe", list(_model_scores()))
+def test_every_reference_model_is_a_chain_of_standard_layers_the_grader_trains(spec, recipe, options, tmp_path):
+    # the rule that keeps gates out (grader.ml.graph.chain_problem) must let every course's own answer in
+    import nbformat
+
+    from grader.assignment import ResourceRequest
+    from grader.ml.graph import chain_problem
+    from grader.student import LocalContext, _Exchange
+
+    namespace: dict = {}
+    for cell in nbformat.read(SOLUTIONS / spec.notebook, as_version=4).cells:
+        if cell.cell_type == "code" and "demo" not in cell.metadata.get("tags", []):
+            exec(cell.source, namespace)  # the reference solution, as a student's kernel would hold it
+    request = ResourceRequest(data_root=options.data_root, cache_dir=options.cache_dir, device="cpu")
+    resources = spec.resources(request) if spec.resources else None
+    ctx = LocalContext(namespace, _Exchange(tmp_path), seed=spec.seed)
+    ctx.resources = resources
+    description = recipe.describe(ctx)
+    assert recipe.task.layers_only and description.graph is not None and description.graph.nodes
+    assert description.linear_layers  # the reference was traced, not a stub
+    assert chain_problem(description.graph) == ""
