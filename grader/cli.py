@@ -90,8 +90,16 @@ def _version() -> str:
     return grader.__version__
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error told in one line that names the command it belongs to (argparse's own
+    prints the whole usage, and for a subcommand's flag the top-level one)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse hook
+        self.exit(2, f"grader: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="grader", description="Grade Jupyter notebooks of a PyTorch course.")
+    parser = _Parser(prog="grader", description="Grade Jupyter notebooks of a PyTorch course.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the grader does")
     parser.add_argument("--version", action="version", version=f"grader {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -130,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="gradebook exports for an LMS or CI from batch output directories")
     export.add_argument("outs", nargs="+", type=Path, metavar="OUT",
                         help="output directories of grader batch (one per assignment)")
-    export.add_argument("--format", required=True, metavar="FORMAT",
+    export.add_argument("--format", required=True, choices=list(FORMATS), metavar="FORMAT",
                         help="; ".join(f"{f.name}: {f.help}" for f in FORMATS.values()))
     export.add_argument("--to", type=Path, default=None, metavar="FILE",
                         help="file to write (default: standard output); for moodle with several assignments, "
@@ -215,7 +223,10 @@ def _lms_parsers(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already told
+        return int(exc.code or 0)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -456,7 +467,8 @@ def _export(args: argparse.Namespace) -> int:
         if path is None:
             sys.stdout.write(export.text)
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.is_dir():  # a directory nobody asked for is not made
+            raise UsageError(f"--to {args.to}: the directory {path.parent} does not exist")
         with open(path, "w", encoding="utf-8", newline="") as stream:
             stream.write(export.text)
         print(f"wrote {path}")

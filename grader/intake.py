@@ -31,8 +31,9 @@ MAX_MEMBERS = 20_000
 MAX_MEMBER_BYTES = 200 * 1024 * 1024
 MAX_TOTAL_BYTES = 4 * 1024 * 1024 * 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-# Canvas: the name is lowercase letters only, ids are digits, the original file name follows.
-_CANVAS_FILE = re.compile(r"(?P<name>[a-z]+)_(?P<late>LATE_)?(?P<user_id>[0-9]+)_(?P<submission_id>[0-9]+)_"
+# Canvas: the name is the sortable name lowercased with spaces and most punctuation dropped; it keeps every
+# letter, any script's (müllerjosé), and hyphens and apostrophes. Ids are digits; the original file name follows.
+_CANVAS_FILE = re.compile(r"(?P<name>(?:[^\W\d_]|[-'’])+)_(?P<late>LATE_)?(?P<user_id>[0-9]+)_(?P<submission_id>[0-9]+)_"
                           r"(?P<original>.+\.ipynb)")
 _MOODLE_FOLDER = re.compile(r"(?P<name>.+?)_(?P<participant_id>[0-9]+)_assignsubmission_file_")
 _MOODLE_FILE = re.compile(r"(?P<name>.+?)_(?P<participant_id>[0-9]+)_assignsubmission_file_(?P<original>.+\.ipynb)")
@@ -78,7 +79,7 @@ def safe_name(text: str) -> str:
 def canvas_identity(file_name: str) -> StudentIdentity | None:
     """The Canvas student of a file named `name_[LATE_]userid_attachmentid_original.ipynb`, else None."""
     match = _CANVAS_FILE.fullmatch(file_name)
-    if match is None:
+    if match is None or match["name"] != match["name"].lower():  # Canvas lowercases it
         return None
     return StudentIdentity(lms="canvas", name=match["name"], user_id=match["user_id"],
                            submission_id=match["submission_id"], late=bool(match["late"]))

@@ -122,11 +122,14 @@ def test_a_notebook_of_another_assignment_is_not_graded_as_this_one(tmp_path, ca
 def test_a_misspelt_assignment_gets_a_suggestion_and_the_version_is_printed(tmp_path, capsys):
     assert main(["grade", str(SOLUTIONS / "gradient_descent.ipynb"), "--assignment", "gradient_descent"]) == 2
     assert "did you mean 'gradient-descent'?" in capsys.readouterr().err
-    try:
-        main(["--version"])
-    except SystemExit as exit:
-        assert exit.code == 0
+    assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("grader ")
+    assert main(["export", "out", "--format", "xls"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid choice: 'xls'" in err and "grader export --help" in err
+    assert main(["grade", "x.ipynb", "--no-such-flag"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--no-such-flag" in err
 
 
 def test_a_named_pipe_given_as_a_notebook_is_refused_not_waited_on(tmp_path, capsys):
