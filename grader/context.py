@@ -69,6 +69,7 @@ class CheckContext:
         """A fresh kernel that has run the notebook's cells again: nothing of the old one's memory is left
         (to prove that a value comes from a file, not from the process that wrote it)."""
         self.runner.session.stop()
+        self.runner.report.fresh_kernels += 1
         if not self.runner.ensure_alive():
             raise StudentError("the notebook could not be run again in a fresh kernel", kind="died")
 

@@ -29,7 +29,8 @@ class ExecutionReport:
     problems: list[CellProblem] = field(default_factory=list)
     cells_run: int = 0
     cells_skipped: list[int] = field(default_factory=list)
-    restarts: int = 0
+    restarts: int = 0  # every new kernel after the first
+    fresh_kernels: int = 0  # of them, the ones a check asked for (a value must come from a file, not memory)
     elapsed_s: float = 0.0
     budget_exhausted: bool = False
 
@@ -37,7 +38,8 @@ class ExecutionReport:
         return {
             "cells_run": self.cells_run,
             "demo_cells_skipped": [i + 1 for i in self.cells_skipped],
-            "kernel_restarts": self.restarts,
+            "kernel_restarts": self.restarts - self.fresh_kernels,  # after the kernel stopped: a problem
+            "fresh_kernels": self.fresh_kernels,
             "budget_exhausted": self.budget_exhausted,
             "problems": [p.to_dict() for p in self.problems],
         }

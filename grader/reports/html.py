@@ -281,12 +281,15 @@ def execution_notes(execution: dict[str, Any]) -> tuple[str, ...]:
     notes = []
     if isinstance(execution.get("cells_run"), int):
         notes.append(f"{execution['cells_run']} code cells were run.")
-    skipped = [i + 1 for i in _list(execution.get("demo_cells_skipped")) if isinstance(i, int)]
+    skipped = [i for i in _list(execution.get("demo_cells_skipped")) if isinstance(i, int)]  # 1-based already
     if skipped:
         notes.append("Cells tagged as demos were not run: " + ", ".join(map(str, skipped)) + ".")
     restarts = execution.get("kernel_restarts")
     if isinstance(restarts, int) and restarts:
-        notes.append(f"The kernel was restarted {restarts} time(s).")
+        notes.append(f"The kernel stopped and was restarted {restarts} time{'s' if restarts != 1 else ''}.")
+    fresh = execution.get("fresh_kernels")
+    if isinstance(fresh, int) and fresh:
+        notes.append("As its checks require, the grader ran the notebook again in a fresh kernel (not a problem).")
     if execution.get("budget_exhausted"):
         notes.append("The notebook used up its total time budget; later cells were not run.")
     return tuple(notes)
