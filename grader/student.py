@@ -79,8 +79,8 @@ def check(check_id: str | None = None, *, bundle: str | Path | None = None, name
     namespace = namespace if namespace is not None else inspect.currentframe().f_back.f_globals
     try:
         data = read_bundle(Path(bundle) if bundle else find_bundle(Path.cwd() / "notebook.ipynb", None))
-    except GraderError as exc:
-        print(f"check: {exc.message}")
+    except GraderError as exc:  # the command line's advice, in this function's own spelling
+        print("check: " + exc.message.replace("pass --bundle", 'pass check(bundle="NAME.checks.json")'))
         return None
     assignment = assignment_from_bundle(data)
     selected = [c for c in assignment.checks if check_id in (None, c.id)]
@@ -157,6 +157,16 @@ class Report:
     def __init__(self, assignment: str, results: list[CheckResult]):
         self.assignment = assignment
         self.results = results
+        self._shown = False
+
+    def _ipython_display_(self) -> None:
+        """Shown once: check() shows it, and a cell that ends with check() would show it again."""
+        if self._shown:
+            return
+        self._shown = True
+        from IPython.display import display
+
+        display({"text/html": self._repr_html_(), "text/plain": self.text()}, raw=True)
 
     @property
     def passed(self) -> bool:

@@ -345,6 +345,24 @@ def test_check_in_the_notebook_runs_in_the_students_kernel_and_changes_nothing(t
     assert "passed True next draw True" in text
 
 
+def test_check_as_a_cell_s_last_line_shows_its_table_once_and_names_its_own_argument(tmp_path):
+    from nbclient import NotebookClient
+
+    notebook = load(SOLUTIONS / "gradient_descent.ipynb")
+    notebook.cells = [c for c in notebook.cells if "demo" not in c.metadata.get("tags", [])] + [
+        nbformat.v4.new_code_cell("from grader.student import check\ncheck()")]
+    path = student_folder(tmp_path, "gradient-descent", notebook)
+    executed = NotebookClient(load(path), timeout=120, kernel_name="python3",
+                              resources={"metadata": {"path": str(tmp_path)}}).execute()
+    tables = sum(o.get("data", {}).get("text/html", "").count("<table>") for o in executed.cells[-1].outputs)
+    assert tables == 1
+    (tmp_path / "gradient_descent.checks.json").unlink()
+    executed = NotebookClient(load(path), timeout=120, kernel_name="python3",
+                              resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = "".join(o.get("text", "") for o in executed.cells[-1].outputs)
+    assert 'check(bundle="NAME.checks.json")' in text and "--bundle" not in text
+
+
 def test_check_in_the_notebook_names_one_check_or_says_it_is_unknown(tmp_path, capsys, monkeypatch):
     from grader.student import check
 
