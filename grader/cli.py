@@ -281,7 +281,7 @@ def _grade(args: argparse.Namespace) -> int:
         raise UsageError(f"{notebook}: no such file")
     if notebook.is_dir():
         raise UsageError(f"{notebook} is a directory; grade one notebook, or a class with grader batch")
-    out_dir = (args.out or Path("grader-out") / notebook.stem).resolve()
+    out_dir = _output_dir(args.out or Path("grader-out") / notebook.stem)
     options = grade_options(args, private=(out_dir,))
     assignment = _assignment_of(notebook, args.assignment, options.course_root)
     image_for(assignment, options)  # the kernel image imports beside this process from here on
@@ -301,6 +301,13 @@ def _grade(args: argparse.Namespace) -> int:
     if not result.has_grade:  # a harness failure, whatever result.json holds: never exit 0 as if graded
         raise HarnessError(result.message)
     return 0
+
+
+def _output_dir(path: Path) -> Path:
+    """--out, checked before any grading: a directory, or a path where one can be made."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {path} is a file, not a directory: give a directory for the results")
+    return path.resolve()
 
 
 def _assignment_of(notebook: Path, assignment_id: str | None, course: Path) -> "Assignment":
@@ -352,7 +359,7 @@ def _batch(args: argparse.Namespace) -> int:
 
     if not args.scheduler:
         sweep_what_dead_graders_left()
-    out_dir = (args.out or Path("grader-out") / assignment.id).resolve()
+    out_dir = _output_dir(args.out or Path("grader-out") / assignment.id)
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the grader's own: see grade_batch
     intake = collect(args.submissions, out_dir / ".intake")
     console = Console(stderr=True, highlight=False)
@@ -624,7 +631,7 @@ def _check(args: argparse.Namespace) -> int:
                            device=resolve_device(args.device), isolation=args.sandbox, own_code=True)
     _warm_report_imports()
     result = grade_safely(notebook, assignment, options)
-    out_dir = (args.out or Path("grader-check") / notebook.stem).resolve()
+    out_dir = _output_dir(args.out or Path("grader-check") / notebook.stem)
     write_outputs(result, out_dir)
     print_summary(result, score_line=check_score_line(result))
     print("These are the visible checks, run on your machine: hidden checks and the graded training run "

@@ -339,8 +339,11 @@ def sweep_orphaned_sandboxes(temp_dir: str | os.PathLike | None = None) -> list[
 def sweep_what_dead_graders_left() -> None:
     """sweep_orphaned_sandboxes(), said in the log: run once by each process that grades (a grader killed
     outright, SIGKILL or a power cut, leaves its sandboxes' tmpfs, cgroups and kernel image behind)."""
-    for swept in sweep_orphaned_sandboxes():
-        log.warning("removed what a dead grader left: %s", swept)
+    swept = sweep_orphaned_sandboxes()
+    if swept:  # one line, however many a killed batch left
+        more = f" and {len(swept) - 3} more" if len(swept) > 3 else ""
+        log.warning("removed what %d sandbox(es) of a grader that was killed left: %s%s", len(swept),
+                    ", ".join(swept[:3]), more)
 
 
 def _own_cgroups(listed: object) -> list[Path]:

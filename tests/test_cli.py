@@ -140,3 +140,14 @@ def test_a_named_pipe_given_as_a_notebook_is_refused_not_waited_on(tmp_path, cap
     assert main(["grade", str(pipe), "--out", str(tmp_path / "out")]) == 0
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["status"] == "error" and "not a file" in result["message"]
+
+
+def test_an_out_that_is_a_file_is_a_usage_error_before_any_grading(tmp_path, capsys):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    for command in (["grade", str(SOLUTIONS / "gradient_descent.ipynb")],
+                    ["batch", str(SOLUTIONS), "--assignment", "gradient-descent"]):
+        assert main([*command, "--out", str(taken)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"grader: error: --out {taken} is a file, not a directory: give a directory for the results\n"
+    assert taken.read_text() == "mine"
