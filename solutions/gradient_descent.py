@@ -120,20 +120,23 @@ def plan_fit_mlp(inputs) -> Plan:
 
 
 def plan_numpy_only(inputs) -> Plan:
-    """Every function, called where torch cannot be imported (the spec blocks it): right answers only."""
+    """Every function, called twice on different inputs where torch cannot be imported (the spec blocks it):
+    judged on torch's use alone (grader.checks.judges.runs_without)."""
     rng = inputs.rng("numpy-only")
-    x, y = rng.normal(size=10), rng.normal(size=10)
-    params = random_params(rng)
-    cases = {
-        "linear_grad": ((x, y, 1.0, 0.5), line_gradient(x, y, 1.0, 0.5)),
-        "fit_linear": ((x, y), line_descent(x, y, lr=0.1, n_iter=30, a0=1.0, b0=2.0)),
-        "mlp_forward": ((x, params), relu_network(x, params)),
-        "mlp_grad": ((x, y, params), network_gradient(x, y, params)),
-        "fit_mlp": ((x, y, params, 0.001, 2), network_descent(x, y, params, lr=0.001, n_iter=2)),
-    }
-    return Plan(calls=tuple(CallSpec(name, args) for name, (args, _) in cases.items()), judge="all-correct-without",
-                expected=[expected for _, expected in cases.values()],
-                params={"functions": list(cases), "module": "torch", "rtol": GRAD_RTOL}, tolerate_errors=True)
+    calls, forms = [], []
+    draws = [(rng.normal(size=10), rng.normal(size=10), random_params(rng)) for _ in range(2)]
+    for name in ("linear_grad", "fit_linear", "mlp_forward", "mlp_grad", "fit_mlp"):
+        for x, y, params in draws:
+            args = {"linear_grad": (x, y, 1.0, 0.5), "fit_linear": (x, y), "mlp_forward": (x, params),
+                    "mlp_grad": (x, y, params), "fit_mlp": (x, y, params, 0.001, 2)}[name]
+            calls.append(CallSpec(name, args))
+        x, y, params = draws[0]
+        forms.append({"linear_grad": np.zeros(2), "fit_linear": np.zeros(2), "mlp_forward": np.zeros(len(x)),
+                      "mlp_grad": {key: np.zeros(np.shape(value)) for key, value in params.items()},
+                      "fit_mlp": {key: np.zeros(np.shape(value)) for key, value in params.items()}}[name])
+    return Plan(calls=tuple(calls), judge="runs-without", expected=forms,
+                params={"functions": ["linear_grad", "fit_linear", "mlp_forward", "mlp_grad", "fit_mlp"],
+                        "module": "torch"}, tolerate_errors=True)
 
 
 # --------------------------------------------------------------------------

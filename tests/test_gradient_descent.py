@@ -47,8 +47,10 @@ def test_gradient_with_a_sign_error(spec, options, solution, tmp_path):
     broken = edit_source(solution, "linear_grad", "residual = a * x + b - y", "residual = y - (a * x + b)")
     result = grade(save(broken, tmp_path / "sign.ipynb"), spec, options)
     assert scores(result) == {"linear-grad": 0, "fit-linear": 0, "fit-linear-steps": 0, "mlp-forward": 2,
-                              "mlp-grad": 3, "fit-mlp": 2, "fit-mlp-steps": 1, "numpy-only": 0.6}
+                              "mlp-grad": 3, "fit-mlp": 2, "fit-mlp-steps": 1, "numpy-only": 1}
     assert "wrong gradient at 3 of 3" in check(result, "linear-grad").message
+    # a wrong answer made without torch costs points where it is wrong, not in "NumPy only, no torch"
+    assert check(result, "numpy-only").message == "all 5 functions ran with torch unavailable: NumPy only"
     assert "should get within 0.1 of a=3, b=4" in check(result, "fit-linear").message
 
 

@@ -114,23 +114,22 @@ def network_fit(answers: list, expected: Any, *, what: str, hidden_units: int, t
                           f"below {target_mse}", **details)
 
 
-def all_correct_without(answers: list, expected: Any, *, functions: list, module: str, rtol: float) -> Outcome:
-    """Every function gave the right answer where `module` cannot be imported: credit per function proven.
-
-    Running is not enough: an answer must also be correct, or a notebook that forges the grader's
-    replies would pass without doing the work.
-    """
+def runs_without(answers: list, expected: Any, *, functions: list, module: str) -> Outcome:
+    """Credit per function that works where `module` cannot be imported, judged on the module's use alone: a
+    wrong answer costs points in that function's own checks, not here. Each function is called twice, on
+    different inputs; it proves it runs without the module when both calls return an answer of the right
+    form that depends on its inputs. A stub still raising NotImplementedError, or an answer forged without
+    doing the work (the same whatever the input), proves nothing and earns nothing."""
     uses_module, unverified = [], []
-    for name, found, wanted in zip(functions, answers, expected):
-        if isinstance(found, CallFailed):
-            (uses_module if module in found.message else unverified).append((name, found.message))
-            continue
-        if isinstance(wanted, dict):
-            correct = compare_gradients(found, {k: np.asarray(v) for k, v in wanted.items()}, rtol=rtol).fraction == 1
-        else:
-            correct = compare_array(found, np.asarray(wanted), what=name, rtol=rtol)[0]
-        if not correct:
-            unverified.append((name, f"{name} gave a wrong answer"))
+    for i, name in enumerate(functions):
+        first, second = answers[2 * i], answers[2 * i + 1]
+        failed = next((a for a in (first, second) if isinstance(a, CallFailed)), None)
+        if failed is not None:
+            (uses_module if module in failed.message else unverified).append((name, failed.message))
+        elif not (_same_form(first, expected[i]) and _same_form(second, expected[i])):
+            unverified.append((name, f"{name} returned an answer of another form than it must"))
+        elif _same_values(first, second):
+            unverified.append((name, f"{name} returned the same answer for different inputs"))
     proven = 1 - (len(uses_module) + len(unverified)) / len(functions)
     if uses_module:
         names = ", ".join(n for n, _ in uses_module)
@@ -138,10 +137,27 @@ def all_correct_without(answers: list, expected: Any, *, functions: list, module
                                        f"{uses_module[0][1]}. Use NumPy only.")
     if unverified:
         names = ", ".join(n for n, _ in unverified)
-        return Outcome.partial(proven, f"could not confirm that {names} work without {module}, because they did "
-                                       f"not give correct answers ({unverified[0][1]})")
-    return Outcome.passed(f"all {len(functions)} functions gave correct answers with {module} unavailable: "
-                          "NumPy only")
+        return Outcome.partial(proven, f"could not tell whether {names} work without {module}: "
+                                       f"{unverified[0][1]}")
+    return Outcome.passed(f"all {len(functions)} functions ran with {module} unavailable: NumPy only")
+
+
+def _same_form(found: Any, wanted: Any) -> bool:
+    """Whether `found` is finite numbers of `wanted`'s form (the same keys, each of the same shape)."""
+    if isinstance(wanted, dict):
+        return isinstance(found, dict) and set(found) == set(wanted) and all(
+            _same_form(found[key], value) for key, value in wanted.items())
+    try:
+        array = as_array(found, what="the answer")
+    except NotNumeric:
+        return False
+    return array.shape == np.shape(wanted) and bool(np.isfinite(array).all())
+
+
+def _same_values(first: Any, second: Any) -> bool:
+    if isinstance(first, dict):
+        return all(_same_values(first[key], second[key]) for key in first)
+    return bool(np.array_equal(as_array(first, what="the answer"), as_array(second, what="the answer")))
 
 
 def _finite(values: Any, *, limit: float = 1e12) -> list:
@@ -296,7 +312,7 @@ JUDGES: dict[str, Callable[..., Outcome]] = {
     "close": close,
     "line-fit": line_fit,
     "network-fit": network_fit,
-    "all-correct-without": all_correct_without,
+    "runs-without": runs_without,
     "polynomial-fit": polynomial_fit,
     "close-curves": close_curves,
     "pick-lowest": pick_lowest,
