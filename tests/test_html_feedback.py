@@ -578,7 +578,9 @@ def _open_and_screenshot(driver, page: Path, screenshot: Path, *, width: int = 1
         " scrollWidth: document.documentElement.scrollWidth,"
         " scripts: document.scripts.length,"
         " images: document.images.length,"
-        " broken: Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length}")
+        " broken: Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length,"
+        " narrowest_cell: Math.min(9999, ...Array.from(document.querySelectorAll('table.checks td'))"
+        "   .filter(c => c.textContent.trim().length > 20).map(c => c.getBoundingClientRect().width))}")
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                            {"width": width, "height": min(state["height"], 16000), "deviceScaleFactor": 1,
                             "mobile": False})
@@ -601,13 +603,17 @@ def test_pages_load_in_chromium_without_errors_or_outside_resources(chrome, tmp_
         "not-a-notebook": write_feedback(fixture("not-a-notebook"), tmp_path / "broken"),
         "class-summary": write_class_summary(class_of_six(), tmp_path / "summary.html", title="Gradient descent"),
     }
-    for name, page in pages.items():
-        state = _open_and_screenshot(chrome, page, tmp_path / f"{name}.png")
+    # a laptop, and a phone (390 px), where most students open their feedback
+    for width in (1280, 390):
+        for name, page in pages.items():
+            shot = tmp_path / f"{name}-{width}.png"
+            state = _open_and_screenshot(chrome, page, shot, width=width)
 
-        assert state["console"] == [], f"{name}: console messages {state['console']}"
-        assert state["scripts"] == 0, name
-        assert state["broken"] == 0, f"{name}: {state['broken']} of {state['images']} images did not load"
-        outside = [url for url in state["requests"] if not url.startswith(("file:", "data:"))]
-        assert outside == [], f"{name} asked for {outside}"
-        assert state["scrollWidth"] <= 1280, f"{name} is wider than the window"
-        assert (tmp_path / f"{name}.png").read_bytes().startswith(PNG_SIGNATURE)
+            assert state["console"] == [], f"{name}: console messages {state['console']}"
+            assert state["scripts"] == 0, name
+            assert state["broken"] == 0, f"{name}: {state['broken']} of {state['images']} images did not load"
+            outside = [url for url in state["requests"] if not url.startswith(("file:", "data:"))]
+            assert outside == [], f"{name} asked for {outside}"
+            assert state["scrollWidth"] <= width, f"{name} is {state['scrollWidth']} px wide at {width} px"
+            assert state["narrowest_cell"] >= min(120, width // 4), f"{name}: a column {state['narrowest_cell']} px wide"
+            assert shot.read_bytes().startswith(PNG_SIGNATURE)
