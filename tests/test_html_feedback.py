@@ -617,3 +617,29 @@ def test_pages_load_in_chromium_without_errors_or_outside_resources(chrome, tmp_
             assert state["scrollWidth"] <= width, f"{name} is {state['scrollWidth']} px wide at {width} px"
             assert state["narrowest_cell"] >= min(120, width // 4), f"{name}: a column {state['narrowest_cell']} px wide"
             assert shot.read_bytes().startswith(PNG_SIGNATURE)
+
+
+@pytest.mark.parametrize("labels", [
+    ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six", "7 - seven", "8 - eight",
+     "9 - nine"],
+    ["I: x1>0, x2>0", "II: x1<0, x2>0", "III: x1<0, x2<0", "IV: x1>0, x2<0"],
+])
+def test_confusion_matrix_tick_labels_neither_overlap_nor_leave_the_figure(labels, monkeypatch):
+    from grader.reports import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "_data_uri", lambda figure: drawn.append(figure) or "data:")
+    n = len(labels)
+    assert plots.confusion_matrix_chart({"labels": labels, "matrix": [[1] * n for _ in range(n)]}) == "data:"
+    figure = drawn[0]
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)
+    bounds = figure.bbox
+    for axis in ("x", "y"):
+        ticks = getattr(figure.axes[0], f"get_{axis}ticklabels")()
+        boxes = [t.get_window_extent(renderer) for t in ticks]
+        assert [t.get_text() for t in ticks] == labels  # nothing cut off
+        for box in boxes:
+            assert bounds.x0 - 1 <= box.x0 and box.x1 <= bounds.x1 + 1 and bounds.y0 - 1 <= box.y0, axis
+        for first, second in zip(boxes, boxes[1:]):
+            assert not first.overlaps(second), (axis, labels)

@@ -208,8 +208,11 @@ def confusion_matrix_chart(data: Any) -> str | None:
     axes = figure.add_subplot()
     image = axes.imshow(counts, cmap="Blues", interpolation="nearest")
     figure.colorbar(image, ax=axes, shrink=0.8).ax.tick_params(labelsize=7)
-    names = [_label(str(label))[:12] for label in labels]
-    axes.set_xticks(range(n), names, fontsize=8, rotation=90 if n > 10 else 0, parse_math=False)
+    names = [_label(str(label))[:16] for label in labels]
+    # labels side by side under the columns overlap as soon as they are longer than a column is wide
+    # ("0 - zero" on MNIST): upright, each keeps to its own column
+    upright = n > 10 or max(len(name) for name in names) * n > 40
+    axes.set_xticks(range(n), names, fontsize=8, rotation=90 if upright else 0, parse_math=False)
     axes.set_yticks(range(n), names, fontsize=8, parse_math=False)
     axes.set_xlabel("predicted", fontsize=9)
     axes.set_ylabel("true", fontsize=9)
