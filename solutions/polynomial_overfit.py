@@ -127,6 +127,7 @@ def plan_choose_degree(inputs) -> Plan:
     return Plan(calls=(CallSpec("choose_degree", training_args(data)),), judge="pick-lowest",
                 expected={"scores": curves["validation MSE"], "series": curves},
                 params={"what": "choose_degree", "x_label": "degree", "x_start": 0, "score_name": "validation MSE",
+                        "data_text": "on the grader's first data set",
                         "advice": "fit on the training data, then pick the degree whose fit has the lowest MSE "
                                   "on the validation data (the training MSE always prefers the highest degree)"})
 
@@ -138,6 +139,7 @@ def plan_chosen_test_loss(inputs) -> Plan:
                 expected={"scores": curves["test MSE"], "series": curves},
                 params={"what": "choose_degree", "x_label": "degree", "x_start": 0,
                         "score_name": "test MSE", "factor": TEST_FACTOR,
+                        "data_text": "on a second data set drawn the same way (so its choice may differ)",
                         "advice": "a degree chosen on validation data generalises; one chosen on training "
                                   "data overfits"})
 

@@ -249,9 +249,11 @@ def close_curves(answers: list, expected: Any, *, what: str, names: list, x_labe
 
 
 def pick_lowest(answers: list, expected: Any, *, what: str, x_label: str, x_start: int, score_name: str,
-                factor: float = 1.0, advice: str = "") -> Outcome:
+                factor: float = 1.0, advice: str = "", data_text: str = "") -> Outcome:
     """The answer is a value x_start + i whose score (expected["scores"][i]) is the lowest, or within `factor`
-    of it; expected["series"] (curves against the same x) is drawn with the answer marked."""
+    of it; expected["series"] (curves against the same x) is drawn with the answer marked. `data_text` says
+    which data the choice was made on, so that two checks of one function on different data that choose
+    differently say why."""
     scores = np.asarray(expected["scores"], dtype=float)
     best = int(np.argmin(scores))
     series = {name: _finite(values) for name, values in expected.get("series", {}).items()}
@@ -265,22 +267,23 @@ def pick_lowest(answers: list, expected: Any, *, what: str, x_label: str, x_star
         return Outcome.failed(f"{what} should return one whole number, the {x_label}; it returned "
                               f"{np.round(value.reshape(-1)[:5], 4).tolist()}", **details)
     chosen = int(value.reshape(-1)[0])
+    on = f" {data_text}" if data_text else ""
     details.update(chosen=chosen, series_x=series_axis(x_label, x_start, len(scores), mark=chosen,
                                                         mark_label=f"{what}'s choice"))
     index = chosen - x_start
     if not 0 <= index < len(scores):
-        return Outcome.failed(f"{what} chose {x_label} {chosen}, outside {x_start}..{x_start + len(scores) - 1}",
+        return Outcome.failed(f"{what} chose {x_label} {chosen}{on}, outside {x_start}..{x_start + len(scores) - 1}",
                               **details)
     lowest = f"the lowest is {scores[best]:.4g}, at {x_label} {x_start + best}"
     if scores[index] <= factor * scores[best] * (1 + 1e-9):
         if factor == 1.0:
-            return Outcome.passed(f"{what} chose {x_label} {chosen}, where the {score_name} is lowest "
+            return Outcome.passed(f"{what} chose {x_label} {chosen}{on}, where the {score_name} is lowest "
                                   f"({scores[index]:.4g})", **details)
-        return Outcome.passed(f"{what} chose {x_label} {chosen}, whose {score_name} ({scores[index]:.4g}) is within "
+        return Outcome.passed(f"{what} chose {x_label} {chosen}{on}, whose {score_name} ({scores[index]:.4g}) is within "
                               f"{factor:g} × the lowest ({scores[best]:.4g}, at {x_label} {x_start + best})",
                               **details)
     within = "" if factor == 1.0 else f", and it should be within {factor:g} × that"
-    return Outcome.failed(f"{what} chose {x_label} {chosen}, whose {score_name} is {scores[index]:.4g}; "
+    return Outcome.failed(f"{what} chose {x_label} {chosen}{on}, whose {score_name} is {scores[index]:.4g}; "
                           f"{lowest}{within}" + (f": {advice}" if advice else ""), **details)
 
 
