@@ -643,3 +643,12 @@ def test_confusion_matrix_tick_labels_neither_overlap_nor_leave_the_figure(label
             assert bounds.x0 - 1 <= box.x0 and box.x1 <= bounds.x1 + 1 and bounds.y0 - 1 <= box.y0, axis
         for first, second in zip(boxes, boxes[1:]):
             assert not first.overlaps(second), (axis, labels)
+
+
+def test_a_template_s_one_traceback_is_shown_once_and_pointed_to_from_the_other_checks(tmp_path):
+    traceback = ["Cell 3, line 2", "NotImplementedError: linear_grad"]
+    checks = [make_check(id=f"c{i}", name=f"Check {i}", score=0.0, status="failed", message="not implemented",
+                         details={"traceback": traceback}) for i in range(3)]
+    page = write_feedback(make_result(checks), tmp_path).read_text()
+    assert page.count("NotImplementedError: linear_grad") == 1
+    assert page.count("Traceback: the same as at “Check 0” above") == 2

@@ -23,6 +23,7 @@ import math
 import os
 import re
 import statistics
+import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -175,6 +176,7 @@ class CheckView:
     pictures: tuple[Picture, ...] = ()
     thumbnails: tuple[Picture, ...] = ()
     traceback: tuple[str, ...] = ()
+    traceback_as_in: str = ""  # the check above that shows this same traceback (shown once per page)
     other_details: str = ""  # staff only: details no view knows, as JSON
 
 
@@ -210,11 +212,25 @@ class FeedbackPage:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+def shown_once(checks: tuple[CheckView, ...]) -> tuple[CheckView, ...]:
+    """A template's every check fails with one traceback (the stub raising NotImplementedError): the page
+    shows it at the first check and points there from the others."""
+    first: dict[tuple[str, ...], str] = {}
+    views = []
+    for view in checks:
+        if view.traceback and view.traceback in first:
+            view = dataclasses.replace(view, traceback=(), traceback_as_in=first[view.traceback])
+        elif view.traceback:
+            first[view.traceback] = view.name
+        views.append(view)
+    return tuple(views)
+
+
 def feedback_page(result: GradeResult, *, audience: str) -> FeedbackPage:
     sandbox = result.environment.get("sandbox")
     sandbox = sandbox if isinstance(sandbox, dict) else {}
     graded = result.status == "graded"
-    checks = tuple(check_view(check, audience=audience, graded=graded) for check in result.checks)
+    checks = shown_once(tuple(check_view(check, audience=audience, graded=graded) for check in result.checks))
     return FeedbackPage(
         audience=audience,
         assignment=result.assignment,
