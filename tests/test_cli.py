@@ -151,3 +151,21 @@ def test_an_out_that_is_a_file_is_a_usage_error_before_any_grading(tmp_path, cap
         err = capsys.readouterr().err
         assert err == f"grader: error: --out {taken} is a file, not a directory: give a directory for the results\n"
     assert taken.read_text() == "mine"
+
+
+def test_a_failed_data_fetch_leaves_no_partial_folder(tmp_path, capsys, monkeypatch):
+    from pathlib import Path
+
+    import torchvision
+
+    class HalfDownload:
+        def __init__(self, root, train, download):
+            (Path(root) / "MNIST" / "raw").mkdir(parents=True, exist_ok=True)
+            (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").write_bytes(b"part of it")
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", HalfDownload)
+    root = tmp_path / "data"
+    assert main(["data", "fetch", "mnist", "--data-root", str(root)]) == 1
+    assert "could not download mnist (is this machine online?)" in capsys.readouterr().err
+    assert list(root.iterdir()) == []  # neither MNIST/ nor the staging folder

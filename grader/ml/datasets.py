@@ -9,6 +9,8 @@ StatLib columns) or scikit-learn's cache under root/scikit_learn_data.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,21 +181,39 @@ def load_california_housing(root: Path) -> TabularData:
 
 
 def fetch(dataset: str, root: Path) -> str:
-    """Download one dataset into the root (needs the network)."""
+    """Download one dataset into the root (needs the network). It is downloaded into a folder of its own
+    beside the root and moved into place only once complete: a download that fails leaves nothing behind."""
+    if dataset not in ALL_DATASETS:
+        raise UsageError(f"unknown dataset {dataset!r}; known: {', '.join(ALL_DATASETS)}")
     root.mkdir(parents=True, exist_ok=True)
-    if dataset in IMAGE_DATASETS:
-        import torchvision
+    folder = IMAGE_DATASETS.get(dataset, "scikit_learn_data")
+    staging = Path(tempfile.mkdtemp(prefix=f".fetch-{dataset}-", dir=root))
+    try:
+        if dataset in IMAGE_DATASETS:
+            import torchvision
 
-        cls = getattr(torchvision.datasets, IMAGE_DATASETS[dataset])
-        for train in (True, False):
-            cls(str(root), train=train, download=True)
-        return f"{dataset}: downloaded to {root / IMAGE_DATASETS[dataset]}"
-    if dataset == "california-housing":
-        from sklearn.datasets import fetch_california_housing
+            cls = getattr(torchvision.datasets, IMAGE_DATASETS[dataset])
+            for train in (True, False):
+                cls(str(staging), train=train, download=True)
+        else:
+            from sklearn.datasets import fetch_california_housing
 
-        fetch_california_housing(data_home=str(root / "scikit_learn_data"), download_if_missing=True)
-        return f"{dataset}: downloaded to {root / 'scikit_learn_data'}"
-    raise UsageError(f"unknown dataset {dataset!r}; known: {', '.join(ALL_DATASETS)}")
+            fetch_california_housing(data_home=str(staging / folder), download_if_missing=True)
+        _move_into(staging / folder, root / folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return f"{dataset}: downloaded to {root / folder}"
+
+
+def _move_into(source: Path, target: Path) -> None:
+    """Move what `source` holds into `target`, file by file, each with one rename."""
+    for path in sorted(source.rglob("*")):
+        destination = target / path.relative_to(source)
+        if path.is_dir():
+            destination.mkdir(parents=True, exist_ok=True)
+        else:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, destination)
 
 
 def describe(dataset: str, root: Path) -> str:
