@@ -251,12 +251,29 @@ def environment(options: GradeOptions, assignment: Assignment, sandbox: dict[str
         "grader": grader.__version__,
         "python": platform.python_version(),
         "torch": _torch_version(),
+        "packages": package_versions(),
         "device": options.device,
         "seed": assignment.seed,
         "platform": platform.platform(terse=True),
         "cpu_count": os.cpu_count(),
         "sandbox": sandbox,
     }
+
+
+# what moves a grade when its version moves: the kernel's stack, the numerics, the baselines
+GRADE_PACKAGES = ("numpy", "scikit-learn", "torchvision", "matplotlib", "ipykernel", "jupyter_client", "nbclient")
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in GRADE_PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
 
 
 def _torch_version() -> str:

@@ -95,10 +95,24 @@ def test_the_zip_holds_the_scripts_the_wheel_and_the_spec_only(bundle):
         modes = {info.filename: info.external_attr >> 16 for info in archive.infolist()}
     wheels = [n for n in names if n.startswith("grader-") and n.endswith(".whl")]
     assert len(wheels) == 1
-    assert names == {"setup.sh", "run_autograder", wheels[0], SPEC}
+    assert names == {"setup.sh", "run_autograder", "constraints.txt", wheels[0], SPEC}
     assert not [n for n in names if n.endswith(".ipynb")]
     assert stat.S_IMODE(modes["setup.sh"]) == stat.S_IMODE(modes["run_autograder"]) == 0o755
     assert stat.S_ISREG(modes["run_autograder"])
+
+
+def test_the_image_is_pinned_to_the_environment_the_course_was_tested_with(bundle, tmp_path):
+    # a rebuilt image must not pick up another numpy, ipykernel or scikit-learn (which moves a baseline)
+    from importlib.metadata import version
+
+    with zipfile.ZipFile(bundle) as archive:
+        pins = archive.read("constraints.txt").decode().splitlines()
+    pinned = dict(line.split("==") for line in pins if line and not line.startswith("#"))
+    for name in ("numpy", "scikit-learn", "ipykernel", "nbclient", "jupyter_client", "matplotlib"):
+        key = next(k for k in pinned if k.lower().replace("_", "-") == name.replace("_", "-"))
+        assert pinned[key] == version(name).split("+")[0], name
+    assert pinned["torch"] == "2.14.1" and not [v for v in pinned.values() if "+" in v]
+    assert "grader" not in {k.lower() for k in pinned}
 
 
 def test_the_shipped_wheel_is_the_grader_and_nothing_of_the_course(bundle):
@@ -121,9 +135,9 @@ def test_the_scripts_are_valid_bash_and_do_what_the_readme_says(bundle, tmp_path
     setup = (tmp_path / "setup.sh").read_text()
     for expected in ("apt-get install -y --no-install-recommends python3.11 python3.11-venv",
                      'python3.11 -m venv "$PREFIX/venv"',
-                     "pip\" install --no-cache-dir torch==2.14.1 torchvision==0.29.1 --index-url "
-                     "https://download.pytorch.org/whl/cpu",
-                     f'"$SOURCE"/{wheel}', "bubblewrap || echo",
+                     'pip" install --no-cache-dir -c "$SOURCE/constraints.txt" torch==2.14.1 torchvision==0.29.1',
+                     "--index-url https://download.pytorch.org/whl/cpu",
+                     f'-c "$SOURCE/constraints.txt" "$SOURCE"/{wheel}', "bubblewrap || echo",
                      'useradd --system --no-create-home --shell /usr/sbin/nologin "$SANDBOX_USER"',
                      "SANDBOX_USER=grader-student", 'chmod -R go-rwx "$SOURCE"', "chmod 0700 /autograder",
                      "this assignment needs no dataset"):

@@ -4,6 +4,7 @@ The zip holds exactly (Gradescope unpacks it into /autograder/source):
 
     setup.sh                 run once, as root, when Gradescope builds the image (Ubuntu 22.04)
     run_autograder           run for every submission; runs `grader gradescope run`
+    constraints.txt          every package pinned to this environment's version (setup.sh installs with it)
     grader-<version>-*.whl   the grader itself, built from this checkout (or --wheel)
     solutions/<spec>.py      the assignment's spec and nothing else of the course: no notebook
     data/...                 with --data ship (the default): the files the loaders read, only
@@ -62,6 +63,7 @@ def build_bundle(assignment: Assignment, out: Path, *, data_mode: str = "ship", 
         wheel = checked_wheel(wheel) if wheel is not None else build_wheel(Path(tmp))
         entries: list[tuple[str, bytes | Path, int]] = [
             ("setup.sh", setup_script(wheel_name=wheel.name, datasets=needed, data_mode=data_mode).encode(), 0o755),
+            ("constraints.txt", constraints_text().encode(), 0o644),
             ("run_autograder", run_script(assignment_id=assignment.id).encode(), 0o755),
             (wheel.name, wheel, 0o644),
             (f"solutions/{Path(assignment.source).name}", Path(assignment.source), 0o644),
@@ -176,6 +178,23 @@ def run_script(*, assignment_id: str) -> str:
     return RUN_AUTOGRADER.format(prefix=PREFIX, user=SANDBOX_USER, assignment=shlex.quote(assignment_id))
 
 
+def constraints_text() -> str:
+    """pip constraints pinning every package of this environment (the one the course was tested with), so
+    that an image rebuilt later installs the same numpy, ipykernel, scikit-learn (which moves the regression
+    baseline) and the rest. Local version labels go (torch 2.14.1+cu130 here is 2.14.1 from the CPU index
+    there), and so does the grader itself, which comes as the bundle's wheel."""
+    from importlib.metadata import distributions
+
+    pins = {}
+    for dist in distributions():
+        name = (dist.metadata["Name"] or "").strip()
+        if name and name.lower() not in ("grader", "pip", "setuptools", "wheel"):
+            pins[name.lower()] = f"{name}=={dist.version.split('+')[0]}"
+    header = ("# The environment this course was tested with (written by grader gradescope build); setup.sh\n"
+              "# installs with -c constraints.txt, so a rebuilt image gets these versions again.\n")
+    return header + "".join(f"{pins[key]}\n" for key in sorted(pins))
+
+
 SETUP_SH = """\
 #!/usr/bin/env bash
 # Gradescope runs this once, as root, when it builds the autograder image (Ubuntu 22.04 base).
@@ -195,8 +214,10 @@ apt-get install -y --no-install-recommends bubblewrap || echo "setup.sh: bubblew
 # Python outside /autograder, which is closed to the sandbox user, yet readable by it
 python3.11 -m venv "$PREFIX/venv"
 "$PREFIX/venv/bin/pip" install --no-cache-dir --upgrade pip
-"$PREFIX/venv/bin/pip" install --no-cache-dir torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cpu
-"$PREFIX/venv/bin/pip" install --no-cache-dir "$SOURCE"/{wheel}
+# constraints.txt pins every package to the version the course was tested with
+"$PREFIX/venv/bin/pip" install --no-cache-dir -c "$SOURCE/constraints.txt" torch==2.14.1 torchvision==0.29.1 \\
+    --index-url https://download.pytorch.org/whl/cpu
+"$PREFIX/venv/bin/pip" install --no-cache-dir -c "$SOURCE/constraints.txt" "$SOURCE"/{wheel}
 chmod -R a+rX "$PREFIX"
 
 {data}
@@ -234,3 +255,7 @@ if [ ! -s "$ROOT/results/results.json" ]; then
 fi
 exit 0
 """
+
+
+if __name__ == "__main__":  # python -m grader.lms.bundle > constraints.txt (the PrairieLearn image's)
+    sys.stdout.write(constraints_text())
