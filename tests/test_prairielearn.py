@@ -212,9 +212,11 @@ def test_the_dockerfile_builds_the_image_the_readme_describes():
     assert instructions[0] == "FROM" and "FROM python:3.11-slim\n" in text
     assert set(instructions) <= {"FROM", "RUN", "COPY", "ENV", "USER", "CMD"}
     for expected in ("apt-get install -y --no-install-recommends bubblewrap",
-                     "pip install --no-cache-dir torch==2.14.1 torchvision==0.29.1 --index-url "
-                     "https://download.pytorch.org/whl/cpu",
-                     "COPY grader-*.whl /tmp/wheel/", "pip install --no-cache-dir /tmp/wheel/grader-*.whl",
+                     "COPY constraints.txt /opt/grader/constraints.txt",
+                     "pip install --no-cache-dir -c /opt/grader/constraints.txt torch==2.14.1 torchvision==0.29.1",
+                     "--index-url https://download.pytorch.org/whl/cpu",
+                     "COPY grader-*.whl /tmp/wheel/",
+                     "pip install --no-cache-dir -c /opt/grader/constraints.txt /tmp/wheel/grader-*.whl",
                      "useradd --system --no-create-home --shell /usr/sbin/nologin grader-student",
                      "chmod -R go-rwx /opt/grader/data", "GRADER_DATA=/opt/grader/data",
                      "GRADER_SANDBOX_USER=grader-student", "USER root"):
