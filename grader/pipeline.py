@@ -90,11 +90,12 @@ def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) 
     except NotebookError as exc:
         return unreadable_result(path, assignment, exc.message, options)
     if submission.assignment_hint and submission.assignment_hint != assignment.id:
-        # graded as this one, it would score 0 with messages about functions it was never meant to have
-        return unreadable_result(path, assignment, f"{submission.name} is the notebook of the assignment "
-                                 f"{printable(submission.assignment_hint, limit=80)!r} (its metadata says so), not "
-                                 f"of {assignment.id!r} ({assignment.title}); it was not graded as this one",
-                                 options)
+        # graded as this one, it would score 0 with messages about functions it was never meant to have;
+        # only the notebook's own metadata decides (grader assign writes it into every template)
+        return unreadable_result(path, assignment, f"This notebook is the one for the assignment "
+                                 f"{printable(submission.assignment_hint, limit=80)!r} (its metadata says so), but "
+                                 f"this assignment is {assignment.id!r} ({assignment.title}), so it was not graded "
+                                 f"as this one. Hand in your notebook {assignment.notebook}.", options)
     resources = _resources(assignment, options)
     prepared = time.monotonic()
     limits = assignment.limits

@@ -114,7 +114,7 @@ def test_a_notebook_of_another_assignment_is_not_graded_as_this_one(tmp_path, ca
     assert code == 0
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["status"] == "error" and result["score"] == 0
-    assert "is the notebook of the assignment 'deep-mlp' (its metadata says so)" in result["message"]
+    assert "This notebook is the one for the assignment 'deep-mlp' (its metadata says so)" in result["message"]
     assert all(c["message"].startswith("not graded: ") and "not defined" not in c["message"]
                for c in result["checks"])
 

@@ -4,11 +4,11 @@
    grader is root: without namespaces, file permissions are the only thing between the kernel
    (the unprivileged sandbox user) and the spec, the data, the student's upload and the results.
    The sandbox then checks that it holds before it starts anything.
-2. The upload's one notebook is found; a missing or second notebook, or a notebook of another
-   assignment, becomes a zero result that says so.
+2. The upload's one notebook is found; a missing or second notebook becomes a zero result that says
+   so, and so does a notebook of another assignment (the pipeline tells that from its metadata).
 3. The notebook goes through `grader.pipeline.grade_safely`. A failure of the grader itself
-   (HarnessError: no sandbox, missing data; or a crash) becomes a zero result whose message says
-   it is not the student's fault, and `fault` says the LMS should not count it.
+   (HarnessError: no sandbox, missing data; a grader-error result: a crash, a trainer that died)
+   says it is not the student's fault, and `fault` says the LMS should not count it.
 4. result.json and feedback.html are written for staff (`grader.reports.outputs`), with what the
    entry point did recorded as `environment.lms`.
 """
@@ -26,12 +26,11 @@ from typing import Any
 
 from grader.assignment import Assignment, find_assignment, load_assignments
 from grader.errors import GraderError, UsageError
-from grader.lms.submission import find_notebook, wrong_assignment
-from grader.notebook_io import sha256_of
-from grader.pipeline import GradeOptions, grade_safely, grader_failure, zero_result
+from grader.lms.submission import find_notebook
+from grader.pipeline import GradeOptions, grade_safely, grader_failure, unreadable_result
 from grader.reports.outputs import write_outputs
 from grader.results import GradeResult
-from grader.states import CheckStatus, ResultStatus
+from grader.states import ResultStatus
 
 NOT_YOUR_FAULT = ("The autograder could not grade this submission. This is not your fault and says nothing "
                   "about your work: tell your course staff, who can see why.")
@@ -91,34 +90,18 @@ def grade_upload(upload_dir: Path, *, assignment_id: str | None, options: GradeO
 def _grade(upload_dir: Path, assignment: Assignment, options: GradeOptions) -> LmsGrade:
     upload = find_notebook(upload_dir, expected=assignment.notebook)
     if upload.notebook is None:
-        return LmsGrade(_zero(upload_dir / assignment.notebook, assignment, options, upload.problem),
+        return LmsGrade(unreadable_result(upload_dir / assignment.notebook, assignment, upload.problem, options),
                         bad_upload=upload.problem)
     notebook = upload.notebook
-    mismatch = wrong_assignment(notebook, assignment)
-    if mismatch:
-        return LmsGrade(_zero(notebook, assignment, options, mismatch, sha256=_digest(notebook)), bad_upload=mismatch)
     try:
         result = grade_safely(notebook, assignment, options)
     except GraderError as exc:  # the grader cannot work here: every submission would fail the same way
         result = grader_failure(notebook, assignment, options, exc.message)
     if result.status == ResultStatus.GRADER_ERROR:  # its message says it is not the student's fault
         return LmsGrade(result, fault=result.message)
-    if result.status == ResultStatus.ERROR:  # not a notebook the grader can read
+    if result.status == ResultStatus.ERROR:  # not a notebook the grader can read, or another assignment's
         return LmsGrade(result, bad_upload=result.message)
     return LmsGrade(result)
-
-
-def _zero(path: Path, assignment: Assignment, options: GradeOptions, message: str, *, sha256: str = "") \
-        -> GradeResult:
-    return zero_result(path, assignment, options, message=message, check_message=f"not graded: {message}",
-                       check_status=CheckStatus.FAILED, sha256=sha256)
-
-
-def _digest(path: Path) -> str:
-    try:
-        return sha256_of(path)
-    except OSError:
-        return ""
 
 
 def remove_stale(path: Path) -> None:

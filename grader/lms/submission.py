@@ -12,9 +12,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.assignment import Assignment
-from grader.errors import NotebookError
-from grader.notebook_io import read_submission
 from grader.reports.plain import printable
 
 IGNORED_DIRS = frozenset({".ipynb_checkpoints", "__MACOSX", "__pycache__"})
@@ -53,23 +50,6 @@ def find_notebook(directory: Path, *, expected: str) -> Upload:
         return Upload(None, f"{_names(links, directory)} is a link, not a notebook file, and was not opened. {ask}")
     found = f" It holds: {_names(others, directory)}." if others else " It is empty."
     return Upload(None, f"No notebook was found in your submission.{found} {ask}")
-
-
-def wrong_assignment(notebook: Path, assignment: Assignment) -> str:
-    """Why this notebook belongs to another assignment ("" when it may be this one's).
-
-    Only the notebook's own metadata decides (grader assign writes it into every template); a
-    notebook without it is graded, and its missing functions say the rest.
-    """
-    try:
-        hint = read_submission(notebook).assignment_hint
-    except NotebookError:
-        return ""  # grading says what is wrong with the file
-    if not hint or hint == assignment.id:
-        return ""
-    return (f"This notebook is the one for the assignment {printable(hint, limit=80)!r} (its metadata says so), "
-            f"but this assignment is {assignment.id!r} ({assignment.title}). Upload your notebook "
-            f"{assignment.notebook} and submit again.")
 
 
 def _names(paths: list[Path], directory: Path) -> str:
