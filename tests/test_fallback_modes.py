@@ -96,43 +96,40 @@ def test_user_mode_keeps_spec_data_and_outputs_away_and_sweeps_what_is_left(lms)
                for note in result["environment"]["sandbox"]["notes"])
 
 
-def test_user_mode_refuses_when_the_sandbox_user_could_read_the_data(lms):
+def grade_beside_an_open_directory(lms, *, as_option: str):
+    """Grade in user mode with a fresh directory every user may enter given as `as_option` (--data-root or
+    --out); the completed run and the directory's resolved path."""
     course_in(lms)
     notebook = lms / "in" / "alice.ipynb"
     shutil.copy(SOLUTIONS / "gradient_descent.ipynb", notebook)
-    readable = Path(tempfile.mkdtemp(prefix="grader-readable-"))
+    options = {"--data-root": str(lms / "data"), "--out": str(lms / "out")}
+    open_dir = Path(tempfile.mkdtemp(prefix="grader-open-"))
     try:
-        os.chmod(readable, 0o755)
+        os.chmod(open_dir, 0o755)
         done = containers.run_in_container(
             [*GRADER, "grade", str(notebook), "--sandbox", "user", "--course", str(lms / "course"),
-             "--data-root", str(readable), "--out", str(lms / "out")],
+             *[item for option, path in {**options, as_option: str(open_dir)}.items() for item in (option, path)]],
             cwd=lms, env={"XDG_CACHE_HOME": str(lms / "cache")})
     finally:
-        shutil.rmtree(readable)
+        shutil.rmtree(open_dir)
+    return done, open_dir.resolve()
+
+
+def test_user_mode_refuses_when_the_sandbox_user_could_read_the_data(lms):
+    done, readable = grade_beside_an_open_directory(lms, as_option="--data-root")
     assert done.returncode == 3
     assert done.stderr.strip().splitlines() == [
-        f"grader: error: sandbox mode 'user': {readable.resolve()} is readable by the sandbox user 'nobody'; make "
+        f"grader: error: sandbox mode 'user': {readable} is readable by the sandbox user 'nobody'; make "
         "it unreadable to that user (chmod o-rwx, or a parent directory without o+x), or use a sandbox with "
         "namespaces"]
 
 
 def test_user_mode_refuses_an_output_directory_the_sandbox_user_can_enter(lms):
     # one student's kernel could read other students' result.json there, hidden checks' messages included
-    course_in(lms)
-    notebook = lms / "in" / "alice.ipynb"
-    shutil.copy(SOLUTIONS / "gradient_descent.ipynb", notebook)
-    shared = Path(tempfile.mkdtemp(prefix="grader-shared-out-"))
-    try:
-        os.chmod(shared, 0o755)
-        done = containers.run_in_container(
-            [*GRADER, "grade", str(notebook), "--sandbox", "user", "--course", str(lms / "course"),
-             "--data-root", str(lms / "data"), "--out", str(shared)],
-            cwd=lms, env={"XDG_CACHE_HOME": str(lms / "cache")})
-    finally:
-        shutil.rmtree(shared)
+    done, shared = grade_beside_an_open_directory(lms, as_option="--out")
     assert done.returncode == 3
-    assert f"the output directory {shared.resolve()} can be entered by the sandbox user 'nobody'" in done.stderr
-    done, result = grade_in(lms, notebook, "--sandbox", "user", out="private-out")
+    assert f"the output directory {shared} can be entered by the sandbox user 'nobody'" in done.stderr
+    done, result = grade_in(lms, lms / "in" / "alice.ipynb", "--sandbox", "user", out="private-out")
     assert result["score"] == 14 and stat.S_IMODE((lms / "private-out").stat().st_mode) == 0o700
 
 

@@ -25,6 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grader.errors import GraderFailure
+from grader.exchange import ExchangeError, read_value
+from grader.sandbox import Stalled, finish_trusted, start_trusted
+
 MAX_FILE_BYTES = 256 << 20  # a course model's state_dict is a few MB
 MAX_ENTRIES = 1000
 INSPECT_STALL_S = 120.0
@@ -53,15 +57,11 @@ def read_saved_file(exchange_fd: int, relative: str, *, memory_mb: int | None) -
             return SavedFile(exists=False, error=problem)
         out = Path(private) / "out"
         out.mkdir()
-        from grader.sandbox import Stalled, finish_trusted, start_trusted
-
         process = start_trusted([sys.executable, "-m", "grader.ml.state_file", str(copy), str(out)],
                                 memory_mb=memory_mb, threads=1)
         try:
             done = finish_trusted(process, stall_s=INSPECT_STALL_S)
         except Stalled as exc:
-            from grader.errors import GraderFailure
-
             raise GraderFailure(f"the process that opens the saved file was stopped ({exc})") from None
         return _answer(private, done)
 
@@ -96,9 +96,6 @@ def _copy_out(exchange_fd: int, relative: str, target: Path) -> str:
 
 
 def _answer(private: str, done) -> SavedFile:
-    from grader.errors import GraderFailure
-    from grader.exchange import ExchangeError, read_value
-
     fd = os.open(private, os.O_RDONLY | os.O_DIRECTORY)
     try:
         answer = read_value(fd, "out")
