@@ -339,6 +339,10 @@ def _batch(args: argparse.Namespace) -> int:
     if args.scheduler and args.jobs > 1:
         raise UsageError("-j is for grading on this machine; with --scheduler the workers' threads say how many "
                          "submissions are graded at once")
+    if args.scheduler:
+        from grader.distributed import require_dask
+
+        require_dask()
     if not args.submissions.exists():
         raise UsageError(f"{args.submissions}: no such file or directory")
     # On a cluster each worker grades on its own device: the client resolves nothing here.

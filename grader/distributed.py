@@ -24,7 +24,7 @@ with `--resources GPU=1`, graded there with device cuda, when the cluster has
 any; everything else may run on any worker, with device cpu.
 
 `distributed` is imported only here, and only when a batch asks for a
-scheduler.
+scheduler: it is an optional extra (`pip install 'grader[dask]'`).
 """
 
 from __future__ import annotations
@@ -259,6 +259,7 @@ class DaskRunner:
             return 0
 
     def run(self, pending: Sequence[BatchItem], job: BatchJob, record: Record) -> None:
+        require_dask()
         from distributed import Client
 
         try:
@@ -373,3 +374,12 @@ class _Tasks:
             self.client.set_metadata([METADATA_ROOT, self.remote.batch_id], {})
         except Exception:  # noqa: BLE001 - the scheduler may be gone; the counts die with it
             pass
+
+
+def require_dask() -> None:
+    """Dask is an optional extra: --scheduler without it says how to get it, before any grading starts."""
+    try:
+        import distributed  # noqa: F401 - only whether it imports
+    except ImportError:
+        raise UsageError("--scheduler grades on a Dask cluster, and Dask is not installed here: "
+                         "pip install 'grader[dask]' (its workers need it too)") from None

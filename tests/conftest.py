@@ -112,3 +112,42 @@ def edit_source(notebook, name: str, old: str, new: str):
     assert old in cell.source, f"{old!r} not in the cell defining {name}"
     cell.source = cell.source.replace(old, new)
     return copy
+
+
+# Every test file belongs to one layer, so that a run can pick what it needs: `pytest` runs the fast
+# layers (unit, kernel, sandbox, lms, browser), `pytest -m sandbox` the tests whose outcome depends
+# on the isolation in use (CI runs them once more under bubblewrap), `-m e2e` and `-m stress` the
+# heavy layers, which their tests mark themselves. A test may name its own layer (a kernel test that
+# also belongs in each sandbox mode, say).
+LAYERS = {
+    # values in, values out: no kernel, no sandbox
+    "unit": ("test_authoring", "test_checks_numeric", "test_course_door", "test_exchange", "test_exports",
+             "test_forged_answers", "test_notebook_io", "test_outputs", "test_result_schema", "test_states",
+             "test_wheel"),
+    # a student's notebook through a kernel and the checks: grades, training, the student's own check()
+    "kernel": ("test_batch", "test_cli", "test_cnn_mnist", "test_distributed", "test_gradient_descent",
+               "test_mnist", "test_polynomial_overfit", "test_regression",
+               "test_student_check", "test_toy_2d", "test_warm_trainer"),
+    # what the isolation guarantees: the hostile corpus, the modes and their fallbacks, the kernel image,
+    # files that cross the wall
+    "sandbox": ("test_busy_machine", "test_fallback_modes", "test_hostile", "test_kernel_image", "test_save_load",
+                "test_model_integrity", "test_sandbox"),
+    # the Gradescope and PrairieLearn entry points in their simulated trees
+    "lms": ("test_gradescope", "test_prairielearn"),
+    # the HTML feedback as a browser shows it
+    "browser": ("test_html_feedback",),
+}
+HEAVY_LAYERS = ("e2e", "stress")
+LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(item.get_closest_marker(layer) for layer in (*HEAVY_LAYERS, *LAYERS)):
+            continue  # a test that names its layer itself
+        layer = LAYER_OF.get(item.path.stem)
+        if layer is None:
+            raise pytest.UsageError(f"{item.path.name} belongs to no test layer: add it to LAYERS in "
+                                    f"tests/conftest.py")
+        item.add_marker(getattr(pytest.mark, layer))

@@ -278,6 +278,15 @@ def test_scheduler_and_jobs_do_not_mix(tmp_path, capsys):
     assert "-j is for grading on this machine" in capsys.readouterr().err
 
 
+def test_scheduler_without_dask_installed_says_which_extra_to_install(tmp_path, capsys, monkeypatch):
+    for module in ("distributed", "dask"):
+        monkeypatch.setitem(sys.modules, module, None)  # what an install without the dask extra imports
+    assert _grade(tmp_path, tmp_path / "out", "--scheduler", "tcp://127.0.0.1:1") == 2
+    err = capsys.readouterr().err
+    assert "Dask is not installed here: pip install 'grader[dask]'" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_progress_rate_and_time_left():
     progress = BatchProgress(done=12, total=30, graded=10, elapsed_s=120.0, workers=3)
     assert progress.rate_per_min == 5.0 and progress.eta_s == 18 * 60 / 5
