@@ -283,7 +283,7 @@ def nbgrader_scores(course: Path, bin_dir: Path) -> dict[str, float]:
               f"    print({{s.student.id: s.score for s in gb.assignment_submissions('{ASSIGNMENT}')}})")
     done = subprocess.run([str(bin_dir / "python"), "-c", script], cwd=course, capture_output=True, text=True,
                           check=True, env=_nbgrader_environ(bin_dir))
-    return eval(done.stdout)  # noqa: S307 - a dict literal printed by the line above
+    return eval(done.stdout)  # a dict literal printed by the line above
 
 
 # --------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def write_template(solution_path: Path, out_dir: Path) -> Path:
         raise UsageError(f"{solution_path}: no such file")
     try:
         solution = nbformat.read(solution_path, as_version=4)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise UsageError(f"{solution_path} is not a readable notebook: {exc}") from None
     template = make_template(solution, name=solution_path.name)
     out_dir = Path(out_dir)

@@ -258,7 +258,7 @@ def _run_parallel(pending: Sequence[BatchItem], assignment: Assignment, options:
                         graded = future.result()
                     except GraderError:
                         raise
-                    except Exception as exc:  # noqa: BLE001 - a worker process died: record, go on
+                    except Exception as exc:  # a worker process died: record, go on
                         graded = crashed(item, assignment, options,
                                          f"the grader's worker failed on this submission ({exc!r}); "
                                          "run the batch again to retry it", audience)

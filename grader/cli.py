@@ -94,7 +94,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error told in one line that names the command it belongs to (argparse's own
     prints the whole usage, and for a subcommand's flag the top-level one)."""
 
-    def error(self, message: str):  # noqa: D401 - argparse hook
+    def error(self, message: str):  # argparse hook
         self.exit(2, f"grader: error: {message} (see: {self.prog} --help)\n")
 
 

@@ -255,7 +255,7 @@ class DaskRunner:
             return 0
         try:
             return sum(1 for keys in self._client.processing().values() if keys)
-        except Exception:  # noqa: BLE001 - only for the progress display
+        except Exception:  # only for the progress display
             return 0
 
     def run(self, pending: Sequence[BatchItem], job: BatchJob, record: Record) -> None:
@@ -360,7 +360,7 @@ class _Tasks:
         except FutureCancelledError:
             raise HarnessError(f"the Dask scheduler at {self.client.scheduler.address} cancelled the batch's "
                                "tasks (was it restarted?); run the same command again to resume") from None
-        except Exception as exc:  # noqa: BLE001 - the worker failed outside grading: record, go on
+        except Exception as exc:  # the worker failed outside grading: record, go on
             return crashed(item, job.assignment, job.options,
                            f"the grader's worker failed on this submission ({type(exc).__name__}: {exc}); "
                            "run the batch again to retry it", job.audience)
@@ -371,5 +371,5 @@ class _Tasks:
         """Drop the batch's start counts from the scheduler's metadata."""
         try:
             self.client.set_metadata([METADATA_ROOT, self.remote.batch_id], {})
-        except Exception:  # noqa: BLE001 - the scheduler may be gone; the counts die with it
+        except Exception:  # the scheduler may be gone; the counts die with it
             pass

@@ -62,7 +62,7 @@ class _CappedClient(NotebookClient):
     truncated = False
     saw_idle = False  # the kernel's "idle" arrived: the output stream is intact
 
-    def process_message(self, msg, cell, cell_index):  # noqa: D401 - nbclient hook
+    def process_message(self, msg, cell, cell_index):  # nbclient hook
         msg_type = msg.get("msg_type", "")
         if msg_type == "status" and msg.get("content", {}).get("execution_state") == "idle":
             self.saw_idle = True
@@ -74,7 +74,7 @@ class _CappedClient(NotebookClient):
         msg["buffers"] = []
         return super().process_message(msg, cell, cell_index)
 
-    def output(self, outs, msg, display_id, cell_index):  # noqa: D401 - nbclient hook
+    def output(self, outs, msg, display_id, cell_index):  # nbclient hook
         size = len(str(msg.get("content", "")))
         if size > self.output_budget:
             self.truncated = True
@@ -138,7 +138,7 @@ class KernelSession:
         try:
             self.client.start_new_kernel()
             self.client.start_new_kernel_client()
-        except Exception as exc:  # noqa: BLE001 - any start failure is the same to a user
+        except Exception as exc:  # any start failure is the same to a user
             self.stop()
             detail = self.sandbox.kernel_stderr_tail().strip().splitlines()[-3:]
             return str(exc) + (f" ({' | '.join(detail)})" if detail else "")
@@ -151,7 +151,7 @@ class KernelSession:
         if self.client is not None and self.client.km is not None:
             try:
                 self.client._cleanup_kernel()
-            except Exception:  # noqa: BLE001 - a kernel that is gone is what we want
+            except Exception:  # a kernel that is gone is what we want
                 pass
         self.client = None
         self.alive = False
@@ -218,7 +218,7 @@ class KernelSession:
                 if reply.get("msg_type") == "execute_reply":
                     return CellRun(status=RunStatus.TIMEOUT, elapsed_s=time.monotonic() - start,
                                    error_name="TimeoutError", error_value="interrupted")
-        except Exception:  # noqa: BLE001 - fall through to killing it
+        except Exception:  # fall through to killing it
             pass
         self.stop()
         return CellRun(status=RunStatus.TIMEOUT, elapsed_s=time.monotonic() - start,
@@ -227,7 +227,7 @@ class KernelSession:
     def _kernel_alive(self) -> bool:
         try:
             return bool(run_sync(self.client.km.is_alive)())
-        except Exception:  # noqa: BLE001
+        except Exception:
             return False
 
     def _death_reason(self) -> str:
@@ -240,7 +240,7 @@ class KernelSession:
         try:
             process = self.client.km.provisioner.process
             code = process.poll() if process is not None else None
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         self.stop()
         # bwrap and shells report a child killed by signal N as exit status 128 + N

@@ -589,7 +589,7 @@ def start_kernel_image(modules: tuple[str, ...], blocked: tuple[str, ...] = ()) 
     only means cold kernels, which the first sandbox records)."""
     try:
         kernel_image(modules, blocked)
-    except Exception:  # noqa: BLE001 - see the docstring
+    except Exception:  # see the docstring
         pass
 
 

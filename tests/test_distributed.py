@@ -27,12 +27,12 @@ from conftest import REPO, SOLUTIONS, TEMPLATES, data_root, edit_source, load, s
 
 pytest.importorskip("distributed")
 
-from grader.batch import BatchJob, BatchProgress  # noqa: E402
-from grader.cli import main  # noqa: E402
-from grader.distributed import (GPU_RESOURCE, STOPPED_TWO, CourseBundle, DaskRunner, Placement, _Tasks,  # noqa: E402
+from grader.batch import BatchJob, BatchProgress
+from grader.cli import main
+from grader.distributed import (GPU_RESOURCE, STOPPED_TWO, CourseBundle, DaskRunner, Placement, _Tasks,
                                 place)
-from grader.errors import UsageError  # noqa: E402
-from grader.reaping import OWNER_FILE, sweep_orphaned_sandboxes  # noqa: E402
+from grader.errors import UsageError
+from grader.reaping import OWNER_FILE, sweep_orphaned_sandboxes
 
 DASK = Path(sys.executable).parent / "dask"
 START_TIMEOUT_S = 60
@@ -152,7 +152,7 @@ class Killer(threading.Thread):
         try:
             for _ in range(self.times):
                 self.killed.add(self.cluster.kill_worker_running(self.student, spared=self.killed))
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:  # reported by the test
             self.error = exc
 
 

@@ -60,7 +60,7 @@ def cost_problem(graph: ModelGraph, task: ModelTask, probes: dict[str, np.ndarra
         x = shaped(probes[style][:2], style).to("meta")
         try:
             cost = _meta_cost(model, x)
-        except Exception:  # noqa: BLE001 - this input style does not fit the model: analyze says why
+        except Exception:  # this input style does not fit the model: analyze says why
             continue
         sample_bytes, sample_flops = (value / len(x) for value in cost)
         if sample_bytes > MAX_SAMPLE_BYTES:
@@ -155,7 +155,7 @@ def analyze(graph: ModelGraph, model, task: ModelTask, probes: dict[str, np.ndar
             with torch.no_grad():
                 output = model(x)
             index, scores = scores_in(output, len(x), task.n_outputs, flat_ok=one_value)
-        except Exception as exc:  # noqa: BLE001 - try the next style
+        except Exception as exc:  # try the next style
             errors[style] = f"{type(exc).__name__}: {exc}"[:300]
             continue
         length = len(output) if isinstance(output, (tuple, list)) else None
@@ -225,7 +225,7 @@ def _recorded(model, x) -> tuple[int, dict[str, tuple[int, ...]]]:
     try:
         with torch.no_grad():
             model(x, record=record)
-    except Exception:  # noqa: BLE001 - the forward pass worked on these inputs a moment ago
+    except Exception:  # the forward pass worked on these inputs a moment ago
         return 0, {}
     return total[0] // max(1, len(x)), shapes
 
@@ -243,7 +243,7 @@ def _head_on_extreme_inputs(model, sample: np.ndarray, index: int | None, seed: 
         try:
             with torch.no_grad():
                 output = model(directions * scale)
-        except Exception:  # noqa: BLE001
+        except Exception:
             return {}
         scores = (output if index is None else output[index]).detach().double().reshape(len(directions), -1)
         finite = scores[torch.isfinite(scores)]

@@ -121,5 +121,5 @@ def rebuild(graph: ModelGraph) -> Rebuilt:
         return Rebuilt(graph)
     except RebuildError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a configuration torch refuses
+    except Exception as exc:  # a configuration torch refuses
         raise RebuildError(f"its layers cannot be made again ({type(exc).__name__}: {exc})"[:400]) from None

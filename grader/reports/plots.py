@@ -48,7 +48,7 @@ def _never_raises(draw: Callable[..., str | None]) -> Callable[..., str | None]:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")  # matplotlib's complaints about odd data are not news here
                 return draw(*args, **kwargs)
-        except Exception:  # noqa: BLE001 - see the docstring
+        except Exception:  # see the docstring
             log.warning("could not draw %s", draw.__name__, exc_info=True)
             return None
 
