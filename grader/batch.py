@@ -31,9 +31,9 @@ from typing import Callable, Protocol, Sequence
 from grader.assignment import Assignment, find_assignment
 from grader.errors import GraderError
 from grader.intake import BatchItem, Intake
+from grader.kernel import started_any_kernel, warm_up_kernel_start
 from grader.ledger import Ledger
 from grader.notebook_io import sha256_of
-from grader.kernel import started_any_kernel, warm_up_kernel_start
 from grader.pipeline import GradeOptions, grade_safely, image_for, image_request, zero_result
 from grader.reports.html import SummaryEntry, write_class_summary
 from grader.reports.outputs import Rendered, render_outputs

@@ -22,8 +22,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from grader.course import (Assignment, CallSpec, Check, CheckContext, Limits, Outcome, pick_lowest, Plan,
-                          polynomial_fit, Probed)
+from grader.course import (
+    Assignment,
+    CallSpec,
+    Check,
+    CheckContext,
+    Limits,
+    Outcome,
+    Plan,
+    Probed,
+    pick_lowest,
+    polynomial_fit,
+)
 
 FUNCTIONS = ("fit_polynomial", "poly_losses", "choose_degree")
 N_TRAIN, N_VAL, N_TEST = 11, 11, 200

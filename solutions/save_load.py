@@ -27,9 +27,24 @@ from typing import Any
 
 import numpy as np
 
-from grader.course import (NO_FILE, as_array, Assignment, CallSpec, Check, CheckContext, Limits, LoadModel,
-                          NotNumeric, Outcome, Plan, Probed, read_saved_file, SavedFile, SaveModel,
-                          StudentError)
+from grader.course import (
+    NO_FILE,
+    Assignment,
+    CallSpec,
+    Check,
+    CheckContext,
+    Limits,
+    LoadModel,
+    NotNumeric,
+    Outcome,
+    Plan,
+    Probed,
+    SavedFile,
+    SaveModel,
+    StudentError,
+    as_array,
+    read_saved_file,
+)
 
 SEED = 314
 N_IMAGES = 16

@@ -29,8 +29,7 @@ pytest.importorskip("distributed")
 
 from grader.batch import BatchJob, BatchProgress
 from grader.cli import main
-from grader.distributed import (GPU_RESOURCE, STOPPED_TWO, CourseBundle, DaskRunner, Placement, _Tasks,
-                                place)
+from grader.distributed import GPU_RESOURCE, STOPPED_TWO, CourseBundle, DaskRunner, Placement, _Tasks, place
 from grader.errors import UsageError
 from grader.reaping import OWNER_FILE, sweep_orphaned_sandboxes
 

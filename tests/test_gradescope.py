@@ -28,8 +28,16 @@ from grader.cli import main
 from grader.reaping import processes_of
 from grader.reports import gradescope as report
 from grader.results import CheckResult, GradeResult
-from lms_cases import (STUDENT, STUDENT_IDS, OpenBase, attack_notebook, container_binds, problems,
-                       result_json_problems, validator)
+from lms_cases import (
+    STUDENT,
+    STUDENT_IDS,
+    OpenBase,
+    attack_notebook,
+    container_binds,
+    problems,
+    result_json_problems,
+    validator,
+)
 
 GRADER = Path(sys.executable).parent / "grader"
 SPEC = "solutions/gradient_descent.py"

@@ -22,8 +22,19 @@ from typing import Callable
 import nbformat
 import pytest
 
-from conftest import (REPO, SOLUTIONS, TEMPLATES, assignment, edit_source, grade, load, save, with_cell,
-                      with_definition, without_definition)
+from conftest import (
+    REPO,
+    SOLUTIONS,
+    TEMPLATES,
+    assignment,
+    edit_source,
+    grade,
+    load,
+    save,
+    with_cell,
+    with_definition,
+    without_definition,
+)
 from grader.cli import main
 from grader.reaping import SHARED_TEMP_DIRS, ipc_objects_of
 from grader.sandbox import NAMESPACE_MODES, choose_isolation, unshare_available

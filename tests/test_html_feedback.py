@@ -19,11 +19,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from grader.errors import HarnessError
 from grader.reports import html as reports_html
 from grader.reports import plots
-from grader.reports.html import (SummaryEntry, render_class_summary, render_feedback, templates_dir,
-                                 write_class_summary, write_feedback)
-from grader.errors import HarnessError
+from grader.reports.html import (
+    SummaryEntry,
+    render_class_summary,
+    render_feedback,
+    templates_dir,
+    write_class_summary,
+    write_feedback,
+)
 from grader.results import CheckResult, GradeResult
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reports"

@@ -24,8 +24,16 @@ import containers
 from conftest import REPO, SOLUTIONS, TEMPLATES, data_root
 from grader.cli import build_parser, main
 from grader.reaping import processes_of
-from lms_cases import (STUDENT, STUDENT_IDS, OpenBase, attack_notebook, container_binds, problems,
-                       result_json_problems, validator)
+from lms_cases import (
+    STUDENT,
+    STUDENT_IDS,
+    OpenBase,
+    attack_notebook,
+    container_binds,
+    problems,
+    result_json_problems,
+    validator,
+)
 
 GRADER = Path(sys.executable).parent / "grader"
 IMAGE = REPO / "grader" / "lms" / "prairielearn-image"

@@ -18,12 +18,24 @@ import time
 import numpy as np
 import pytest
 
-from conftest import (REPO, SOLUTIONS, TEMPLATES, assignment, check, data_root, grade, load, needs_housing, save,
-                      scores, with_definition)
+from conftest import (
+    REPO,
+    SOLUTIONS,
+    TEMPLATES,
+    assignment,
+    check,
+    data_root,
+    grade,
+    load,
+    needs_housing,
+    save,
+    scores,
+    with_definition,
+)
 from grader import pipeline
-from grader.ml import baselines
 from grader.assignment import ResourceRequest
 from grader.checks.models import declared_parameter_count, declared_ratio
+from grader.ml import baselines
 from grader.ml.datasets import load_california_housing
 from grader.ml.description import Layer, ModelDescription
 from grader.ml.metrics import mean_squared_error

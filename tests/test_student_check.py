@@ -19,8 +19,19 @@ import nbformat
 import numpy as np
 import pytest
 
-from conftest import (HAVE_MNIST, SOLUTIONS, TEMPLATES, assignment, data_root, edit_source, grade, load, needs_mnist,
-                      save, with_definition)
+from conftest import (
+    HAVE_MNIST,
+    SOLUTIONS,
+    TEMPLATES,
+    assignment,
+    data_root,
+    edit_source,
+    grade,
+    load,
+    needs_mnist,
+    save,
+    with_definition,
+)
 from grader.bundle import AFTER_SUBMITTING, read_bundle
 from grader.checks.catalog import ModelScore, replayable
 from grader.cli import main

@@ -32,7 +32,6 @@ from grader.errors import StudentError
 from grader.ml.budget import Budget, BudgetCaps, BudgetChoice, learning_rate_problem, student_budget
 from grader.scoring import Outcome
 
-
 # --------------------------------------------------------------------------
 # Probed: calls and a judge
 

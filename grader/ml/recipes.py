@@ -36,10 +36,8 @@ from grader.ml.budget import Budget, BudgetChoice
 from grader.ml.datasets import load_california_housing, load_images
 from grader.ml.description import ModelDescription, describe, not_a_module
 from grader.ml.graph import graph_from
-from grader.ml.metrics import mean_absolute_error, mean_squared_error
-from grader.ml.metrics import accuracy, two_class_scores
-from grader.ml.task import (FEATURE_STYLES, ModelTask, TaskData, image_task_data, model_inputs,
-                            tabular_task_data)
+from grader.ml.metrics import accuracy, mean_absolute_error, mean_squared_error, two_class_scores
+from grader.ml.task import FEATURE_STYLES, ModelTask, TaskData, image_task_data, model_inputs, tabular_task_data
 from grader.ml.toy import TOY_TASKS, toy_field, toy_task_data
 from grader.ml.training import TrainingRun, TrainingSetup, not_trainable, train
 from grader.scoring import Outcome

@@ -34,7 +34,6 @@ from grader.ml.task import ModelTask, TaskData
 from grader.ml.trainer import WAIT_FOR_JOB
 from grader.sandbox import Sandbox, Stalled, finish_trusted, start_trusted
 
-
 TRAINER_STALL_S = 300.0  # no CPU used at all for this long: the trainer hangs
 TRAINER_START_CPU_S = 120.0  # what the trainer spends before training (imports, data), on top of the budget
 

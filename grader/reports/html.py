@@ -17,13 +17,13 @@ edit can break them:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
 import os
 import re
 import statistics
-import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
