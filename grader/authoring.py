@@ -126,7 +126,7 @@ def render(notebook: NotebookNode) -> str:
     return nbformat.writes(notebook) + "\n"
 
 
-def spec_for(solution_path: Path) -> "Assignment | None":
+def spec_for(solution_path: Path) -> Assignment | None:
     """The spec whose notebook is this solution, from the course the solution lives in."""
     from grader.assignment import load_assignments
 
@@ -139,7 +139,7 @@ def spec_for(solution_path: Path) -> "Assignment | None":
     return found
 
 
-def write_bundle(solution_path: Path, out_dir: Path, request: "ResourceRequest") -> Path | None:
+def write_bundle(solution_path: Path, out_dir: Path, request: ResourceRequest) -> Path | None:
     """The student bundle beside the template (grader/bundle.py); None when no spec names the notebook."""
     from grader.bundle import build_bundle, bundle_path, render_bundle
 

@@ -71,7 +71,7 @@ def _grading(parser: argparse.ArgumentParser) -> None:
 
 
 def grade_options(args: argparse.Namespace, *, private: tuple[Path, ...] = (),
-                  device: str | None = None) -> "GradeOptions":
+                  device: str | None = None) -> GradeOptions:
     """GradeOptions from the shared options; `private` paths (the outputs) are kept from the child.
     `device`, where given, is used as it is instead of resolving --device on this machine."""
     from grader.assignment import default_course_root
@@ -310,7 +310,7 @@ def _output_dir(path: Path) -> Path:
     return path.resolve()
 
 
-def _assignment_of(notebook: Path, assignment_id: str | None, course: Path) -> "Assignment":
+def _assignment_of(notebook: Path, assignment_id: str | None, course: Path) -> Assignment:
     """--assignment, else the one the notebook's metadata or file name names."""
     from grader.assignment import find_assignment, infer_assignment_id
     from grader.errors import NotebookError
@@ -520,7 +520,7 @@ def _gradescope_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lms_options(args: argparse.Namespace, course: Path, data: Path | None, results: Path) -> "GradeOptions":
+def _lms_options(args: argparse.Namespace, course: Path, data: Path | None, results: Path) -> GradeOptions:
     """GradeOptions inside an LMS tree: its course and data roots unless named; its results kept private."""
     args.course = args.course or course
     args.data_root = args.data_root or data
@@ -590,7 +590,7 @@ def _assign(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_score_line(result: "GradeResult") -> str:
+def check_score_line(result: GradeResult) -> str:
     """What a student's check adds up to: the points it checked, and what is left for grading."""
     from grader.bundle import AFTER_SUBMITTING
 

@@ -8,8 +8,9 @@ values the child never sees.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -80,7 +81,7 @@ class CheckContext:
         in_dir = self._input_dir(protocol.to_wire(request))
         return self._ask(module, function, (str(in_dir),), what=what, timeout_s=timeout_s)
 
-    def training_setup(self) -> "TrainingSetup":
+    def training_setup(self) -> TrainingSetup:
         """How the grader's trainer runs for this submission: its device, threads, memory and seed."""
         from grader.ml.training import training_setup
 

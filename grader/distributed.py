@@ -34,9 +34,10 @@ import logging
 import os
 import tempfile
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import grader
 from grader.assignment import Assignment, find_assignment
@@ -70,7 +71,7 @@ class CourseBundle:
     spec: bytes
 
     @classmethod
-    def of(cls, assignment: Assignment) -> "CourseBundle":
+    def of(cls, assignment: Assignment) -> CourseBundle:
         if assignment.source is None or not Path(assignment.source).is_file():
             raise UsageError(f"the spec of {assignment.id} is not a file this grader can ship to workers")
         source = Path(assignment.source)

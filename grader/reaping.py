@@ -87,7 +87,7 @@ class Cgroups:
             self.kind, self._memory_dir = "v2", child
 
     @classmethod
-    def existing(cls, dirs: list[Path]) -> "Cgroups":
+    def existing(cls, dirs: list[Path]) -> Cgroups:
         """Cgroups made earlier by a grader since gone: to kill what they hold and remove them."""
         group = cls.__new__(cls)
         group.dirs = list(dirs)

@@ -92,7 +92,7 @@ class Limits:
     output_kb_per_cell: int = 256
     output_kb_total: int = 2048
 
-    def replace(self, **changes: Any) -> "Limits":
+    def replace(self, **changes: Any) -> Limits:
         return Limits(**{**asdict(self), **changes})
 
 
@@ -356,7 +356,7 @@ class KernelImage:
         """What the kernels must see of the image, read-only."""
         return [self.childlib, self.root / "matplotlib"]
 
-    def start(self) -> "KernelImage":
+    def start(self) -> KernelImage:
         try:
             self._start()
         except OSError as exc:
@@ -388,7 +388,7 @@ class KernelImage:
         finally:
             theirs.close()
 
-    def attach(self) -> "KernelImage":
+    def attach(self) -> KernelImage:
         """Another channel to this running image, for one process that this one is about to fork (a
         `-j N` worker): each worker asks on its own channel, and every worker's kernels come from the
         one image. The image ends with this process's channel, never with an attached one."""
@@ -416,7 +416,7 @@ class KernelImage:
         self._process, self.root = None, None
         self.problem = self.problem or "the kernel image belongs to another process"
 
-    def fork_kernel(self, request: dict[str, Any]) -> "ForkedKernel":
+    def fork_kernel(self, request: dict[str, Any]) -> ForkedKernel:
         """Fork one kernel into the sandbox `request` describes (see forkserver.py)."""
         with self._lock:
             if self.problem:
@@ -653,7 +653,7 @@ class Sandbox:
 
     # -- set-up and tear-down ------------------------------------------------
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         base = Path(tempfile.mkdtemp(prefix="grader-"))
         os.chmod(base, 0o755)
         self._tmpfs_root = _mount_tmpfs(base, self.limits.disk_mb)
@@ -928,7 +928,7 @@ class Sandbox:
         return {"env": self.child_env(), "cwd": str(self.root),
                 "stdout": subprocess.DEVNULL, "stderr": self._kernel_log, "stdin": subprocess.DEVNULL}
 
-    def kernel_manager(self) -> "SandboxedKernelManager":
+    def kernel_manager(self) -> SandboxedKernelManager:
         return SandboxedKernelManager(
             sandbox=self, transport="ipc", ip=str(self.runtime / "kernel"),
             connection_file=str(self.runtime / f"kernel-{uuid.uuid4().hex[:8]}.json"),

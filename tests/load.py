@@ -45,7 +45,7 @@ class MachineLoad:
         self.processes: list[subprocess.Popen] = []
         self.folder: Path | None = None
 
-    def __enter__(self) -> "MachineLoad":
+    def __enter__(self) -> MachineLoad:
         busy = self.per_core * (os.cpu_count() or 1)
         with_torch = max(1, round(busy * self.torch_share))
         for i in range(busy):

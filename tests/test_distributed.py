@@ -59,7 +59,7 @@ class LoopbackCluster:
                                                cwd=self.root, start_new_session=True))
         log.close()
 
-    def start(self) -> "LoopbackCluster":
+    def start(self) -> LoopbackCluster:
         port = self.address.rsplit(":", 1)[1]
         self._start("scheduler", [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"])
         common = ["--host", "127.0.0.1", "--nthreads", "1", "--nworkers", "1", "--memory-limit", "2GiB",

@@ -12,7 +12,7 @@ import io
 import json
 import shutil
 import xml.etree.ElementTree as ET
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -225,7 +225,7 @@ def test_csv_has_a_row_per_student_and_a_column_per_assignment(outs, capsys):
     assert doe["gradient-descent:sha256"] == "ab" * 32
     graded_at = datetime.fromisoformat(doe["gradient-descent:graded_at"])
     assert graded_at.tzinfo is not None and graded_at.utcoffset().total_seconds() == 0
-    assert abs((datetime.now(timezone.utc) - graded_at).total_seconds()) < 600
+    assert abs((datetime.now(UTC) - graded_at).total_seconds()) < 600
     assert err == ""
 
 

@@ -154,7 +154,7 @@ def test_the_bundle_holds_no_reference_code_no_hidden_values_and_no_test_labels(
     for secret in secrets:
         assert not any(b.shape == secret.shape and np.allclose(b, secret) for b in bundled), "a hidden value leaked"
     assert not secret_numbers & {float(v) for v in _scalars(bundle)}, "a hidden number leaked"
-    if spec.resources is not None and HAVE_MNIST or assignment_id == "regression-vs-forest":
+    if (spec.resources is not None and HAVE_MNIST) or assignment_id == "regression-vs-forest":
         try:
             from grader.assignment import ResourceRequest
 

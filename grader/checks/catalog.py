@@ -21,8 +21,9 @@ judges), so `to_bundle` and `from_bundle` can move it to a student's machine.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -92,7 +93,7 @@ class Probed:
         return {"kind": "probed", "plan": dataclasses.asdict(self.plan(PlanInputs(seed))), "needs": list(self.needs)}
 
     @classmethod
-    def from_bundle(cls, data: dict, **_: Any) -> "Probed":
+    def from_bundle(cls, data: dict, **_: Any) -> Probed:
         plan = data["plan"]
         fixed = Plan(calls=tuple(CallSpec(c["function"], tuple(c["args"]), dict(c["kwargs"])) for c in plan["calls"]),
                      judge=plan["judge"], expected=plan["expected"], params=dict(plan["params"]),
@@ -175,7 +176,7 @@ class ModelRule:
                 "params": self.params, "declared": list(self.declared), "optional": list(self.optional)}
 
     @classmethod
-    def from_bundle(cls, data: dict, **_: Any) -> "ModelRule":
+    def from_bundle(cls, data: dict, **_: Any) -> ModelRule:
         from grader.ml.recipes import recipe_from_bundle
 
         return cls(recipe=recipe_from_bundle(data["recipe"]), rule=data["rule"], params=dict(data["params"]),
@@ -260,7 +261,7 @@ class ValueRule:
         return {"kind": "value-rule", "budget": budget_to_bundle(self.budget)}
 
     @classmethod
-    def from_bundle(cls, data: dict, **_: Any) -> "ValueRule":
+    def from_bundle(cls, data: dict, **_: Any) -> ValueRule:
         return cls(budget=budget_from_bundle(data["budget"]))
 
 
@@ -368,7 +369,7 @@ class ModelScore:
                 "rules": [[name, params] for name, params in self.rules]}
 
     @classmethod
-    def from_bundle(cls, data: dict, *, preview: Preview | None = None, **_: Any) -> "ModelScore":
+    def from_bundle(cls, data: dict, *, preview: Preview | None = None, **_: Any) -> ModelScore:
         from grader.ml.recipes import recipe_from_bundle
 
         return cls(recipe=recipe_from_bundle(data["recipe"]), budget=budget_from_bundle(data["budget"]),

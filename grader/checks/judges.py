@@ -10,8 +10,9 @@ answers in the order of the plan's calls; a call that failed arrives as a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -279,9 +279,9 @@ def output_squashing(description: ModelDescription) -> str | None:
     if high - low <= 1e-6 * max(1.0, abs(low)):
         return (f"something that makes it constant: it is {low:.4g} for every input "
                 "(a softmax over one output is always 1)")
-    if 0 <= low and high <= 1:
+    if low >= 0 and high <= 1:
         return f"something that keeps it within [0, 1] {scaled}, like a sigmoid"
-    if -1 <= low and high <= 1:
+    if low >= -1 and high <= 1:
         return f"something that keeps it within [-1, 1] {scaled}, like a tanh"
     return f"something that keeps it within [{low:.3g}, {high:.3g}] {scaled}"
 

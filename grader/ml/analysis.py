@@ -176,7 +176,7 @@ def analyze(graph: ModelGraph, model, task: ModelTask, probes: dict[str, np.ndar
 def binary_kind(output_range: tuple[float, float] | None) -> str:
     """A one-output classifier whose output stays within [0, 1] even on inputs far outside the data gives a
     probability (a sigmoid, or anything else that keeps it there); any other gives a logit."""
-    if output_range is not None and 0.0 <= output_range[0] and output_range[1] <= 1.0:
+    if output_range is not None and output_range[0] >= 0.0 and output_range[1] <= 1.0:
         return "probability"
     return "logit"
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -39,7 +40,7 @@ from grader.ml.graph import graph_from
 from grader.ml.metrics import accuracy, mean_absolute_error, mean_squared_error, two_class_scores
 from grader.ml.task import FEATURE_STYLES, ModelTask, TaskData, image_task_data, model_inputs, tabular_task_data
 from grader.ml.toy import TOY_TASKS, toy_field, toy_task_data
-from grader.ml.training import TrainingRun, TrainingSetup, not_trainable, train
+from grader.ml.training import TrainingRun, not_trainable, train
 from grader.scoring import Outcome
 
 Rule = Callable[[ModelDescription], Outcome]
@@ -278,7 +279,7 @@ class Toy2D(ModelRecipe):
 
     @classmethod
     def for_task(cls, name: str, *, seed: int, factory: str = "build_model", max_params: int = 100_000,
-                 max_train_seconds: float = 120.0, **sizes: int) -> "Toy2D":
+                 max_train_seconds: float = 120.0, **sizes: int) -> Toy2D:
         toy = TOY_TASKS[name]
         task = ModelTask(kind=toy.kind, n_outputs=toy.n_outputs, factory=factory, factory_args=(name,),
                          max_params=max_params, max_train_seconds=max_train_seconds, input_styles=FEATURE_STYLES)

@@ -11,8 +11,8 @@ model's estimate over the plane with the data on top (details "field").
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

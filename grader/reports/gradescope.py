@@ -57,7 +57,7 @@ def results_json(result: GradeResult, *, leaderboard: bool = True) -> dict[str, 
     return document
 
 
-def test_entry(number: int, check: CheckResult, view: CheckView, budget: "_Budget") -> dict[str, Any]:
+def test_entry(number: int, check: CheckResult, view: CheckView, budget: _Budget) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": check.name,
         "number": str(number),
@@ -102,7 +102,7 @@ def summary_html(page: FeedbackPage) -> str:
     return "\n".join(parts)
 
 
-def check_html(view: CheckView, budget: "_Budget") -> str:
+def check_html(view: CheckView, budget: _Budget) -> str:
     parts = []
     if view.withheld:
         parts.append("<p><em>A hidden test: its inputs and expected values are not shown.</em></p>")
@@ -127,7 +127,7 @@ def _table(table: Table) -> str:
     return f"{title}<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-def _picture(picture: Picture, budget: "_Budget") -> str:
+def _picture(picture: Picture, budget: _Budget) -> str:
     if not picture.uri.startswith("data:image/png;base64,"):
         return ""  # only the grader's own charts are embedded
     if not budget.take(len(picture.uri)):

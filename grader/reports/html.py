@@ -329,7 +329,7 @@ def facts(details: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     rows = []
     for key, value in details.items():
         shown_elsewhere = key in DRAWN_KEYS and not (key == "relative_error" and _is_scalar(value))
-        if shown_elsewhere or key == "rtol" and isinstance(details.get("relative_error"), dict):
+        if shown_elsewhere or (key == "rtol" and isinstance(details.get("relative_error"), dict)):
             continue
         if _is_scalar(value) or _is_short_list(value):
             rows.append((str(key), _cut(format_value(value, shape="shape" in str(key)), MAX_FACT)))
