@@ -73,9 +73,8 @@ def strip_cell_source(source: str, *, where: str) -> tuple[str, int]:
                 state = "code"
             elif BEGIN_SOLUTION.match(line) or BEGIN_HIDDEN.match(line):
                 raise UsageError(f"{where}, line {number}: a BEGIN marker inside a solution region")
-        elif state == "hidden":
-            if END_HIDDEN.match(line):
-                state = "code"
+        elif state == "hidden" and END_HIDDEN.match(line):
+            state = "code"
     if state != "code":
         raise UsageError(f"{where}: a {state} region is not closed (missing ### END marker)")
     return "\n".join(out), regions
@@ -101,7 +100,7 @@ def make_template(solution: NotebookNode, *, name: str) -> NotebookNode:
     check_cell = nbformat.v4.new_code_cell(CHECK_CELL)
     check_cell.metadata["tags"] = ["demo"]
     check_cell.id = "grader-check"
-    template.cells = cells + [nbformat.v4.new_markdown_cell(CHECK_INTRO, id="grader-check-intro"), check_cell]
+    template.cells = [*cells, nbformat.v4.new_markdown_cell(CHECK_INTRO, id="grader-check-intro"), check_cell]
     return template
 
 

@@ -29,6 +29,7 @@ scheduler.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -370,7 +371,5 @@ class _Tasks:
 
     def forget(self) -> None:
         """Drop the batch's start counts from the scheduler's metadata."""
-        try:
+        with contextlib.suppress(Exception):  # the scheduler may be gone; the counts die with it
             self.client.set_metadata([METADATA_ROOT, self.remote.batch_id], {})
-        except Exception:  # the scheduler may be gone; the counts die with it
-            pass

@@ -7,6 +7,7 @@ output caps, restarts, and a `CellRun` record for every execution.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import signal
@@ -149,10 +150,8 @@ class KernelSession:
         # and finds it gone at once this way.
         self.sandbox.kill_all()
         if self.client is not None and self.client.km is not None:
-            try:
+            with contextlib.suppress(Exception):  # a kernel that is gone is what we want
                 self.client._cleanup_kernel()
-            except Exception:  # a kernel that is gone is what we want
-                pass
         self.client = None
         self.alive = False
 
@@ -171,7 +170,7 @@ class KernelSession:
         cell = nbformat.v4.new_code_cell(source)
         client.nb.cells.append(cell)
         index = len(client.nb.cells) - 1
-        client.timeout = max(1, int(round(timeout_s)))
+        client.timeout = max(1, round(timeout_s))
         client.output_budget = min(self.sandbox.limits.output_kb_per_cell * 1024, self._total_output)
         client.truncated = False
         client.saw_idle = False

@@ -31,6 +31,7 @@ grader's own user and loses every capability.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import functools
 import json
@@ -212,7 +213,7 @@ def _unshare_prefix() -> list[str]:
     prefix = [shutil.which("unshare") or "unshare"]
     if os.geteuid() != 0:
         prefix += ["--user", "--map-root-user"]
-    return prefix + ["--mount", "--pid", "--fork", "--net", "--ipc", "--uts", "--kill-child", "--"]
+    return [*prefix, "--mount", "--pid", "--fork", "--net", "--ipc", "--uts", "--kill-child", "--"]
 
 
 def _runs(argv: list[str]) -> bool:
@@ -587,10 +588,8 @@ def adopt_kernel_image(image: KernelImage | None, inherited: list[KernelImage]) 
 def start_kernel_image(modules: tuple[str, ...], blocked: tuple[str, ...] = ()) -> None:
     """kernel_image() as a worker pool's initializer: imports little, and never raises (a failed image
     only means cold kernels, which the first sandbox records)."""
-    try:
+    with contextlib.suppress(Exception):  # see the docstring
         kernel_image(modules, blocked)
-    except Exception:  # see the docstring
-        pass
 
 
 @atexit.register

@@ -155,7 +155,7 @@ def _largest_difference(found: State, expected: State) -> float | None:
     if set(found) != set(expected):
         return None
     worst = 0.0
-    for key, (shape, _, values) in expected.items():
+    for key, (_shape, _, values) in expected.items():
         other = found[key][2]
         if values is None or other is None or other.shape != values.shape:
             return None

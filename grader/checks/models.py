@@ -8,7 +8,7 @@ against what was expected.
 from __future__ import annotations
 
 import math
-from itertools import zip_longest
+from itertools import pairwise, zip_longest
 
 import numpy as np
 
@@ -65,7 +65,7 @@ def exact_linear_stack(description: ModelDescription, dims: list[int]) -> Outcom
     found = description.linear_layers
     expected_text = " → ".join(map(str, dims))
     pairs = [(layer.in_features, layer.out_features) for layer in found]
-    expected = list(zip(dims, dims[1:]))
+    expected = list(pairwise(dims))
     if pairs == expected and not description.unused_linear_layers:
         return Outcome.passed(f"{len(found)} nn.Linear layers: {expected_text}")
     return Outcome.failed(f"expected {len(expected)} nn.Linear layers {expected_text}, found {len(found)}: "
@@ -75,7 +75,7 @@ def exact_linear_stack(description: ModelDescription, dims: list[int]) -> Outcom
 def layer_table(description: ModelDescription, dims: list[int]) -> list[dict]:
     """Expected against found, one row per Linear layer, with parameter counts."""
     rows = []
-    expected = list(zip(dims, dims[1:]))
+    expected = list(pairwise(dims))
     for i, (want, layer) in enumerate(zip_longest(expected, description.linear_layers)):
         want_text = (f"Linear({want[0]} → {want[1]}): {want[0] * want[1] + want[1]:,} parameters"
                      if want else "(none)")
@@ -98,7 +98,7 @@ def parameter_count(description: ModelDescription, dims: list[int]) -> Outcome:
     problem = unusable(description)
     if problem:
         return problem
-    expected = sum(a * b + b for a, b in zip(dims, dims[1:]))
+    expected = sum(a * b + b for a, b in pairwise(dims))
     found = description.total_params
     table = layer_table(description, dims)
     if found == expected:

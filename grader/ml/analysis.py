@@ -127,7 +127,8 @@ def scores_in(output, batch: int, n_outputs: int, *, flat_ok: bool):
         if isinstance(item, torch.Tensor) and item.is_floating_point() and tuple(item.shape) in shapes:
             return index, item
     found = [tuple(item.shape) if isinstance(item, torch.Tensor) else type(item).__name__ for _, item in candidates]
-    raise ValueError(f"forward returned {found[0] if len(found) == 1 else found}, expected shape ({batch}, {n_outputs})")
+    raise ValueError(f"forward returned {found[0] if len(found) == 1 else found}, "
+                     f"expected shape ({batch}, {n_outputs})")
 
 
 def output_kind(scores) -> str:
@@ -192,7 +193,7 @@ def mismatch(output, answer: ProbeAnswer | None) -> str:
     items = list(output) if isinstance(output, (tuple, list)) else [output]
     if answer.is_tuple != isinstance(output, (tuple, list)) or len(answer.outputs) != len(items[:8]):
         return "the model's own forward pass returns something else than its layers compute"
-    for i, (mine, theirs) in enumerate(zip(items, answer.outputs)):
+    for i, (mine, theirs) in enumerate(zip(items, answer.outputs, strict=False)):
         if not isinstance(mine, torch.Tensor):
             continue
         if theirs is None or tuple(theirs.shape) != tuple(mine.shape):

@@ -43,7 +43,8 @@ class SavedFile:
     opened: bool = False  # torch.load(weights_only=True) took it
     error: str = ""  # why it is absent or could not be opened
     kind: str = ""  # the type of what it holds
-    entries: tuple[tuple[str, tuple[int, ...] | None, str, Any], ...] | None = None  # a dict's: key, shape, dtype, values
+    # a dict's: key, shape, dtype, values
+    entries: tuple[tuple[str, tuple[int, ...] | None, str, Any], ...] | None = None
     # every tensor in it, in dicts within dicts too, by its dotted path ("state_dict.0.weight")
     tensors: tuple[tuple[str, tuple[int, ...] | None, str, Any], ...] = ()
 

@@ -89,7 +89,7 @@ def toy_field(name: str, data: TaskData, outputs: np.ndarray, *, output_kind: st
     training points on top: a regressor's value, a binary classifier's probability of class 1, a
     classifier's predicted class."""
     task = TOY_TASKS[name]
-    side = int(round(np.sqrt(len(outputs))))
+    side = round(np.sqrt(len(outputs)))
     axis = grid_axis(side)
     outputs = np.asarray(outputs, dtype=np.float64).reshape(side * side, -1)
     shown = slice(0, SHOWN_POINTS)

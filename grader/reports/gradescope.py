@@ -39,10 +39,10 @@ def results_json(result: GradeResult, *, leaderboard: bool = True) -> dict[str, 
     page = feedback_page(result, audience="student")
     budget = _Budget(IMAGE_BUDGET)
     tests = [test_entry(i, check, view, budget) for i, (check, view) in
-             enumerate(zip(result.checks, page.checks), start=1)]
+             enumerate(zip(result.checks, page.checks, strict=True), start=1)]
     document: dict[str, Any] = {
         "score": _number(result.score),
-        "execution_time": int(round(_number(result.timings.get("total_s", 0.0)))),
+        "execution_time": round(_number(result.timings.get("total_s", 0.0))),
         "output": summary_html(page),
         "output_format": "html",
         "stdout_visibility": STDOUT_VISIBILITY,
