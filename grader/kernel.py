@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from queue import Empty
 
 import nbformat
+from jupyter_client.client import KernelClient
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning import LocalProvisioner
 from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -167,6 +170,7 @@ class KernelSession:
         if not self.alive:
             return CellRun(status=RunStatus.DIED, elapsed_s=0.0, error_value="the kernel is not running")
         client = self.client
+        assert client is not None, "a running kernel has a client"
         cell = nbformat.v4.new_code_cell(source)
         client.nb.cells.append(cell)
         index = len(client.nb.cells) - 1
@@ -195,9 +199,18 @@ class KernelSession:
             client.truncated = True
         return self._from_outputs(cell, elapsed, client.truncated)
 
+    def _manager(self) -> AsyncKernelManager:
+        """The running kernel's manager (the sandbox's, asynchronous)."""
+        assert self.client is not None and isinstance(self.client.km, AsyncKernelManager), "no kernel is running"
+        return self.client.km
+
+    def _kernel_client(self) -> KernelClient:
+        assert self.client is not None and self.client.kc is not None, "no kernel is running"
+        return self.client.kc
+
     def _reconnect_output(self) -> None:
         """A message over the size cap makes ZMQ drop the output connection for good: open a new one."""
-        kc = self.client.kc
+        kc = self._kernel_client()
         if kc._iopub_channel is not None:
             kc._iopub_channel.close()
             kc._iopub_channel = None
@@ -205,13 +218,12 @@ class KernelSession:
 
     def _after_timeout(self, start: float) -> CellRun:
         """Interrupt; if the kernel does not answer within a grace period, kill it."""
-        client = self.client
         try:
-            run_sync(client.km.interrupt_kernel)()
+            run_sync(self._manager().interrupt_kernel)()
             deadline = time.monotonic() + INTERRUPT_GRACE_S
             while time.monotonic() < deadline:
                 try:
-                    reply = run_sync(client.kc.shell_channel.get_msg)(timeout=0.2)
+                    reply = run_sync(self._kernel_client().shell_channel.get_msg)(timeout=0.2)
                 except Empty:
                     continue
                 if reply.get("msg_type") == "execute_reply":
@@ -225,7 +237,7 @@ class KernelSession:
 
     def _kernel_alive(self) -> bool:
         try:
-            return bool(run_sync(self.client.km.is_alive)())
+            return bool(run_sync(self._manager().is_alive)())
         except Exception:
             return False
 
@@ -237,7 +249,9 @@ class KernelSession:
                     f"{self.sandbox.limits.memory_mb} MB of memory{forks}")
         code = None
         try:
-            process = self.client.km.provisioner.process
+            provisioner = self._manager().provisioner
+            assert isinstance(provisioner, LocalProvisioner), "the sandbox's kernels use the local provisioner"
+            process = provisioner.process
             code = process.poll() if process is not None else None
         except Exception:
             pass
