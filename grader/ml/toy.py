@@ -13,6 +13,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -94,7 +95,7 @@ def toy_field(name: str, data: TaskData, outputs: np.ndarray, *, output_kind: st
     outputs = np.asarray(outputs, dtype=np.float64).reshape(side * side, -1)
     shown = slice(0, SHOWN_POINTS)
     points = (data.train_x[shown, 0], data.train_x[shown, 1], np.asarray(data.train_y[shown], dtype=np.float64))
-    common = dict(x=axis, y=axis, points=points, title=f"{name}: {task.text}")
+    common: dict[str, Any] = dict(x=axis, y=axis, points=points, title=f"{name}: {task.text}")
     if task.kind == "regression":
         return field_details(values=outputs[:, 0].reshape(side, side), label="your model's estimate of y",
                              **common)
