@@ -130,6 +130,7 @@ def _load_module(path: Path) -> Assignment | None:
         module = sys.modules[name]
     else:
         spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None, f"{path} is a Python file"
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         try:

@@ -49,7 +49,8 @@ def strip_cell_source(source: str, *, where: str) -> tuple[str, int]:
     out: list[str] = []
     regions = 0
     state = "code"
-    indent, hint, stubs = "", "", []
+    indent, hint = "", ""
+    stubs: list[str] = []
     for number, line in enumerate(source.splitlines(), start=1):
         if state == "code":
             begin = BEGIN_SOLUTION.match(line)

@@ -279,8 +279,11 @@ def _worker_pool(assignment: Assignment, options: GradeOptions,
     the workers exist). Otherwise spawned, each importing the grader and starting an image of its own."""
     if sys.platform != "linux" or threading.active_count() != 1 or started_any_kernel():
         wanted = image_request(assignment, options)
-        return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=start_kernel_image if wanted else None, initargs=wanted or ()), []
+        spawn = multiprocessing.get_context("spawn")
+        if wanted:
+            return ProcessPoolExecutor(max_workers=jobs, mp_context=spawn, initializer=start_kernel_image,
+                                       initargs=wanted), []
+        return ProcessPoolExecutor(max_workers=jobs, mp_context=spawn), []
     image = image_for(assignment, options)
     try:
         channels = [image.attach() for _ in range(jobs)] if image is not None else []

@@ -520,7 +520,7 @@ def _gradescope_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lms_options(args: argparse.Namespace, course: Path, data: Path | None, results: Path) -> GradeOptions:
+def _lms_options(args: argparse.Namespace, course: Path | None, data: Path | None, results: Path) -> GradeOptions:
     """GradeOptions inside an LMS tree: its course and data roots unless named; its results kept private."""
     args.course = args.course or course
     args.data_root = args.data_root or data

@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grader
 from grader.assignment import Assignment, find_assignment
@@ -48,6 +48,9 @@ from grader.intake import BatchItem
 from grader.notebook_io import sha256_of
 from grader.pipeline import GradeOptions
 from grader.reaping import sweep_what_dead_graders_left
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +220,7 @@ def grade_on_worker(submission: Submission, job: RemoteJob) -> Graded:
 def _worker_options(job: RemoteJob, assignment: Assignment, nthreads: int) -> GradeOptions:
     from grader.ml.datasets import cache_dir, default_data_root
 
+    assert assignment.source is not None, "a worker's assignment is loaded from the course bundle's files"
     course_root = Path(assignment.source).parent.parent
     return replace(job.options, course_root=course_root, data_root=(job.data_root or default_data_root()).resolve(),
                    cache_dir=cache_dir(), device=job.device,
@@ -247,7 +251,7 @@ class DaskRunner:
         self.device = device
         self.data_root = data_root
         self.connect_timeout_s = connect_timeout_s
-        self._client = None
+        self._client: Client | None = None
 
     def describe(self) -> str:
         return f"on the Dask cluster at {self.address}"

@@ -76,7 +76,11 @@ class LocalContext(CheckContext):
 
 def check(check_id: str | None = None, *, bundle: str | Path | None = None, namespace: dict | None = None):
     """Run the visible checks (or the one named) on the notebook this is called from; show a table."""
-    namespace = namespace if namespace is not None else inspect.currentframe().f_back.f_globals
+    if namespace is None:
+        frame = inspect.currentframe()
+        caller = frame.f_back if frame is not None else None
+        assert caller is not None, "check() is called from a notebook's code"
+        namespace = caller.f_globals
     try:
         data = read_bundle(Path(bundle) if bundle else find_bundle(Path.cwd() / "notebook.ipynb", None))
     except GraderError as exc:  # the command line's advice, in this function's own spelling

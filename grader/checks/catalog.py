@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -358,10 +358,12 @@ class ModelScore:
     def _preview(self, ctx: Any, choice: BudgetChoice, description_rules) -> Outcome:
         if choice.budget is not None:
             choice = replace(choice, budget=self.recipe.preview_budget(choice.budget, self.preview))
-        run = self.recipe.trained(ctx, choice, rules=description_rules, train_rows=self.preview.train_rows)
+        preview = self.preview
+        assert preview is not None, "a preview runs only where the check has one"
+        run = self.recipe.trained(ctx, choice, rules=description_rules, train_rows=preview.train_rows)
         if isinstance(run, Outcome):
             return run
-        return self.recipe.preview_outcome(run, ctx, rows=self.preview.train_rows)
+        return self.recipe.preview_outcome(run, ctx, rows=preview.train_rows)
 
     def to_bundle(self, seed: int, resources: Any) -> dict:
         return {"kind": "model-score", "recipe": self.recipe.to_bundle(resources), "judge": self.judge,
@@ -377,10 +379,11 @@ class ModelScore:
                    rules=tuple((name, dict(params)) for name, params in data["rules"]), preview=preview)
 
 
-KINDS = {"probed": Probed, "model-rule": ModelRule, "value-rule": ValueRule, "model-score": ModelScore}
+KINDS: dict[str, type[Probed | ModelRule | ValueRule | ModelScore]] = {
+    "probed": Probed, "model-rule": ModelRule, "value-rule": ValueRule, "model-score": ModelScore}
 
 
-def replayable(run: Any) -> bool:
+def replayable(run: Any) -> TypeGuard[Probed | ModelRule | ValueRule | ModelScore]:
     return isinstance(run, tuple(KINDS.values()))
 
 

@@ -122,7 +122,8 @@ def runs_without(answers: list, expected: Any, *, functions: list, module: str) 
     different inputs; it proves it runs without the module when both calls return an answer of the right
     form that depends on its inputs. A stub still raising NotImplementedError, or an answer forged without
     doing the work (the same whatever the input), proves nothing and earns nothing."""
-    uses_module, unverified = [], []
+    uses_module: list[tuple[str, str]] = []
+    unverified: list[tuple[str, str]] = []
     for i, name in enumerate(functions):
         first, second = answers[2 * i], answers[2 * i + 1]
         failed = next((a for a in (first, second) if isinstance(a, CallFailed)), None)

@@ -8,6 +8,7 @@ against what was expected.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from itertools import pairwise, zip_longest
 
 import numpy as np
@@ -190,7 +191,7 @@ def _samples(data: TaskData) -> str:
 
 
 def accuracy_outcome(run: TrainingRun, data: TaskData, *, floor: float, target: float,
-                     pretrained_limit: float, notes: list[str] = (), factory: str = "build_model") -> Outcome:
+                     pretrained_limit: float, notes: Sequence[str] = (), factory: str = "build_model") -> Outcome:
     """Full credit at or above `target`, linear down to zero at `floor`. A binary classifier's run comes here
     with two columns of scores per sample (grader.ml.metrics.two_class_run)."""
     details = classification_details(run, data)
@@ -502,6 +503,7 @@ def declared_parameter_count(value, description: ModelDescription, *, name: str 
         return problem
     actual = description.total_params
     number = _number(value)
+    assert number is not None, "not_a_number found none"
     if number in (actual, description.trainable_params):
         return Outcome.passed(f"{name} = {number:,.0f}, the number of parameters of {factory}")
     weights = sum((layer.in_features or 0) * (layer.out_features or 0) for layer in description.linear_layers)
@@ -523,6 +525,7 @@ def declared_ratio(value, declared_params, description: ModelDescription, *, n_t
     actual = description.total_params
     expected = actual / n_train
     number = _number(value)
+    assert number is not None, "not_a_number found none"
 
     def near(target: float) -> bool:
         return math.isclose(number, target, rel_tol=rtol)

@@ -94,8 +94,9 @@ def datasets_of(assignment: Assignment) -> tuple[str, ...]:
     if assignment.resources is None:
         return ()
     owner = getattr(assignment.resources, "__self__", None)
-    if isinstance(getattr(owner, "datasets", None), tuple):
-        return owner.datasets
+    datasets = getattr(owner, "datasets", None)
+    if isinstance(datasets, tuple):
+        return datasets
     dataset = getattr(owner, "dataset", None)
     if isinstance(dataset, str) and dataset in ALL_DATASETS:
         return (dataset,)

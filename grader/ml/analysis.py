@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -251,7 +252,7 @@ def _head_on_extreme_inputs(model, sample: np.ndarray, index: int | None, seed: 
         if finite.numel():
             low, high = min(low, float(finite.min())), max(high, float(finite.max()))
             largest.append(float(finite.abs().max()))
-    facts = {"output_range": (low, high)} if math.isfinite(low) and math.isfinite(high) else {}
+    facts: dict[str, Any] = {"output_range": (low, high)} if math.isfinite(low) and math.isfinite(high) else {}
     if len(largest) == len(EXTREME_SCALES):
         facts["bounded_output"] = largest[-1] <= BOUNDED_GROWTH * max(largest[-2], 1e-12)
     return facts

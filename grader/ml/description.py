@@ -248,7 +248,8 @@ def _chain(graph: ModelGraph, start: NodeRef | None, stop: str) -> list[str] | N
     None when the path forks, or reaches the input or another layer first."""
     by_name = {n.name: n for n in graph.nodes or ()}
     sizes = _size_nodes(graph)
-    kinds, current = [], start
+    kinds: list[str] = []
+    current = start
     while isinstance(current, NodeRef):
         if current.name == stop:
             return kinds

@@ -155,8 +155,8 @@ class ModelRecipe:
         reason = not_trainable(description, self.task, choice.budget)
         if reason:
             # a forward pass that fails is the shape check's failure; training just does not apply
-            verdict = Outcome.skipped if description.input_style is None else Outcome.failed
-            return verdict(f"not trained: {reason}")
+            refusal = Outcome.skipped if description.input_style is None else Outcome.failed
+            return refusal(f"not trained: {reason}")
         if description.probe_mismatch:
             return Outcome.failed(f"no credit for this score: {description.probe_mismatch}. The grader trains and "
                                   "scores the layers your model is made of, so forward must compute nothing else")

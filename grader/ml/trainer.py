@@ -142,7 +142,7 @@ def train(job_dir: Path) -> dict:
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = _optimizer(budget["optimizer"], trainable, budget["lr"]) if trainable else None
     generator = torch.Generator().manual_seed(seed)
-    history = {"train_loss": [], "train_accuracy": []}
+    history: dict[str, list[float]] = {"train_loss": [], "train_accuracy": []}
     test_outputs = [_outputs(model, test_x, job, device)]
     stopped, runaway, steps = None, None, 0
     model.train()

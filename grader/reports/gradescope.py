@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from html import escape
-from typing import Any
+from typing import Any, TypeGuard
 
 from grader.reports.html import CheckView, FeedbackPage, Picture, Table, feedback_page
 from grader.results import CheckResult, GradeResult
@@ -172,7 +172,7 @@ def leaderboard_entries(result: GradeResult) -> list[dict[str, Any]]:
     return list(entries.values())
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
