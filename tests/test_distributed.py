@@ -54,10 +54,9 @@ class LoopbackCluster:
         self._client = None
 
     def _start(self, name: str, argv: list[str]) -> None:
-        log = open(self.root / f"{name}.log", "wb")
-        self.processes.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                               cwd=self.root, start_new_session=True))
-        log.close()
+        with open(self.root / f"{name}.log", "wb") as log:
+            self.processes.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                                   cwd=self.root, start_new_session=True))
 
     def start(self) -> LoopbackCluster:
         port = self.address.rsplit(":", 1)[1]

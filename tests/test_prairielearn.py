@@ -104,7 +104,7 @@ def test_the_template_is_gradable_and_scores_zero_with_hints_for_hidden_tests(tm
     assert code == 0 and problems(schema, results) == []
     assert results["gradable"] is True and results["score"] == 0.0
     result = json.loads((root / "results" / "grader" / "result.json").read_text())
-    for check, test in zip(result["checks"], results["tests"]):
+    for check, test in zip(result["checks"], results["tests"], strict=False):
         assert test["name"] == check["name"] and test["max_points"] == check["max_score"]
         if check["visibility"] == "hidden":  # as feedback.html: points and the hint, nothing else
             assert test["message"] == check["hint"] and test["output"] == "" and "images" not in test

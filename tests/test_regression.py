@@ -256,7 +256,7 @@ def test_parameter_counts_of_the_solution_pass(spec, options):
 def solution_description() -> ModelDescription:
     """What the child reports for the reference network, 8 → 64 → 64 → 1."""
     linears = [Layer(f"{i}", "Linear", "torch.nn.modules.linear", a * b + b, a, b)
-               for i, (a, b) in zip((0, 2, 4), ((8, 64), (64, 64), (64, 1)))]
+               for i, (a, b) in zip((0, 2, 4), ((8, 64), (64, 64), (64, 1)), strict=True)]
     return ModelDescription(is_module=True, class_name="Sequential", layers=tuple(linears), total_params=4801,
                             trainable_params=4801, input_style="flat", output_shape=(5, 1), task="regression")
 

@@ -330,7 +330,8 @@ def test_a_model_that_does_not_learn_fails_the_preview(tmp_path, capsys):
     path = student_folder(tmp_path, "deep-mlp", with_definition(load(SOLUTIONS / "deep_mlp.ipynb"), "build_model",
                                                                 frozen))
     accuracy = next(c for c in checked(path)["checks"] if c["id"] == "test-accuracy")
-    assert accuracy["status"] == "failed" and accuracy["message"].startswith("preview: the model does not seem to learn")
+    assert accuracy["status"] == "failed"
+    assert accuracy["message"].startswith("preview: the model does not seem to learn")
 
 
 # --------------------------------------------------------------------------
