@@ -210,8 +210,8 @@ apt-get update
 apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates
 # bubblewrap is the strongest sandbox, where the container allows namespaces; where it does not,
 # the grader falls back by itself (unshare, then running student code as $SANDBOX_USER)
-apt-get install -y --no-install-recommends bubblewrap \\
-    || echo "setup.sh: bubblewrap not installed; the grader falls back"
+apt-get install -y --no-install-recommends \\
+    bubblewrap || echo "setup.sh: bubblewrap not installed; the grader falls back"
 
 # Python outside /autograder, which is closed to the sandbox user, yet readable by it
 python3.11 -m venv "$PREFIX/venv"
