@@ -283,7 +283,7 @@ def nbgrader_scores(course: Path, bin_dir: Path) -> dict[str, float]:
               f"    print({{s.student.id: s.score for s in gb.assignment_submissions('{ASSIGNMENT}')}})")
     done = subprocess.run([str(bin_dir / "python"), "-c", script], cwd=course, capture_output=True, text=True,
                           check=True, env=_nbgrader_environ(bin_dir))
-    return eval(done.stdout)  # noqa: S307 - a dict literal printed by the line above
+    return eval(done.stdout)  # a dict literal printed by the line above
 
 
 # --------------------------------------------------------------------------
@@ -389,7 +389,8 @@ def main() -> None:
         per_submission["rendering (in process)"] = render_seconds(tmp / "out-j1")
         per_submission["grade: outside total_s"] = process_start
         scores = {"nbgrader": nbgrader_scores(course, bin_dir),
-                  **{name: {p.parent.name: json.loads(p.read_text())["score"] for p in (tmp / out).glob("*/result.json")}
+                  **{name: {p.parent.name: json.loads(p.read_text())["score"]
+                            for p in (tmp / out).glob("*/result.json")}
                      for name, out in (("grader", "out-j1"), ("-j 2", "out-j2"), ("cold", "out-cold"))}}
 
     medians = {name: statistics.median(values) for name, values in series.items()}
@@ -403,8 +404,8 @@ def main() -> None:
         cold = cold_per_submission.get(name)
         print(f"  {name:24s} {statistics.median(per_submission[name]):7.3f}s "
               + (f"{statistics.median(cold):7.3f}s" if cold else ""))
-    overhead = sum(statistics.median(per_submission.get(n, [0.0])) for n in ("resources_s", "sandbox_s",
-                                                                             "kernel_start_s", "rendering (in process)"))
+    overhead = sum(statistics.median(per_submission.get(n, [0.0]))
+                   for n in ("resources_s", "sandbox_s", "kernel_start_s", "rendering (in process)"))
     print(f"  overhead in a batch (resources + sandbox + kernel start + rendering): {overhead:.3f}s of "
           f"{medians['grader batch -j 1 (20)'] / 20:.3f}s per submission at -j 1")
     ratios = {"-j 2 / nbgrader (throughput)": medians["nbgrader autograde (20)"] / medians["grader batch -j 2 (20)"],

@@ -17,10 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from load import MachineLoad  # noqa: E402 - the stress tests' load, so that both measure the same thing
-
-from grader.kernel import KernelSession  # noqa: E402
-from grader.sandbox import KernelImage, Limits, Sandbox  # noqa: E402
+from grader.kernel import KernelSession
+from grader.sandbox import KernelImage, Limits, Sandbox
+from load import MachineLoad  # the stress tests' load, so that both measure the same thing
 
 
 def start_once(image: KernelImage | None) -> float:

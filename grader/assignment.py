@@ -12,9 +12,10 @@ import difflib
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from grader.errors import UsageError
 from grader.sandbox import Limits
@@ -31,7 +32,7 @@ class Check:
     id: str
     name: str
     points: float
-    run: Callable[["CheckContext"], "Outcome"]
+    run: Callable[[CheckContext], Outcome]
     visibility: str = "visible"
     hint: str = ""  # what a student sees when a hidden check fails
 
@@ -52,7 +53,7 @@ class Assignment:
     seed: int = 0
     # Prepares per-submission inputs in the parent (datasets, baselines); its
     # result is available to checks as ctx.resources. Cached across a batch.
-    resources: Callable[["ResourceRequest"], Any] | None = None
+    resources: Callable[[ResourceRequest], Any] | None = None
     source: Path | None = None
 
     @property
@@ -129,6 +130,7 @@ def _load_module(path: Path) -> Assignment | None:
         module = sys.modules[name]
     else:
         spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None, f"{path} is a Python file"
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         try:

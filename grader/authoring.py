@@ -49,7 +49,8 @@ def strip_cell_source(source: str, *, where: str) -> tuple[str, int]:
     out: list[str] = []
     regions = 0
     state = "code"
-    indent, hint, stubs = "", "", []
+    indent, hint = "", ""
+    stubs: list[str] = []
     for number, line in enumerate(source.splitlines(), start=1):
         if state == "code":
             begin = BEGIN_SOLUTION.match(line)
@@ -73,9 +74,8 @@ def strip_cell_source(source: str, *, where: str) -> tuple[str, int]:
                 state = "code"
             elif BEGIN_SOLUTION.match(line) or BEGIN_HIDDEN.match(line):
                 raise UsageError(f"{where}, line {number}: a BEGIN marker inside a solution region")
-        elif state == "hidden":
-            if END_HIDDEN.match(line):
-                state = "code"
+        elif state == "hidden" and END_HIDDEN.match(line):
+            state = "code"
     if state != "code":
         raise UsageError(f"{where}: a {state} region is not closed (missing ### END marker)")
     return "\n".join(out), regions
@@ -101,7 +101,7 @@ def make_template(solution: NotebookNode, *, name: str) -> NotebookNode:
     check_cell = nbformat.v4.new_code_cell(CHECK_CELL)
     check_cell.metadata["tags"] = ["demo"]
     check_cell.id = "grader-check"
-    template.cells = cells + [nbformat.v4.new_markdown_cell(CHECK_INTRO, id="grader-check-intro"), check_cell]
+    template.cells = [*cells, nbformat.v4.new_markdown_cell(CHECK_INTRO, id="grader-check-intro"), check_cell]
     return template
 
 
@@ -112,7 +112,7 @@ def write_template(solution_path: Path, out_dir: Path) -> Path:
         raise UsageError(f"{solution_path}: no such file")
     try:
         solution = nbformat.read(solution_path, as_version=4)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise UsageError(f"{solution_path} is not a readable notebook: {exc}") from None
     template = make_template(solution, name=solution_path.name)
     out_dir = Path(out_dir)
@@ -126,7 +126,7 @@ def render(notebook: NotebookNode) -> str:
     return nbformat.writes(notebook) + "\n"
 
 
-def spec_for(solution_path: Path) -> "Assignment | None":
+def spec_for(solution_path: Path) -> Assignment | None:
     """The spec whose notebook is this solution, from the course the solution lives in."""
     from grader.assignment import load_assignments
 
@@ -139,7 +139,7 @@ def spec_for(solution_path: Path) -> "Assignment | None":
     return found
 
 
-def write_bundle(solution_path: Path, out_dir: Path, request: "ResourceRequest") -> Path | None:
+def write_bundle(solution_path: Path, out_dir: Path, request: ResourceRequest) -> Path | None:
     """The student bundle beside the template (grader/bundle.py); None when no spec names the notebook."""
     from grader.bundle import build_bundle, bundle_path, render_bundle
 

@@ -23,17 +23,18 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from grader.assignment import Assignment, find_assignment
 from grader.errors import GraderError
 from grader.intake import BatchItem, Intake
+from grader.kernel import started_any_kernel, warm_up_kernel_start
 from grader.ledger import Ledger
 from grader.notebook_io import sha256_of
-from grader.kernel import started_any_kernel, warm_up_kernel_start
 from grader.pipeline import GradeOptions, grade_safely, image_for, image_request, zero_result
 from grader.reports.html import SummaryEntry, write_class_summary
 from grader.reports.outputs import Rendered, render_outputs
@@ -258,7 +259,7 @@ def _run_parallel(pending: Sequence[BatchItem], assignment: Assignment, options:
                         graded = future.result()
                     except GraderError:
                         raise
-                    except Exception as exc:  # noqa: BLE001 - a worker process died: record, go on
+                    except Exception as exc:  # a worker process died: record, go on
                         graded = crashed(item, assignment, options,
                                          f"the grader's worker failed on this submission ({exc!r}); "
                                          "run the batch again to retry it", audience)
@@ -278,8 +279,11 @@ def _worker_pool(assignment: Assignment, options: GradeOptions,
     the workers exist). Otherwise spawned, each importing the grader and starting an image of its own."""
     if sys.platform != "linux" or threading.active_count() != 1 or started_any_kernel():
         wanted = image_request(assignment, options)
-        return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=start_kernel_image if wanted else None, initargs=wanted or ()), []
+        spawn = multiprocessing.get_context("spawn")
+        if wanted:
+            return ProcessPoolExecutor(max_workers=jobs, mp_context=spawn, initializer=start_kernel_image,
+                                       initargs=wanted), []
+        return ProcessPoolExecutor(max_workers=jobs, mp_context=spawn), []
     image = image_for(assignment, options)
     try:
         channels = [image.attach() for _ in range(jobs)] if image is not None else []

@@ -71,7 +71,7 @@ def _grading(parser: argparse.ArgumentParser) -> None:
 
 
 def grade_options(args: argparse.Namespace, *, private: tuple[Path, ...] = (),
-                  device: str | None = None) -> "GradeOptions":
+                  device: str | None = None) -> GradeOptions:
     """GradeOptions from the shared options; `private` paths (the outputs) are kept from the child.
     `device`, where given, is used as it is instead of resolving --device on this machine."""
     from grader.assignment import default_course_root
@@ -94,7 +94,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error told in one line that names the command it belongs to (argparse's own
     prints the whole usage, and for a subcommand's flag the top-level one)."""
 
-    def error(self, message: str):  # noqa: D401 - argparse hook
+    def error(self, message: str):  # argparse hook
         self.exit(2, f"grader: error: {message} (see: {self.prog} --help)\n")
 
 
@@ -310,7 +310,7 @@ def _output_dir(path: Path) -> Path:
     return path.resolve()
 
 
-def _assignment_of(notebook: Path, assignment_id: str | None, course: Path) -> "Assignment":
+def _assignment_of(notebook: Path, assignment_id: str | None, course: Path) -> Assignment:
     """--assignment, else the one the notebook's metadata or file name names."""
     from grader.assignment import find_assignment, infer_assignment_id
     from grader.errors import NotebookError
@@ -524,7 +524,7 @@ def _gradescope_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lms_options(args: argparse.Namespace, course: Path, data: Path | None, results: Path) -> "GradeOptions":
+def _lms_options(args: argparse.Namespace, course: Path | None, data: Path | None, results: Path) -> GradeOptions:
     """GradeOptions inside an LMS tree: its course and data roots unless named; its results kept private."""
     args.course = args.course or course
     args.data_root = args.data_root or data
@@ -594,7 +594,7 @@ def _assign(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_score_line(result: "GradeResult") -> str:
+def check_score_line(result: GradeResult) -> str:
     """What a student's check adds up to: the points it checked, and what is left for grading."""
     from grader.bundle import AFTER_SUBMITTING
 

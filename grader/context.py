@@ -8,8 +8,9 @@ values the child never sees.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -24,8 +25,18 @@ if TYPE_CHECKING:
     from grader.ml.training import TrainingSetup
 
 
+class AnswerExchange(Protocol):
+    """What a context needs of its sandbox to pass values: the exchange directory (a Sandbox's; in a student's
+    own kernel, grader.student's private temporary one)."""
+
+    exchange: Path
+    exchange_fd: int
+
+    def new_output_dir(self, name: str) -> Path: ...
+
+
 class CheckContext:
-    def __init__(self, *, runner: NotebookRunner, sandbox: Sandbox, seed: int, device: str,
+    def __init__(self, *, runner: NotebookRunner | None, sandbox: Sandbox | AnswerExchange, seed: int, device: str,
                  resources: Any = None, cell_problems: int = 0):
         self.runner = runner
         self.sandbox = sandbox
@@ -68,9 +79,9 @@ class CheckContext:
     def restart_kernel(self) -> None:
         """A fresh kernel that has run the notebook's cells again: nothing of the old one's memory is left
         (to prove that a value comes from a file, not from the process that wrote it)."""
-        self.runner.session.stop()
-        self.runner.report.fresh_kernels += 1
-        if not self.runner.ensure_alive():
+        self._runner.session.stop()
+        self._runner.report.fresh_kernels += 1
+        if not self._runner.ensure_alive():
             raise StudentError("the notebook could not be run again in a fresh kernel", kind="died")
 
     def run_child(self, module: str, function: str, request: Any, *, what: str,
@@ -80,11 +91,17 @@ class CheckContext:
         in_dir = self._input_dir(protocol.to_wire(request))
         return self._ask(module, function, (str(in_dir),), what=what, timeout_s=timeout_s)
 
-    def training_setup(self) -> "TrainingSetup":
+    def training_setup(self) -> TrainingSetup:
         """How the grader's trainer runs for this submission: its device, threads, memory and seed."""
         from grader.ml.training import training_setup
 
+        assert isinstance(self.sandbox, Sandbox), "the grader trains only in grading, for a sandbox"
         return training_setup(self.sandbox, device=self.device, seed=self.seed)
+
+    @property
+    def _runner(self) -> NotebookRunner:
+        assert self.runner is not None, "a context without a runner (LocalContext) overrides what runs code"
+        return self.runner
 
     def shared_file(self, name: str) -> Path:
         """A path in the exchange directory the child can read (for large inputs)."""
@@ -111,11 +128,11 @@ class CheckContext:
         return self._answer(source, out_name, what=what, timeout_s=timeout_s)
 
     def _answer(self, source: str, out_name: str, *, what: str, timeout_s: float | None) -> Any:
-        if self.runner.deadline.expired():
+        if self._runner.deadline.expired():
             raise StudentError(f"{what} was not checked: the submission's time budget was used up",
                                kind="budget")
         run, timeout = self._run_probe(source, what, timeout_s)
-        if run.status == RunStatus.DIED and self.runner.ensure_alive():
+        if run.status == RunStatus.DIED and self._runner.ensure_alive():
             # Once more on a fresh kernel: the death may come from what an earlier cell left behind.
             run, timeout = self._run_probe(source, what, timeout_s)
         if run.status == RunStatus.TIMEOUT:
@@ -141,14 +158,14 @@ class CheckContext:
         return answer["ok"]
 
     def _readable(self, traceback: list[str]) -> list[str]:
-        return self.runner.readable(traceback)
+        return self._runner.readable(traceback)
 
     def _run_probe(self, source: str, what: str, timeout_s: float | None):
-        if not self.runner.ensure_alive():
+        if not self._runner.ensure_alive():
             raise StudentError(f"{what} could not be checked: the kernel had died and could not be "
                                "restarted", kind="died")
-        timeout = self.runner.timeout_for(timeout_s)
-        return self.runner.session.run(source, timeout_s=timeout), timeout
+        timeout = self._runner.timeout_for(timeout_s)
+        return self._runner.session.run(source, timeout_s=timeout), timeout
 
     def _error_from(self, error: Any, what: str) -> StudentError:
         error = error if isinstance(error, dict) else {}

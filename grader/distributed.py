@@ -29,14 +29,16 @@ scheduler: it is an optional extra (`pip install 'grader[dask]'`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import tempfile
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import grader
 from grader.assignment import Assignment, find_assignment
@@ -46,6 +48,9 @@ from grader.intake import BatchItem
 from grader.notebook_io import sha256_of
 from grader.pipeline import GradeOptions
 from grader.reaping import sweep_what_dead_graders_left
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +75,7 @@ class CourseBundle:
     spec: bytes
 
     @classmethod
-    def of(cls, assignment: Assignment) -> "CourseBundle":
+    def of(cls, assignment: Assignment) -> CourseBundle:
         if assignment.source is None or not Path(assignment.source).is_file():
             raise UsageError(f"the spec of {assignment.id} is not a file this grader can ship to workers")
         source = Path(assignment.source)
@@ -215,6 +220,7 @@ def grade_on_worker(submission: Submission, job: RemoteJob) -> Graded:
 def _worker_options(job: RemoteJob, assignment: Assignment, nthreads: int) -> GradeOptions:
     from grader.ml.datasets import cache_dir, default_data_root
 
+    assert assignment.source is not None, "a worker's assignment is loaded from the course bundle's files"
     course_root = Path(assignment.source).parent.parent
     return replace(job.options, course_root=course_root, data_root=(job.data_root or default_data_root()).resolve(),
                    cache_dir=cache_dir(), device=job.device,
@@ -245,7 +251,7 @@ class DaskRunner:
         self.device = device
         self.data_root = data_root
         self.connect_timeout_s = connect_timeout_s
-        self._client = None
+        self._client: Client | None = None
 
     def describe(self) -> str:
         return f"on the Dask cluster at {self.address}"
@@ -255,7 +261,7 @@ class DaskRunner:
             return 0
         try:
             return sum(1 for keys in self._client.processing().values() if keys)
-        except Exception:  # noqa: BLE001 - only for the progress display
+        except Exception:  # only for the progress display
             return 0
 
     def run(self, pending: Sequence[BatchItem], job: BatchJob, record: Record) -> None:
@@ -361,7 +367,7 @@ class _Tasks:
         except FutureCancelledError:
             raise HarnessError(f"the Dask scheduler at {self.client.scheduler.address} cancelled the batch's "
                                "tasks (was it restarted?); run the same command again to resume") from None
-        except Exception as exc:  # noqa: BLE001 - the worker failed outside grading: record, go on
+        except Exception as exc:  # the worker failed outside grading: record, go on
             return crashed(item, job.assignment, job.options,
                            f"the grader's worker failed on this submission ({type(exc).__name__}: {exc}); "
                            "run the batch again to retry it", job.audience)
@@ -370,10 +376,8 @@ class _Tasks:
 
     def forget(self) -> None:
         """Drop the batch's start counts from the scheduler's metadata."""
-        try:
+        with contextlib.suppress(Exception):  # the scheduler may be gone; the counts die with it
             self.client.set_metadata([METADATA_ROOT, self.remote.batch_id], {})
-        except Exception:  # noqa: BLE001 - the scheduler may be gone; the counts die with it
-            pass
 
 
 def require_dask() -> None:

@@ -33,8 +33,8 @@ MAX_TOTAL_BYTES = 4 * 1024 * 1024 * 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # Canvas: the name is the sortable name lowercased with spaces and most punctuation dropped; it keeps every
 # letter, any script's (müllerjosé), and hyphens and apostrophes. Ids are digits; the original file name follows.
-_CANVAS_FILE = re.compile(r"(?P<name>(?:[^\W\d_]|[-'’])+)_(?P<late>LATE_)?(?P<user_id>[0-9]+)_(?P<submission_id>[0-9]+)_"
-                          r"(?P<original>.+\.ipynb)")
+_CANVAS_FILE = re.compile(r"(?P<name>(?:[^\W\d_]|[-'’])+)_(?P<late>LATE_)?(?P<user_id>[0-9]+)_"
+                          r"(?P<submission_id>[0-9]+)_(?P<original>.+\.ipynb)")
 _MOODLE_FOLDER = re.compile(r"(?P<name>.+?)_(?P<participant_id>[0-9]+)_assignsubmission_file_")
 _MOODLE_FILE = re.compile(r"(?P<name>.+?)_(?P<participant_id>[0-9]+)_assignsubmission_file_(?P<original>.+\.ipynb)")
 

@@ -7,6 +7,7 @@ output caps, restarts, and a `CellRun` record for every execution.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import signal
@@ -15,6 +16,9 @@ from dataclasses import dataclass, field
 from queue import Empty
 
 import nbformat
+from jupyter_client.client import KernelClient
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning import LocalProvisioner
 from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -62,7 +66,7 @@ class _CappedClient(NotebookClient):
     truncated = False
     saw_idle = False  # the kernel's "idle" arrived: the output stream is intact
 
-    def process_message(self, msg, cell, cell_index):  # noqa: D401 - nbclient hook
+    def process_message(self, msg, cell, cell_index):  # nbclient hook
         msg_type = msg.get("msg_type", "")
         if msg_type == "status" and msg.get("content", {}).get("execution_state") == "idle":
             self.saw_idle = True
@@ -74,7 +78,7 @@ class _CappedClient(NotebookClient):
         msg["buffers"] = []
         return super().process_message(msg, cell, cell_index)
 
-    def output(self, outs, msg, display_id, cell_index):  # noqa: D401 - nbclient hook
+    def output(self, outs, msg, display_id, cell_index):  # nbclient hook
         size = len(str(msg.get("content", "")))
         if size > self.output_budget:
             self.truncated = True
@@ -138,7 +142,7 @@ class KernelSession:
         try:
             self.client.start_new_kernel()
             self.client.start_new_kernel_client()
-        except Exception as exc:  # noqa: BLE001 - any start failure is the same to a user
+        except Exception as exc:  # any start failure is the same to a user
             self.stop()
             detail = self.sandbox.kernel_stderr_tail().strip().splitlines()[-3:]
             return str(exc) + (f" ({' | '.join(detail)})" if detail else "")
@@ -149,10 +153,8 @@ class KernelSession:
         # and finds it gone at once this way.
         self.sandbox.kill_all()
         if self.client is not None and self.client.km is not None:
-            try:
+            with contextlib.suppress(Exception):  # a kernel that is gone is what we want
                 self.client._cleanup_kernel()
-            except Exception:  # noqa: BLE001 - a kernel that is gone is what we want
-                pass
         self.client = None
         self.alive = False
 
@@ -168,10 +170,11 @@ class KernelSession:
         if not self.alive:
             return CellRun(status=RunStatus.DIED, elapsed_s=0.0, error_value="the kernel is not running")
         client = self.client
+        assert client is not None, "a running kernel has a client"
         cell = nbformat.v4.new_code_cell(source)
         client.nb.cells.append(cell)
         index = len(client.nb.cells) - 1
-        client.timeout = max(1, int(round(timeout_s)))
+        client.timeout = max(1, round(timeout_s))
         client.output_budget = min(self.sandbox.limits.output_kb_per_cell * 1024, self._total_output)
         client.truncated = False
         client.saw_idle = False
@@ -196,9 +199,18 @@ class KernelSession:
             client.truncated = True
         return self._from_outputs(cell, elapsed, client.truncated)
 
+    def _manager(self) -> AsyncKernelManager:
+        """The running kernel's manager (the sandbox's, asynchronous)."""
+        assert self.client is not None and isinstance(self.client.km, AsyncKernelManager), "no kernel is running"
+        return self.client.km
+
+    def _kernel_client(self) -> KernelClient:
+        assert self.client is not None and self.client.kc is not None, "no kernel is running"
+        return self.client.kc
+
     def _reconnect_output(self) -> None:
         """A message over the size cap makes ZMQ drop the output connection for good: open a new one."""
-        kc = self.client.kc
+        kc = self._kernel_client()
         if kc._iopub_channel is not None:
             kc._iopub_channel.close()
             kc._iopub_channel = None
@@ -206,19 +218,18 @@ class KernelSession:
 
     def _after_timeout(self, start: float) -> CellRun:
         """Interrupt; if the kernel does not answer within a grace period, kill it."""
-        client = self.client
         try:
-            run_sync(client.km.interrupt_kernel)()
+            run_sync(self._manager().interrupt_kernel)()
             deadline = time.monotonic() + INTERRUPT_GRACE_S
             while time.monotonic() < deadline:
                 try:
-                    reply = run_sync(client.kc.shell_channel.get_msg)(timeout=0.2)
+                    reply = run_sync(self._kernel_client().shell_channel.get_msg)(timeout=0.2)
                 except Empty:
                     continue
                 if reply.get("msg_type") == "execute_reply":
                     return CellRun(status=RunStatus.TIMEOUT, elapsed_s=time.monotonic() - start,
                                    error_name="TimeoutError", error_value="interrupted")
-        except Exception:  # noqa: BLE001 - fall through to killing it
+        except Exception:  # fall through to killing it
             pass
         self.stop()
         return CellRun(status=RunStatus.TIMEOUT, elapsed_s=time.monotonic() - start,
@@ -226,8 +237,8 @@ class KernelSession:
 
     def _kernel_alive(self) -> bool:
         try:
-            return bool(run_sync(self.client.km.is_alive)())
-        except Exception:  # noqa: BLE001
+            return bool(run_sync(self._manager().is_alive)())
+        except Exception:
             return False
 
     def _death_reason(self) -> str:
@@ -238,9 +249,11 @@ class KernelSession:
                     f"{self.sandbox.limits.memory_mb} MB of memory{forks}")
         code = None
         try:
-            process = self.client.km.provisioner.process
+            provisioner = self._manager().provisioner
+            assert isinstance(provisioner, LocalProvisioner), "the sandbox's kernels use the local provisioner"
+            process = provisioner.process
             code = process.poll() if process is not None else None
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         self.stop()
         # bwrap and shells report a child killed by signal N as exit status 128 + N

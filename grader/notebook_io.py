@@ -134,7 +134,7 @@ def _as_notebook(data: object, name: str) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # nbformat's own notices (missing cell ids...) are not the student's
             notebook = nbformat.reads(json.dumps(data), as_version=4, capture_validation_error=captured)
-    except Exception as exc:  # noqa: BLE001 - nbformat raises many kinds for broken input
+    except Exception as exc:  # nbformat raises many kinds for broken input
         raise NotebookError(f"{name} is not a valid notebook: {_one_line(exc)}") from None
     if captured.get("ValidationError") is not None:
         problem = getattr(captured["ValidationError"], "message", captured["ValidationError"])

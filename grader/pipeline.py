@@ -65,7 +65,7 @@ def grade_safely(path: Path, assignment: Assignment, options: GradeOptions) -> G
     except GraderFailure as exc:
         log.warning("the grader could not finish %s: %s", printable(Path(path).name), exc.message)
         return grader_failure(path, assignment, options, exc.message)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         log.error("grading %s crashed:\n%s", printable(Path(path).name), printable(traceback.format_exc(),
                                                                                    limit=20_000))
         return grader_failure(path, assignment, options, f"the grader crashed on this submission "
@@ -157,7 +157,7 @@ def run_check(check: Check, context: CheckContext) -> CheckResult:
     except StudentError as exc:
         outcome = Outcome(0.0, exc.message, {"traceback": exc.traceback} if exc.traceback else {},
                           status=CheckStatus.ERROR if exc.kind in LIMIT_KINDS else None)
-    except Exception as exc:  # noqa: BLE001 - a broken check must not stop the batch
+    except Exception as exc:  # a broken check must not stop the batch
         log.error("check %s crashed:\n%s", check.id, printable(traceback.format_exc(), limit=20_000))
         outcome = Outcome.error(f"the grader's check {check.id} crashed ({type(exc).__name__}: {exc}); "
                                 "this is not your fault: tell the course staff")
@@ -282,5 +282,5 @@ def _torch_version() -> str:
         from importlib.metadata import version
 
         return version("torch")
-    except Exception:  # noqa: BLE001
+    except Exception:
         return "not installed"

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
@@ -87,7 +88,7 @@ class Cgroups:
             self.kind, self._memory_dir = "v2", child
 
     @classmethod
-    def existing(cls, dirs: list[Path]) -> "Cgroups":
+    def existing(cls, dirs: list[Path]) -> Cgroups:
         """Cgroups made earlier by a grader since gone: to kill what they hold and remove them."""
         group = cls.__new__(cls)
         group.dirs = list(dirs)
@@ -101,18 +102,14 @@ class Cgroups:
     def pids(self) -> set[int]:
         found: set[int] = set()
         for d in self.dirs:
-            try:
+            with contextlib.suppress(OSError):
                 found.update(int(p) for p in (d / "cgroup.procs").read_text().split())
-            except OSError:
-                pass
         return found
 
     def kill_all(self) -> None:
         if self.kind == "v2" and (self.dirs[0] / "cgroup.kill").exists():
-            try:
+            with contextlib.suppress(OSError):
                 (self.dirs[0] / "cgroup.kill").write_text("1")
-            except OSError:
-                pass
         kill_until_gone(self.pids)
 
     def oom_killed(self) -> bool:
@@ -165,10 +162,8 @@ def kill_until_gone(find_pids, *, seconds: float = 30.0) -> None:
             return
         for sig in (signal.SIGSTOP, signal.SIGKILL):
             for pid in pids:
-                try:
+                with contextlib.suppress(OSError):
                     os.kill(pid, sig)
-                except OSError:
-                    pass
         time.sleep(0.01)
 
 

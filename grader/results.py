@@ -75,7 +75,7 @@ class CheckResult:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CheckResult":
+    def from_dict(cls, data: dict[str, Any]) -> CheckResult:
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
@@ -94,7 +94,7 @@ class CellProblem:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CellProblem":
+    def from_dict(cls, data: dict[str, Any]) -> CellProblem:
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
@@ -127,7 +127,7 @@ class GradeResult:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GradeResult":
+    def from_dict(cls, data: dict[str, Any]) -> GradeResult:
         if not isinstance(data, dict) or not isinstance(data.get("checks", []), list):
             raise ValueError("not a JSON object with a list of checks")
         fields = {f.name for f in dataclasses.fields(cls)}
@@ -145,11 +145,11 @@ class GradeResult:
         tmp.replace(path)  # readers never see half a result
 
     @classmethod
-    def read(cls, path: Path) -> "GradeResult":
+    def read(cls, path: Path) -> GradeResult:
         return cls.from_json(Path(path).read_bytes())
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "GradeResult":
+    def from_json(cls, text: str | bytes) -> GradeResult:
         return cls.from_dict(json.loads(text))
 
 

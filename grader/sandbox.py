@@ -31,6 +31,7 @@ grader's own user and loses every capability.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import functools
 import json
@@ -48,15 +49,17 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from queue import Empty
-from typing import Any
+from typing import Any, BinaryIO, NoReturn
 
 import zmq
 import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Any as AnyTrait
 from traitlets import Type
 
@@ -92,7 +95,7 @@ class Limits:
     output_kb_per_cell: int = 256
     output_kb_total: int = 2048
 
-    def replace(self, **changes: Any) -> "Limits":
+    def replace(self, **changes: Any) -> Limits:
         return Limits(**{**asdict(self), **changes})
 
 
@@ -212,7 +215,7 @@ def _unshare_prefix() -> list[str]:
     prefix = [shutil.which("unshare") or "unshare"]
     if os.geteuid() != 0:
         prefix += ["--user", "--map-root-user"]
-    return prefix + ["--mount", "--pid", "--fork", "--net", "--ipc", "--uts", "--kill-child", "--"]
+    return [*prefix, "--mount", "--pid", "--fork", "--net", "--ipc", "--uts", "--kill-child", "--"]
 
 
 def _runs(argv: list[str]) -> bool:
@@ -227,7 +230,9 @@ def _runs(argv: list[str]) -> bool:
 @functools.cache
 def bwrap_available() -> bool:
     exe = shutil.which("bwrap")
-    return bool(exe) and _runs([
+    if not exe:
+        return False
+    return _runs([
         exe, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent",
         "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", sys.executable, "-I", "-S", "-c", "print('ok')"])
 
@@ -348,15 +353,25 @@ class KernelImage:
         self._owner = True  # False for a channel attached to another process's image (attach())
 
     @property
+    def _started_root(self) -> Path:
+        assert self.root is not None, "the kernel image has not started (or was closed)"
+        return self.root
+
+    @property
+    def _live_channel(self) -> socket.socket:
+        assert self._channel is not None, "the kernel image has not started (or was closed)"
+        return self._channel
+
+    @property
     def childlib(self) -> Path:
-        return self.root / "childlib"
+        return self._started_root / "childlib"
 
     @property
     def config_dirs(self) -> list[Path]:
         """What the kernels must see of the image, read-only."""
-        return [self.childlib, self.root / "matplotlib"]
+        return [self.childlib, self._started_root / "matplotlib"]
 
-    def start(self) -> "KernelImage":
+    def start(self) -> KernelImage:
         try:
             self._start()
         except OSError as exc:
@@ -388,7 +403,7 @@ class KernelImage:
         finally:
             theirs.close()
 
-    def attach(self) -> "KernelImage":
+    def attach(self) -> KernelImage:
         """Another channel to this running image, for one process that this one is about to fork (a
         `-j N` worker): each worker asks on its own channel, and every worker's kernels come from the
         one image. The image ends with this process's channel, never with an attached one."""
@@ -397,7 +412,7 @@ class KernelImage:
                 raise ImageUnavailable(self.problem)
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
-                socket.send_fds(self._channel, [b'{"attach": true}'], [theirs.fileno()])
+                socket.send_fds(self._live_channel, [b'{"attach": true}'], [theirs.fileno()])
             except OSError as exc:
                 ours.close()
                 self._fail(f"could not reach it ({exc})")
@@ -416,7 +431,7 @@ class KernelImage:
         self._process, self.root = None, None
         self.problem = self.problem or "the kernel image belongs to another process"
 
-    def fork_kernel(self, request: dict[str, Any]) -> "ForkedKernel":
+    def fork_kernel(self, request: dict[str, Any]) -> ForkedKernel:
         """Fork one kernel into the sandbox `request` describes (see forkserver.py)."""
         with self._lock:
             if self.problem:
@@ -424,7 +439,7 @@ class KernelImage:
             self._await_ready()
             status, status_for_keeper = os.pipe()
             try:
-                socket.send_fds(self._channel, [json.dumps(request).encode()], [status_for_keeper])
+                socket.send_fds(self._live_channel, [json.dumps(request).encode()], [status_for_keeper])
             except OSError as exc:
                 os.close(status)
                 self._fail(f"could not reach it ({exc})")
@@ -442,12 +457,12 @@ class KernelImage:
             if reply.get("ready") is not True:
                 self._fail(f"it did not start ({reply.get('error', reply)})")
             self._ready = True
-            _copy_font_lists(self.root / "matplotlib", _font_cache())
+            _copy_font_lists(self._started_root / "matplotlib", _font_cache())
 
     def _receive(self, timeout_s: float) -> dict[str, Any]:
         try:
-            self._channel.settimeout(timeout_s)
-            data = self._channel.recv(65536)
+            self._live_channel.settimeout(timeout_s)
+            data = self._live_channel.recv(65536)
             reply = json.loads(data) if data else None
         except (OSError, ValueError) as exc:
             self._fail(f"no answer ({exc})")
@@ -456,12 +471,14 @@ class KernelImage:
         return reply
 
     def _log_tail(self) -> str:
+        if self.root is None:
+            return "no message"
         try:
             return (self.root / "image.log").read_text(errors="replace").strip().splitlines()[-1][-300:]
         except (OSError, IndexError, TypeError):
             return "no message"
 
-    def _fail(self, why: str) -> None:
+    def _fail(self, why: str) -> NoReturn:
         self.problem = f"the kernel image failed: {why}"
         self.close()
         raise ImageUnavailable(self.problem)
@@ -530,12 +547,12 @@ class ForkedKernel:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
+        start = time.monotonic()
+        while (returncode := self.poll()) is None:
+            if timeout is not None and time.monotonic() > start + timeout:
                 raise subprocess.TimeoutExpired(f"kernel keeper {self.pid}", timeout)
             select.select([self._status], [], [], 0.05)
-        return self.returncode
+        return returncode
 
     def send_signal(self, signum: int) -> None:
         if self.poll() is None:  # never a pid the keeper no longer holds
@@ -587,10 +604,8 @@ def adopt_kernel_image(image: KernelImage | None, inherited: list[KernelImage]) 
 def start_kernel_image(modules: tuple[str, ...], blocked: tuple[str, ...] = ()) -> None:
     """kernel_image() as a worker pool's initializer: imports little, and never raises (a failed image
     only means cold kernels, which the first sandbox records)."""
-    try:
+    with contextlib.suppress(Exception):  # see the docstring
         kernel_image(modules, blocked)
-    except Exception:  # noqa: BLE001 - see the docstring
-        pass
 
 
 @atexit.register
@@ -621,7 +636,8 @@ class Sandbox:
         self._image_notes: list[str] = []
         self._forked: list[ForkedKernel] = []
         self._forked_from = self.image.modules if self.image else ()
-        self.user_name, self.user = None, None
+        self.user_name: str | None = None
+        self.user: tuple[int, int] | None = None
         if os.geteuid() == 0 and self.isolation != "none":
             self.user_name, uid, gid = sandbox_user(user)
             self.user = (uid, gid)
@@ -629,12 +645,13 @@ class Sandbox:
             self._check_permissions()
         self.root: Path | None = None
         self._cgroups: Cgroups | None = None
-        self._kernel_log = None
+        self._kernel_log: BinaryIO | None = None
         self._tmpfs_root = False
         self.swept: list[str] = []
 
     def _check_permissions(self) -> None:
         """Without a mount namespace, only file permissions keep the child away from the grader's files."""
+        assert self.user is not None, "mode 'user' runs as root, with a sandbox user"
         uid, gid = self.user
         for path in self.hidden_paths:
             if path.exists() and reachable_by(path, uid, gid):
@@ -653,7 +670,7 @@ class Sandbox:
 
     # -- set-up and tear-down ------------------------------------------------
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         base = Path(tempfile.mkdtemp(prefix="grader-"))
         os.chmod(base, 0o755)
         self._tmpfs_root = _mount_tmpfs(base, self.limits.disk_mb)
@@ -686,6 +703,7 @@ class Sandbox:
     def _record_owner(self) -> None:
         """Say in the root who owns this sandbox and its cgroups, so that what a killed grader leaves
         (its tmpfs, its cgroups) can be found and removed later (`sweep_orphaned_sandboxes`)."""
+        assert self.root is not None and self._cgroups is not None, "the sandbox is not entered"
         record_owner(self.root, [d for c in [self._cgroups, *self._spent_cgroups] for d in c.dirs])
 
     def __exit__(self, *exc_info: object) -> None:
@@ -712,6 +730,7 @@ class Sandbox:
             self.root = None
 
     def _child_dir(self, name: str) -> Path:
+        assert self.root is not None, "the sandbox is not entered"
         path = self.root / name
         path.mkdir(mode=0o700)
         self._hand_over(path)
@@ -755,7 +774,7 @@ class Sandbox:
         if self.blocked_modules and not namespaces:
             notes.append(f"{', '.join(self.blocked_modules)} could only be blocked by an import hook "
                          "(no mount namespace to remove it from the child's view)")
-        if self.user is not None:
+        if self.user_name is not None:  # set together with self.user
             user = self.user_name
         elif self.isolation == "unshare":
             user = "the grader's own user (root of a user namespace, without capabilities)"
@@ -818,9 +837,10 @@ class Sandbox:
 
     def wrap(self, argv: list[str]) -> list[str]:
         """The full command line that runs `argv` inside this sandbox."""
-        outer = {"cgroups": self._cgroups.procs_files() if self._cgroups else [], "rlimits": self._rlimits(),
-                 "ignore_sigint": True}
+        outer: dict[str, Any] = {"cgroups": self._cgroups.procs_files() if self._cgroups else [],
+                                 "rlimits": self._rlimits(), "ignore_sigint": True}
         drop = list(self.user) if self.user else None
+        inner: dict[str, Any]
         if self.isolation == "bwrap":
             inner = {"chown": [str(self.work)], "drop": drop, "chdir": str(self.work)}
             return [*_launcher(outer, self._bwrap_prefix()), *self._launcher(inner, argv)]
@@ -837,7 +857,7 @@ class Sandbox:
         return [("/tmp", self.limits.tmp_mb * _MB, 0o1777), ("/dev/shm", self.limits.tmp_mb * _MB, 0o1777),
                 (str(self.work), self.limits.disk_mb * _MB, 0o700)]
 
-    def _view(self, extra_read_only: list[Path] = ()) -> dict[str, Any]:
+    def _view(self, extra_read_only: Sequence[Path] = ()) -> dict[str, Any]:
         """launch.py's steps for the unshare view, in mount order."""
         tmp, shm, work = self._private_tmpfs()
         steps: list[list[Any]] = [["tmpfs", *tmp]]  # first: an environment under /tmp is bound on top of it
@@ -846,10 +866,13 @@ class Sandbox:
         steps += [["rw", str(self.runtime)], ["rw", str(self.exchange)],
                   ["tmpfs", *work], ["devices"], ["tmpfs", *shm], ["proc"]]
         steps += [["mask", str(path)] for path in self._masked_paths()]
+        assert self.root is not None, "the sandbox is not entered"
         return {"root": str(self.root / "view"), "steps": steps}
 
     def _bwrap_prefix(self) -> list[str]:
-        args = [shutil.which("bwrap"), "--die-with-parent", "--unshare-net", "--unshare-pid",
+        bwrap = shutil.which("bwrap")
+        assert bwrap is not None, "mode 'bwrap' is chosen only where bwrap runs"
+        args = [bwrap, "--die-with-parent", "--unshare-net", "--unshare-pid",
                 "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname", "sandbox"]
         made: set[Path] = set()
 
@@ -867,6 +890,7 @@ class Sandbox:
         for root in bound_roots():
             ensure_parents(root)
             args.extend(["--ro-bind", str(root), str(root)])
+        assert self.root is not None, "the sandbox is not entered"
         ensure_parents(self.root / "x")
         args.extend(["--ro-bind", str(self.childlib), str(self.childlib),
                      "--perms", f"{work[2]:o}", "--size", str(work[1]), "--tmpfs", work[0],
@@ -928,7 +952,7 @@ class Sandbox:
         return {"env": self.child_env(), "cwd": str(self.root),
                 "stdout": subprocess.DEVNULL, "stderr": self._kernel_log, "stdin": subprocess.DEVNULL}
 
-    def kernel_manager(self) -> "SandboxedKernelManager":
+    def kernel_manager(self) -> SandboxedKernelManager:
         return SandboxedKernelManager(
             sandbox=self, transport="ipc", ip=str(self.runtime / "kernel"),
             connection_file=str(self.runtime / f"kernel-{uuid.uuid4().hex[:8]}.json"),
@@ -992,7 +1016,8 @@ def finish_trusted(process: subprocess.Popen, *, stall_s: float, max_cpu_s: floa
     The guard watches the process's CPU time, not the clock: it is killed (and Stalled raised) only
     when it used no CPU at all for `stall_s` seconds (hung: a machine that is merely busy still gives
     it some) or more than `max_cpu_s` seconds of CPU in all (a runaway)."""
-    text, last_cpu, last_progress = stdin, -1.0, time.monotonic()
+    text: str | None = stdin
+    last_cpu, last_progress = -1.0, time.monotonic()
     while True:
         try:
             stdout, stderr = process.communicate(text, timeout=TRUSTED_POLL_S)
@@ -1132,6 +1157,7 @@ class SandboxedKernelManager(AsyncKernelManager):
             await super()._async_launch_kernel(kernel_cmd, **kw)
             return
         provisioner = self.provisioner
+        assert isinstance(provisioner, LocalProvisioner), "the sandbox's kernels use jupyter_client's local provisioner"
         # the keeper leads the kernel's process group: interrupts and kills go to the group
         provisioner.process, provisioner.pid, provisioner.pgid = kernel, kernel.pid, kernel.pid
         provisioner.cwd = kw.get("cwd")

@@ -24,23 +24,23 @@ class Outcome:
     status: CheckStatus | None = None
 
     @classmethod
-    def passed(cls, message: str, **details: Any) -> "Outcome":
+    def passed(cls, message: str, **details: Any) -> Outcome:
         return cls(1.0, message, details)
 
     @classmethod
-    def failed(cls, message: str, **details: Any) -> "Outcome":
+    def failed(cls, message: str, **details: Any) -> Outcome:
         return cls(0.0, message, details)
 
     @classmethod
-    def partial(cls, fraction: float, message: str, **details: Any) -> "Outcome":
+    def partial(cls, fraction: float, message: str, **details: Any) -> Outcome:
         return cls(fraction, message, details)
 
     @classmethod
-    def error(cls, message: str, **details: Any) -> "Outcome":
+    def error(cls, message: str, **details: Any) -> Outcome:
         return cls(0.0, message, details, status=CheckStatus.ERROR)
 
     @classmethod
-    def skipped(cls, message: str, **details: Any) -> "Outcome":
+    def skipped(cls, message: str, **details: Any) -> Outcome:
         return cls(0.0, message, details, status=CheckStatus.SKIPPED)
 
 

@@ -76,7 +76,11 @@ class LocalContext(CheckContext):
 
 def check(check_id: str | None = None, *, bundle: str | Path | None = None, namespace: dict | None = None):
     """Run the visible checks (or the one named) on the notebook this is called from; show a table."""
-    namespace = namespace if namespace is not None else inspect.currentframe().f_back.f_globals
+    if namespace is None:
+        frame = inspect.currentframe()
+        caller = frame.f_back if frame is not None else None
+        assert caller is not None, "check() is called from a notebook's code"
+        namespace = caller.f_globals
     try:
         data = read_bundle(Path(bundle) if bundle else find_bundle(Path.cwd() / "notebook.ipynb", None))
     except GraderError as exc:  # the command line's advice, in this function's own spelling
@@ -113,7 +117,7 @@ def _run(check, context: LocalContext, *, blocked: list[str]) -> CheckResult:
             outcome = replay(context)
         except StudentError as exc:
             outcome = Outcome.failed(exc.message)
-        except Exception as exc:  # noqa: BLE001 - a check here must not break the student's notebook
+        except Exception as exc:  # a check here must not break the student's notebook
             outcome = Outcome.error(f"this check could not run here ({type(exc).__name__}: {exc}); "
                                     "`grader check NOTEBOOK` runs it as the grader does")
     return CheckResult(id=check.id, name=check.name, score=points(outcome, check.points),

@@ -18,7 +18,7 @@ def write_submission(notebook: Path, bundle: dict, target: Path | None = None) -
     notebook = Path(notebook)
     try:
         copy = nbformat.read(notebook, as_version=4)
-    except Exception as exc:  # noqa: BLE001 - any unreadable notebook is the same to the student
+    except Exception as exc:  # any unreadable notebook is the same to the student
         raise UsageError(f"{notebook.name} cannot be read as a notebook, so no copy to upload was written ({exc})") \
             from None
     for cell in copy.cells:

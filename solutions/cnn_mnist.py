@@ -18,8 +18,18 @@ two cores), so full credit at 96 % leaves it a margin. A network twice as wide
 
 from __future__ import annotations
 
-from grader.course import (Assignment, Budget, BudgetCaps, Check, ImageClassification, Limits, ModelRule,
-                          ModelScore, ModelTask, TrainingDict)
+from grader.course import (
+    Assignment,
+    Budget,
+    BudgetCaps,
+    Check,
+    ImageClassification,
+    Limits,
+    ModelRule,
+    ModelScore,
+    ModelTask,
+    TrainingDict,
+)
 
 SEED = 2012
 DATASET = "mnist"

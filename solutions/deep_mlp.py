@@ -7,8 +7,17 @@ choose the training settings in TRAINING, within the caps below.
 
 from __future__ import annotations
 
-from grader.course import (Assignment, Budget, BudgetCaps, Check, ImageClassification, Limits, ModelRule,
-                          ModelScore, TrainingDict)
+from grader.course import (
+    Assignment,
+    Budget,
+    BudgetCaps,
+    Check,
+    ImageClassification,
+    Limits,
+    ModelRule,
+    ModelScore,
+    TrainingDict,
+)
 
 SEED = 93
 DATASET = "mnist"  # or "fashion-mnist": the targets below follow the dataset

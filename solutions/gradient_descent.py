@@ -16,9 +16,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from grader.course import (as_array, Assignment, CallSpec, Check, CheckContext, compare_array,
-                          compare_gradients, Limits, network_params, NotNumeric, Outcome, Plan, Probed,
-                          relu_network)
+from grader.course import (
+    Assignment,
+    CallSpec,
+    Check,
+    CheckContext,
+    Limits,
+    NotNumeric,
+    Outcome,
+    Plan,
+    Probed,
+    as_array,
+    compare_array,
+    compare_gradients,
+    network_params,
+    relu_network,
+)
 
 HIDDEN_UNITS = 80
 FUNCTIONS = ("linear_grad", "fit_linear", "mlp_forward", "mlp_grad", "fit_mlp")

@@ -10,8 +10,7 @@ number earns no training credit.
 
 from __future__ import annotations
 
-from grader.course import (Assignment, Check, ImageClassification, LearningRate, Limits, ModelRule,
-                          ModelScore, ValueRule)
+from grader.course import Assignment, Check, ImageClassification, LearningRate, Limits, ModelRule, ModelScore, ValueRule
 
 SEED = 1500
 DATASET = "mnist"  # or "fashion-mnist": the thresholds below follow the dataset

@@ -22,8 +22,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from grader.course import (Assignment, CallSpec, Check, CheckContext, Limits, Outcome, pick_lowest, Plan,
-                          polynomial_fit, Probed)
+from grader.course import (
+    Assignment,
+    CallSpec,
+    Check,
+    CheckContext,
+    Limits,
+    Outcome,
+    Plan,
+    Probed,
+    pick_lowest,
+    polynomial_fit,
+)
 
 FUNCTIONS = ("fit_polynomial", "poly_losses", "choose_degree")
 N_TRAIN, N_VAL, N_TEST = 11, 11, 200
@@ -70,9 +80,9 @@ def choice_data(rng: np.random.Generator, *, low: float, high: float) -> dict[st
     MARGIN, it is neither the lowest nor the highest degree, its test loss is near the best, and the highest
     degree's (what the training loss picks) is not."""
     while True:
-        data = dict(zip(("x_train", "y_train"), noisy(rng, N_TRAIN, low, high, even=True)))
-        data.update(zip(("x_val", "y_val"), noisy(rng, N_VAL, low, high)))
-        data.update(zip(("x_test", "y_test"), noisy(rng, N_TEST, low, high)))
+        data = dict(zip(("x_train", "y_train"), noisy(rng, N_TRAIN, low, high, even=True), strict=True))
+        data.update(zip(("x_val", "y_val"), noisy(rng, N_VAL, low, high), strict=True))
+        data.update(zip(("x_test", "y_test"), noisy(rng, N_TEST, low, high), strict=True))
         val = np.array(losses(data["x_train"], data["y_train"], data["x_val"], data["y_val"], MAX_DEGREE))
         test = np.array(losses(data["x_train"], data["y_train"], data["x_test"], data["y_test"], MAX_DEGREE))
         best = int(np.argmin(val))

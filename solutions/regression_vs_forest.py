@@ -24,8 +24,19 @@ are skipped.
 
 from __future__ import annotations
 
-from grader.course import (FEATURE_STYLES, Assignment, Budget, BudgetCaps, Check, Limits, ModelRule,
-                          ModelScore, ModelTask, TabularRegression, TrainingDict)
+from grader.course import (
+    FEATURE_STYLES,
+    Assignment,
+    Budget,
+    BudgetCaps,
+    Check,
+    Limits,
+    ModelRule,
+    ModelScore,
+    ModelTask,
+    TabularRegression,
+    TrainingDict,
+)
 
 SEED = 8
 N_FEATURES = 8

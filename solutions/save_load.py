@@ -27,9 +27,24 @@ from typing import Any
 
 import numpy as np
 
-from grader.course import (NO_FILE, as_array, Assignment, CallSpec, Check, CheckContext, Limits, LoadModel,
-                          NotNumeric, Outcome, Plan, Probed, read_saved_file, SavedFile, SaveModel,
-                          StudentError)
+from grader.course import (
+    NO_FILE,
+    Assignment,
+    CallSpec,
+    Check,
+    CheckContext,
+    Limits,
+    LoadModel,
+    NotNumeric,
+    Outcome,
+    Plan,
+    Probed,
+    SavedFile,
+    SaveModel,
+    StudentError,
+    as_array,
+    read_saved_file,
+)
 
 SEED = 314
 N_IMAGES = 16
@@ -140,7 +155,7 @@ def _largest_difference(found: State, expected: State) -> float | None:
     if set(found) != set(expected):
         return None
     worst = 0.0
-    for key, (shape, _, values) in expected.items():
+    for key, (_shape, _, values) in expected.items():
         other = found[key][2]
         if values is None or other is None or other.shape != values.shape:
             return None

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from grader.course import (Assignment, Budget, BudgetCaps, Check, Limits, ModelRule, ModelScore, Toy2D,
-                          TrainingDict)
+from grader.course import Assignment, Budget, BudgetCaps, Check, Limits, ModelRule, ModelScore, Toy2D, TrainingDict
 
 SEED = 2026
 TASKS = ("prod", "xor", "quadrants")

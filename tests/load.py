@@ -12,6 +12,7 @@ v2 cpu.max), the deterministic version of a machine too busy to give a process i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -45,7 +46,7 @@ class MachineLoad:
         self.processes: list[subprocess.Popen] = []
         self.folder: Path | None = None
 
-    def __enter__(self) -> "MachineLoad":
+    def __enter__(self) -> MachineLoad:
         busy = self.per_core * (os.cpu_count() or 1)
         with_torch = max(1, round(busy * self.torch_share))
         for i in range(busy):
@@ -64,10 +65,8 @@ class MachineLoad:
 
     def __exit__(self, *exc_info: object) -> None:
         for process in self.processes:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)  # with its graders, kernels and trainers
-            except ProcessLookupError:
-                pass
         for process in self.processes:
             process.wait()
         if self.folder is not None:
@@ -106,8 +105,6 @@ def cpu_limited(argv: list[str], *, percent: int, timeout: float = 900, **kwargs
                 break
             except OSError:  # processes still leaving it
                 for pid in (group / "cgroup.procs").read_text().split():
-                    try:
+                    with contextlib.suppress(ProcessLookupError, ValueError):
                         os.kill(int(pid), signal.SIGKILL)
-                    except (ProcessLookupError, ValueError):
-                        pass
                 time.sleep(0.1)

@@ -54,7 +54,8 @@ def test_assign_command_writes_the_template_and_the_bundle(tmp_path, capsys):
     assert main(["assign", str(SOLUTIONS / "gradient_descent.ipynb"), "--out", str(tmp_path)]) == 0
     written = tmp_path / "gradient_descent.ipynb"
     assert written.read_text() == (TEMPLATES / "gradient_descent.ipynb").read_text()
-    assert (tmp_path / "gradient_descent.checks.json").read_text() == (TEMPLATES / "gradient_descent.checks.json").read_text()
+    assert ((tmp_path / "gradient_descent.checks.json").read_text()
+            == (TEMPLATES / "gradient_descent.checks.json").read_text())
     assert "wrote" in capsys.readouterr().out
 
 

@@ -62,9 +62,8 @@ def test_a_kernel_that_never_answers_is_tried_twice_and_the_message_names_the_mo
                                             f"{timeout:.0f} s")
 
     monkeypatch.setattr(sandbox_module.CappedKernelClient, "wait_for_ready", silent)
-    with Sandbox(Limits()) as sandbox:
-        with pytest.raises(HarnessError) as raised:
-            KernelSession(sandbox, startup_timeout_s=1.0).start()
+    with Sandbox(Limits()) as sandbox, pytest.raises(HarnessError) as raised:
+        KernelSession(sandbox, startup_timeout_s=1.0).start()
     assert len(tried) == 2
     assert f"in the {sandbox.isolation!r} sandbox (started cold)" in raised.value.message
     assert "did not answer kernel_info on its shell channel" in raised.value.message

@@ -6,8 +6,7 @@ import dataclasses
 
 import pytest
 
-from conftest import (SOLUTIONS, TEMPLATES, assignment, check, grade, load, needs_mnist, save, scores,
-                      with_definition)
+from conftest import SOLUTIONS, TEMPLATES, assignment, check, grade, load, needs_mnist, save, scores, with_definition
 from grader.checks.catalog import ModelScore
 
 pytestmark = needs_mnist

@@ -27,12 +27,11 @@ from conftest import REPO, SOLUTIONS, TEMPLATES, data_root, edit_source, load, s
 
 pytest.importorskip("distributed")
 
-from grader.batch import BatchJob, BatchProgress  # noqa: E402
-from grader.cli import main  # noqa: E402
-from grader.distributed import (GPU_RESOURCE, STOPPED_TWO, CourseBundle, DaskRunner, Placement, _Tasks,  # noqa: E402
-                                place)
-from grader.errors import UsageError  # noqa: E402
-from grader.reaping import OWNER_FILE, sweep_orphaned_sandboxes  # noqa: E402
+from grader.batch import BatchJob, BatchProgress
+from grader.cli import main
+from grader.distributed import GPU_RESOURCE, STOPPED_TWO, CourseBundle, DaskRunner, Placement, _Tasks, place
+from grader.errors import UsageError
+from grader.reaping import OWNER_FILE, sweep_orphaned_sandboxes
 
 DASK = Path(sys.executable).parent / "dask"
 START_TIMEOUT_S = 60
@@ -55,12 +54,11 @@ class LoopbackCluster:
         self._client = None
 
     def _start(self, name: str, argv: list[str]) -> None:
-        log = open(self.root / f"{name}.log", "wb")
-        self.processes.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                               cwd=self.root, start_new_session=True))
-        log.close()
+        with open(self.root / f"{name}.log", "wb") as log:
+            self.processes.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                                   cwd=self.root, start_new_session=True))
 
-    def start(self) -> "LoopbackCluster":
+    def start(self) -> LoopbackCluster:
         port = self.address.rsplit(":", 1)[1]
         self._start("scheduler", [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"])
         common = ["--host", "127.0.0.1", "--nthreads", "1", "--nworkers", "1", "--memory-limit", "2GiB",
@@ -152,7 +150,7 @@ class Killer(threading.Thread):
         try:
             for _ in range(self.times):
                 self.killed.add(self.cluster.kill_worker_running(self.student, spared=self.killed))
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:  # reported by the test
             self.error = exc
 
 

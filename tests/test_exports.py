@@ -12,7 +12,7 @@ import io
 import json
 import shutil
 import xml.etree.ElementTree as ET
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -52,7 +52,7 @@ def result(assignment: str, outcome: str, *, student: dict | None = None, messag
                           max_score=points, status=status,
                           message=message or ("ok" if status == "passed" else f"{cid} is off by 0.5"),
                           visibility="visible")
-              for (cid, points), status in zip(specs, statuses)]
+              for (cid, points), status in zip(specs, statuses, strict=False)]
     return GradeResult(assignment=assignment, submission="hw.ipynb", submission_sha256="ab" * 32,
                        score=sum(c.score for c in checks), max_score=sum(p for _, p in specs),
                        status="error" if outcome == "error" else "graded", checks=checks,
@@ -225,7 +225,7 @@ def test_csv_has_a_row_per_student_and_a_column_per_assignment(outs, capsys):
     assert doe["gradient-descent:sha256"] == "ab" * 32
     graded_at = datetime.fromisoformat(doe["gradient-descent:graded_at"])
     assert graded_at.tzinfo is not None and graded_at.utcoffset().total_seconds() == 0
-    assert abs((datetime.now(timezone.utc) - graded_at).total_seconds()) < 600
+    assert abs((datetime.now(UTC) - graded_at).total_seconds()) < 600
     assert err == ""
 
 
@@ -464,12 +464,12 @@ def test_lms_ids_travel_from_a_batch_into_result_json_and_the_exports(tmp_path, 
     assert moodle_result["score"] == 14 and moodle_result["student"]["participant_id"] == "4242"
     capsys.readouterr()
 
-    status, text, err = export(capsys, str(out), "--format", "canvas")
+    _status, text, err = export(capsys, str(out), "--format", "canvas")
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     assert [(r["Student"], r["ID"], r["gradient-descent"]) for r in rows] == [
         ("Jane_Smith_4242", "", "14"), ("smithjane", "123456", "14")]
     assert "Jane_Smith_4242: no Canvas user id" in err
-    status, text, _ = export(capsys, str(out), "--format", "moodle")
+    _status, text, _ = export(capsys, str(out), "--format", "moodle")
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     assert [(r["Identifier"], r["Full name"], r["Grade"]) for r in rows] == [
         ("Participant 4242", "Jane Smith", "14"), ("", "smithjane_123456", "14")]

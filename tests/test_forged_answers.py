@@ -77,10 +77,9 @@ class ForgingContext:
 @pytest.fixture(scope="module")
 def resources(tmp_path_factory):
     """Each assignment's data, loaded once (the model assignments skip without their datasets)."""
+    from conftest import data_root
     from grader.assignment import ResourceRequest
     from grader.ml.datasets import DatasetMissing
-
-    from conftest import data_root
 
     loaded = {}
 

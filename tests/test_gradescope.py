@@ -28,8 +28,16 @@ from grader.cli import main
 from grader.reaping import processes_of
 from grader.reports import gradescope as report
 from grader.results import CheckResult, GradeResult
-from lms_cases import (STUDENT, STUDENT_IDS, OpenBase, attack_notebook, container_binds, problems,
-                       result_json_problems, validator)
+from lms_cases import (
+    STUDENT,
+    STUDENT_IDS,
+    OpenBase,
+    attack_notebook,
+    container_binds,
+    problems,
+    result_json_problems,
+    validator,
+)
 
 GRADER = Path(sys.executable).parent / "grader"
 SPEC = "solutions/gradient_descent.py"
@@ -214,7 +222,7 @@ def test_the_reference_solution_gets_full_marks(bundle, tmp_path, schema):
 
 def test_hidden_checks_show_points_and_hint_never_what_feedback_html_withholds(bundle, tmp_path, schema):
     root = autograder_tree(tmp_path, bundle, {"gradient_descent.ipynb": TEMPLATES / "gradient_descent.ipynb"})
-    done, results = run_autograder(root)
+    _done, results = run_autograder(root)
     assert problems(schema, results) == []
     assert results["score"] == 0
     result = staff_result(root)
@@ -236,7 +244,7 @@ def test_a_notebook_that_reads_the_spec_or_forges_the_results_earns_nothing(bund
     notebook = attack_notebook(tmp_path / "attack.ipynb", spec=root / "source" / SPEC,
                                results_file=root / "results" / "results.json", witness=tmp_path)
     autograder_tree(tmp_path, bundle, {"gradient_descent.ipynb": notebook})
-    done, results = run_autograder(root)
+    _done, results = run_autograder(root)
     assert problems(schema, results) == []
     assert results["score"] == 0 and len(results["tests"]) == 8
     assert staff_result(root)["submission_sha256"] == results["extra_data"]["submission_sha256"]

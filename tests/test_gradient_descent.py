@@ -7,8 +7,20 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import (SOLUTIONS, TEMPLATES, assignment, check, edit_source, grade, load, save, scores,
-                      with_cell, with_definition, without_definition)
+from conftest import (
+    SOLUTIONS,
+    TEMPLATES,
+    assignment,
+    check,
+    edit_source,
+    grade,
+    load,
+    save,
+    scores,
+    with_cell,
+    with_definition,
+    without_definition,
+)
 
 SOLUTION = SOLUTIONS / "gradient_descent.ipynb"
 FULL = 14.0

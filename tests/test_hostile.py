@@ -9,21 +9,33 @@ files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import nbformat
 import pytest
 
-from conftest import (REPO, SOLUTIONS, TEMPLATES, assignment, edit_source, grade, load, save, with_cell,
-                      with_definition, without_definition)
+from conftest import (
+    REPO,
+    SOLUTIONS,
+    TEMPLATES,
+    assignment,
+    edit_source,
+    grade,
+    load,
+    save,
+    with_cell,
+    with_definition,
+    without_definition,
+)
 from grader.cli import main
 from grader.reaping import SHARED_TEMP_DIRS, ipc_objects_of
 from grader.sandbox import NAMESPACE_MODES, choose_isolation, unshare_available
@@ -64,7 +76,8 @@ CASES = [
          FULL - 2 - 0.2, (), ("mlp_forward did not finish within 5 s",)),
     Case("grad-never-returns", "a graded function that never returns, called by three checks",
          "per-call timeout once; later calls fail at once with the same reason",
-         lambda: edit_source(load(SOLUTION), "mlp_grad", "    pre = np.outer", "    while True:\n        pass\n    pre = np.outer"),
+         lambda: edit_source(load(SOLUTION), "mlp_grad", "    pre = np.outer",
+                             "    while True:\n        pass\n    pre = np.outer"),
          FULL - 3 - 2 - 1 - 0.4, (), ("mlp_grad did not finish within 5 s", "it was not called again")),
     Case("memory-bomb", "allocate 16 GiB at once", "RLIMIT_DATA / memory cgroup",
          solution_with("import numpy as np\nhog = np.ones(2 ** 31)"), FULL, ("exception",), ("MemoryError",)),
@@ -82,7 +95,8 @@ CASES = [
          solution_with("import sys\nsys.setrecursionlimit(10 ** 9)\ndef f(n):\n    return f(n + 1)\nf(0)"),
          FULL, ("timeout|kernel-died",), ()),
     Case("segfault", "crash the interpreter through ctypes", "dead kernel detected, restarted, cells replayed",
-         solution_with("import ctypes\nctypes.string_at(0)"), FULL, ("kernel-died",), ("killed by signal 11, SIGSEGV",)),
+         solution_with("import ctypes\nctypes.string_at(0)"), FULL, ("kernel-died",),
+         ("killed by signal 11, SIGSEGV",)),
     Case("ignores-signals", "ignore SIGINT and SIGTERM, then loop", "interrupt grace period, then SIGKILL",
          solution_with("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
                        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True:\n    pass"),
@@ -244,11 +258,9 @@ def _grader_cgroups() -> list[str]:
 def _shared_tmp_entries() -> set[str]:
     entries = set()
     for folder in SHARED_TEMP_DIRS:
-        try:
+        with contextlib.suppress(OSError):
             entries |= {f"{folder}/{name}" for name in os.listdir(folder)
                         if os.stat(f"{folder}/{name}", follow_symlinks=False).st_uid == 65534}
-        except OSError:
-            pass
     return entries
 
 
@@ -292,7 +304,7 @@ def assert_earns(case: Case, spec, options, tmp_path) -> None:
     assert result.score == case.score, [(c.id, c.message) for c in result.checks if c.status != "passed"]
     kinds = [p["kind"] for p in result.execution.get("problems", [])]
     assert len(kinds) == len(case.problem_kinds), result.execution.get("problems")
-    for kind, expected in zip(kinds, case.problem_kinds):
+    for kind, expected in zip(kinds, case.problem_kinds, strict=True):
         assert kind in expected.split("|")
     text = " ".join([result.message, *(c.message for c in result.checks),
                      *(p["message"] for p in result.execution.get("problems", [])),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import itertools
 import json
 import math
 import re
@@ -19,11 +20,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from grader.errors import HarnessError
 from grader.reports import html as reports_html
 from grader.reports import plots
-from grader.reports.html import (SummaryEntry, render_class_summary, render_feedback, templates_dir,
-                                 write_class_summary, write_feedback)
-from grader.errors import HarnessError
+from grader.reports.html import (
+    SummaryEntry,
+    render_class_summary,
+    render_feedback,
+    templates_dir,
+    write_class_summary,
+    write_feedback,
+)
 from grader.results import CheckResult, GradeResult
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reports"
@@ -615,7 +622,8 @@ def test_pages_load_in_chromium_without_errors_or_outside_resources(chrome, tmp_
             outside = [url for url in state["requests"] if not url.startswith(("file:", "data:"))]
             assert outside == [], f"{name} asked for {outside}"
             assert state["scrollWidth"] <= width, f"{name} is {state['scrollWidth']} px wide at {width} px"
-            assert state["narrowest_cell"] >= min(120, width // 4), f"{name}: a column {state['narrowest_cell']} px wide"
+            assert state["narrowest_cell"] >= min(120, width // 4), \
+                f"{name}: a column {state['narrowest_cell']} px wide"
             assert shot.read_bytes().startswith(PNG_SIGNATURE)
 
 
@@ -641,7 +649,7 @@ def test_confusion_matrix_tick_labels_neither_overlap_nor_leave_the_figure(label
         assert [t.get_text() for t in ticks] == labels  # nothing cut off
         for box in boxes:
             assert bounds.x0 - 1 <= box.x0 and box.x1 <= bounds.x1 + 1 and bounds.y0 - 1 <= box.y0, axis
-        for first, second in zip(boxes, boxes[1:]):
+        for first, second in itertools.pairwise(boxes):
             assert not first.overlaps(second), (axis, labels)
 
 

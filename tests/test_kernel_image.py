@@ -7,6 +7,7 @@ The sandbox's own properties under the image (network, files, root, limits) are 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -148,7 +149,8 @@ def test_the_image_and_its_kernels_die_with_the_grader(tmp_path):
         f"image = kernel_image({NUMPY_IMAGE!r})\n"
         "sandbox = Sandbox(Limits(memory_mb=1024), image=image).__enter__()\n"
         "session = KernelSession(sandbox)\nsession.start()\n"
-        "session.run('import subprocess; subprocess.Popen([\"sleep\", \"302\"], start_new_session=True)', timeout_s=30)\n"
+        "session.run('import subprocess; subprocess.Popen([\"sleep\", \"302\"], start_new_session=True)', "
+        "timeout_s=30)\n"
         "print('ready', flush=True)\ntime.sleep(300)\n")
     grader = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
@@ -233,10 +235,8 @@ def _owned_by(pid: int) -> list[Path]:
 def _parents() -> dict[int, int]:
     parents = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
+        with contextlib.suppress(OSError, ValueError, IndexError):
             parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            pass
     return parents
 
 

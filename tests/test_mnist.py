@@ -8,8 +8,20 @@ import io
 
 import pytest
 
-from conftest import (SOLUTIONS, TEMPLATES, assignment, check, data_root, grade, load, needs_mnist, save, scores,
-                      with_cell, with_definition)
+from conftest import (
+    SOLUTIONS,
+    TEMPLATES,
+    assignment,
+    check,
+    data_root,
+    grade,
+    load,
+    needs_mnist,
+    save,
+    scores,
+    with_cell,
+    with_definition,
+)
 from grader.ml.datasets import DatasetMissing, load_images
 
 pytestmark = needs_mnist

@@ -39,12 +39,12 @@ def test_a_huge_file_is_refused_without_reading_it(tmp_path):
     path = tmp_path / "huge.ipynb"
     with open(path, "wb") as f:
         f.truncate(60 * 1024 * 1024)  # sparse: costs no disk
-    with pytest.raises(NotebookError, match="huge.ipynb is 60 MB; a notebook may be at most 50 MB"):
+    with pytest.raises(NotebookError, match=r"huge.ipynb is 60 MB; a notebook may be at most 50 MB"):
         read_submission(path)
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(NotebookError, match="nobody.ipynb: no such file"):
+    with pytest.raises(NotebookError, match=r"nobody.ipynb: no such file"):
         read_submission(tmp_path / "nobody.ipynb")
 
 

@@ -24,8 +24,16 @@ import containers
 from conftest import REPO, SOLUTIONS, TEMPLATES, data_root
 from grader.cli import build_parser, main
 from grader.reaping import processes_of
-from lms_cases import (STUDENT, STUDENT_IDS, OpenBase, attack_notebook, container_binds, problems,
-                       result_json_problems, validator)
+from lms_cases import (
+    STUDENT,
+    STUDENT_IDS,
+    OpenBase,
+    attack_notebook,
+    container_binds,
+    problems,
+    result_json_problems,
+    validator,
+)
 
 GRADER = Path(sys.executable).parent / "grader"
 IMAGE = REPO / "grader" / "lms" / "prairielearn-image"
@@ -96,7 +104,7 @@ def test_the_template_is_gradable_and_scores_zero_with_hints_for_hidden_tests(tm
     assert code == 0 and problems(schema, results) == []
     assert results["gradable"] is True and results["score"] == 0.0
     result = json.loads((root / "results" / "grader" / "result.json").read_text())
-    for check, test in zip(result["checks"], results["tests"]):
+    for check, test in zip(result["checks"], results["tests"], strict=False):
         assert test["name"] == check["name"] and test["max_points"] == check["max_score"]
         if check["visibility"] == "hidden":  # as feedback.html: points and the hint, nothing else
             assert test["message"] == check["hint"] and test["output"] == "" and "images" not in test

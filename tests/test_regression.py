@@ -18,12 +18,24 @@ import time
 import numpy as np
 import pytest
 
-from conftest import (REPO, SOLUTIONS, TEMPLATES, assignment, check, data_root, grade, load, needs_housing, save,
-                      scores, with_definition)
+from conftest import (
+    REPO,
+    SOLUTIONS,
+    TEMPLATES,
+    assignment,
+    check,
+    data_root,
+    grade,
+    load,
+    needs_housing,
+    save,
+    scores,
+    with_definition,
+)
 from grader import pipeline
-from grader.ml import baselines
 from grader.assignment import ResourceRequest
 from grader.checks.models import declared_parameter_count, declared_ratio
+from grader.ml import baselines
 from grader.ml.datasets import load_california_housing
 from grader.ml.description import Layer, ModelDescription
 from grader.ml.metrics import mean_squared_error
@@ -244,7 +256,7 @@ def test_parameter_counts_of_the_solution_pass(spec, options):
 def solution_description() -> ModelDescription:
     """What the child reports for the reference network, 8 → 64 → 64 → 1."""
     linears = [Layer(f"{i}", "Linear", "torch.nn.modules.linear", a * b + b, a, b)
-               for i, (a, b) in zip((0, 2, 4), ((8, 64), (64, 64), (64, 1)))]
+               for i, (a, b) in zip((0, 2, 4), ((8, 64), (64, 64), (64, 1)), strict=True)]
     return ModelDescription(is_module=True, class_name="Sequential", layers=tuple(linears), total_params=4801,
                             trainable_params=4801, input_style="flat", output_shape=(5, 1), task="regression")
 

@@ -82,7 +82,7 @@ def test_student_code_never_runs_as_root(mode):
     code = ("import os\nprint('uid', os.getuid())\nprint('map', open('/proc/self/uid_map').read().split())\n"
             "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('CapEff')])")
     output, protections, _ = run_in(mode, code)
-    inside, outside, _ = output.split("map [")[1].split("]")[0].replace("'", "").split(", ")
+    _inside, outside, _ = output.split("map [")[1].split("]")[0].replace("'", "").split(", ")
     assert "uid 0" not in output or outside != "0", output  # root inside only when it is another user outside
     assert "['0000000000000000']" in output, output  # no capabilities whatever the uid
     if os.geteuid() == 0:
@@ -169,7 +169,7 @@ def test_auto_never_falls_back_to_no_isolation(monkeypatch):
     monkeypatch.setattr(sandbox_module, "bwrap_available", lambda: False)
     monkeypatch.setattr(sandbox_module, "unshare_available", lambda: False)
     monkeypatch.setattr(sandbox_module, "user_mode_problem", lambda user=None: "the grader is not root")
-    with pytest.raises(HarnessError, match="no sandbox works on this machine.*pass --sandbox none"):
+    with pytest.raises(HarnessError, match=r"no sandbox works on this machine.*pass --sandbox none"):
         choose_isolation("auto")
 
 
@@ -189,7 +189,8 @@ def test_the_grader_holds_bounded_memory_whatever_the_kernel_sends(tmp_path):
         "flood = ('from ipykernel.comm import Comm\\nimport os\\n'\n"
         "         'c = Comm(target_name=\"jupyter.widget\", data={\"state\": {\"_model_name\": \"x\"}})\\n'\n"
         "         'for i in range(8):\\n'\n"
-        "         '    c.send(data={\"state\": {\"v\": i}, \"buffer_paths\": [[\"a\"]]}, buffers=[os.urandom(50 * 2 ** 20)])\\n'\n"
+        "         '    c.send(data={\"state\": {\"v\": i}, \"buffer_paths\": [[\"a\"]]}, "
+        "buffers=[os.urandom(50 * 2 ** 20)])\\n'\n"
         "         'from IPython.display import display\\n'\n"
         "         'display({\"text/plain\": \"y\" * (40 * 2 ** 20)}, raw=True)\\n')\n"
         "with Sandbox(Limits(memory_mb=2048)) as sandbox:\n"

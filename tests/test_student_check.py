@@ -19,8 +19,19 @@ import nbformat
 import numpy as np
 import pytest
 
-from conftest import (HAVE_MNIST, SOLUTIONS, TEMPLATES, assignment, data_root, edit_source, grade, load, needs_mnist,
-                      save, with_definition)
+from conftest import (
+    HAVE_MNIST,
+    SOLUTIONS,
+    TEMPLATES,
+    assignment,
+    data_root,
+    edit_source,
+    grade,
+    load,
+    needs_mnist,
+    save,
+    with_definition,
+)
 from grader.bundle import AFTER_SUBMITTING, read_bundle
 from grader.checks.catalog import ModelScore, replayable
 from grader.cli import main
@@ -143,7 +154,7 @@ def test_the_bundle_holds_no_reference_code_no_hidden_values_and_no_test_labels(
     for secret in secrets:
         assert not any(b.shape == secret.shape and np.allclose(b, secret) for b in bundled), "a hidden value leaked"
     assert not secret_numbers & {float(v) for v in _scalars(bundle)}, "a hidden number leaked"
-    if spec.resources is not None and HAVE_MNIST or assignment_id == "regression-vs-forest":
+    if (spec.resources is not None and HAVE_MNIST) or assignment_id == "regression-vs-forest":
         try:
             from grader.assignment import ResourceRequest
 
@@ -319,7 +330,8 @@ def test_a_model_that_does_not_learn_fails_the_preview(tmp_path, capsys):
     path = student_folder(tmp_path, "deep-mlp", with_definition(load(SOLUTIONS / "deep_mlp.ipynb"), "build_model",
                                                                 frozen))
     accuracy = next(c for c in checked(path)["checks"] if c["id"] == "test-accuracy")
-    assert accuracy["status"] == "failed" and accuracy["message"].startswith("preview: the model does not seem to learn")
+    assert accuracy["status"] == "failed"
+    assert accuracy["message"].startswith("preview: the model does not seem to learn")
 
 
 # --------------------------------------------------------------------------

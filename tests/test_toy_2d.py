@@ -77,7 +77,7 @@ def test_each_task_draws_its_own_points_from_the_seed_and_keeps_its_test_targets
                                                                                    other_seed.test_x)
     assert not np.array_equal(first["xor"].train_x, first["quadrants"].train_x)  # fresh points per task
     assert not np.array_equal(first["xor"].train_x, first["xor"].test_x)
-    for name, data in first.items():
+    for data in first.values():
         assert data.train_x.shape == (100, 2) and data.test_x.shape == (200, 2)
         assert data.train_x.dtype == np.float32 and np.abs(data.train_x).max() <= 1
         assert data.extra_x.shape == (121, 2)
@@ -347,9 +347,10 @@ def build_model(task):
 
 
 def _peak_rss_mb() -> float:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return 0.0
 
 

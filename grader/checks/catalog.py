@@ -21,8 +21,9 @@ judges), so `to_bundle` and `from_bundle` can move it to a student's machine.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -31,7 +32,6 @@ from grader.checks.judges import JUDGES, CallFailed
 from grader.errors import StudentError
 from grader.ml.budget import Budget, BudgetCaps, BudgetChoice, learning_rate_problem, student_budget
 from grader.scoring import Outcome
-
 
 # --------------------------------------------------------------------------
 # Probed: calls and a judge
@@ -93,7 +93,7 @@ class Probed:
         return {"kind": "probed", "plan": dataclasses.asdict(self.plan(PlanInputs(seed))), "needs": list(self.needs)}
 
     @classmethod
-    def from_bundle(cls, data: dict, **_: Any) -> "Probed":
+    def from_bundle(cls, data: dict, **_: Any) -> Probed:
         plan = data["plan"]
         fixed = Plan(calls=tuple(CallSpec(c["function"], tuple(c["args"]), dict(c["kwargs"])) for c in plan["calls"]),
                      judge=plan["judge"], expected=plan["expected"], params=dict(plan["params"]),
@@ -176,7 +176,7 @@ class ModelRule:
                 "params": self.params, "declared": list(self.declared), "optional": list(self.optional)}
 
     @classmethod
-    def from_bundle(cls, data: dict, **_: Any) -> "ModelRule":
+    def from_bundle(cls, data: dict, **_: Any) -> ModelRule:
         from grader.ml.recipes import recipe_from_bundle
 
         return cls(recipe=recipe_from_bundle(data["recipe"]), rule=data["rule"], params=dict(data["params"]),
@@ -261,7 +261,7 @@ class ValueRule:
         return {"kind": "value-rule", "budget": budget_to_bundle(self.budget)}
 
     @classmethod
-    def from_bundle(cls, data: dict, **_: Any) -> "ValueRule":
+    def from_bundle(cls, data: dict, **_: Any) -> ValueRule:
         return cls(budget=budget_from_bundle(data["budget"]))
 
 
@@ -358,10 +358,12 @@ class ModelScore:
     def _preview(self, ctx: Any, choice: BudgetChoice, description_rules) -> Outcome:
         if choice.budget is not None:
             choice = replace(choice, budget=self.recipe.preview_budget(choice.budget, self.preview))
-        run = self.recipe.trained(ctx, choice, rules=description_rules, train_rows=self.preview.train_rows)
+        preview = self.preview
+        assert preview is not None, "a preview runs only where the check has one"
+        run = self.recipe.trained(ctx, choice, rules=description_rules, train_rows=preview.train_rows)
         if isinstance(run, Outcome):
             return run
-        return self.recipe.preview_outcome(run, ctx, rows=self.preview.train_rows)
+        return self.recipe.preview_outcome(run, ctx, rows=preview.train_rows)
 
     def to_bundle(self, seed: int, resources: Any) -> dict:
         return {"kind": "model-score", "recipe": self.recipe.to_bundle(resources), "judge": self.judge,
@@ -369,7 +371,7 @@ class ModelScore:
                 "rules": [[name, params] for name, params in self.rules]}
 
     @classmethod
-    def from_bundle(cls, data: dict, *, preview: Preview | None = None, **_: Any) -> "ModelScore":
+    def from_bundle(cls, data: dict, *, preview: Preview | None = None, **_: Any) -> ModelScore:
         from grader.ml.recipes import recipe_from_bundle
 
         return cls(recipe=recipe_from_bundle(data["recipe"]), budget=budget_from_bundle(data["budget"]),
@@ -377,10 +379,11 @@ class ModelScore:
                    rules=tuple((name, dict(params)) for name, params in data["rules"]), preview=preview)
 
 
-KINDS = {"probed": Probed, "model-rule": ModelRule, "value-rule": ValueRule, "model-score": ModelScore}
+KINDS: dict[str, type[Probed | ModelRule | ValueRule | ModelScore]] = {
+    "probed": Probed, "model-rule": ModelRule, "value-rule": ValueRule, "model-score": ModelScore}
 
 
-def replayable(run: Any) -> bool:
+def replayable(run: Any) -> TypeGuard[Probed | ModelRule | ValueRule | ModelScore]:
     return isinstance(run, tuple(KINDS.values()))
 
 

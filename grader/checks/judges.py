@@ -10,8 +10,9 @@ answers in the order of the plan's calls; a call that failed arrives as a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,8 @@ def line_fit(answers: list, expected: Any, *, what: str, target: list, atol: flo
         return Outcome.failed(f"{exc}: return (a, b)")
     x, y = np.asarray(expected["x"]), np.asarray(expected["y"])
     grid = np.linspace(float(x.min()), float(x.max()), 50)
-    details = {"a": float(a), "b": float(b), "curve": curve(x, y, grid, a * grid + b, label=f"{what}: {a:.3g}x + {b:.3g}")}
+    details = {"a": float(a), "b": float(b),
+               "curve": curve(x, y, grid, a * grid + b, label=f"{what}: {a:.3g}x + {b:.3g}")}
     if abs(a - target[0]) <= atol and abs(b - target[1]) <= atol:
         return Outcome.passed(f"{what} recovered a={a:.3f}, b={b:.3f} from {data_text}", **details)
     return Outcome.failed(f"{what} ended at a={a:.3g}, b={b:.3g} {setting} on {data_text}; it should get within "
@@ -120,7 +122,8 @@ def runs_without(answers: list, expected: Any, *, functions: list, module: str) 
     different inputs; it proves it runs without the module when both calls return an answer of the right
     form that depends on its inputs. A stub still raising NotImplementedError, or an answer forged without
     doing the work (the same whatever the input), proves nothing and earns nothing."""
-    uses_module, unverified = [], []
+    uses_module: list[tuple[str, str]] = []
+    unverified: list[tuple[str, str]] = []
     for i, name in enumerate(functions):
         first, second = answers[2 * i], answers[2 * i + 1]
         failed = next((a for a in (first, second) if isinstance(a, CallFailed)), None)
@@ -178,7 +181,7 @@ def polynomial_fit(answers: list, expected: Any, *, what: str, degrees: list, rt
     degree first are named as such. The fit at index `draw` is plotted over the data."""
     x, y = np.asarray(expected["x"], dtype=float), np.asarray(expected["y"], dtype=float)
     errors, problem, drawn = {}, "", None
-    for index, (degree, found, wanted) in enumerate(zip(degrees, answers, expected["coefficients"])):
+    for index, (degree, found, wanted) in enumerate(zip(degrees, answers, expected["coefficients"], strict=False)):
         call = f"{what}(x, y, {degree})"
         wanted = np.asarray(wanted, dtype=float)
         try:
@@ -225,7 +228,7 @@ def close_curves(answers: list, expected: Any, *, what: str, names: list, x_labe
         kind = f"{len(found)} values" if isinstance(found, (list, tuple)) else f"a {type(found).__name__}"
         return Outcome.failed(f"{what} should return {len(names)} lists ({', '.join(names)}); it returned {kind}")
     curves = []
-    for name, values in zip(names, found):
+    for name, values in zip(names, found, strict=True):
         try:
             array = as_array(values, what=f"{what}'s {name}").reshape(-1)
         except NotNumeric as exc:
@@ -234,13 +237,13 @@ def close_curves(answers: list, expected: Any, *, what: str, names: list, x_labe
             return Outcome.failed(f"{what}'s {name} has {array.size} values; it should have {count}, one per "
                                   f"{x_label} from {x_start} to {x_start + count - 1}")
         curves.append(array)
-    series = {name: _finite(array) for name, array in zip(names, curves)}
-    for name, array, wanted in zip(names, curves, expected):
+    series = {name: _finite(array) for name, array in zip(names, curves, strict=True)}
+    for name, array, wanted in zip(names, curves, expected, strict=False):
         wanted = np.asarray(wanted, dtype=float)
         wrong = ~(np.abs(array - wanted) <= rtol * np.abs(wanted) + atol)
         if wrong.any():
             i = int(np.argmax(wrong))
-            series.update({f"{n} (grader)": _finite(w) for n, w in zip(names, expected)})
+            series.update({f"{n} (grader)": _finite(w) for n, w in zip(names, expected, strict=False)})
             return Outcome.failed(f"{what}'s {name} at {x_label} {x_start + i} is {array[i]:.6g}; the grader's "
                                   f"is {wanted[i]:.6g} ({int(wrong.sum())} of {count} values differ)",
                                   series=series, series_x=axis)
@@ -279,8 +282,8 @@ def pick_lowest(answers: list, expected: Any, *, what: str, x_label: str, x_star
         if factor == 1.0:
             return Outcome.passed(f"{what} chose {x_label} {chosen}{on}, where the {score_name} is lowest "
                                   f"({scores[index]:.4g})", **details)
-        return Outcome.passed(f"{what} chose {x_label} {chosen}{on}, whose {score_name} ({scores[index]:.4g}) is within "
-                              f"{factor:g} × the lowest ({scores[best]:.4g}, at {x_label} {x_start + best})",
+        return Outcome.passed(f"{what} chose {x_label} {chosen}{on}, whose {score_name} ({scores[index]:.4g}) "
+                              f"is within {factor:g} × the lowest ({scores[best]:.4g}, at {x_label} {x_start + best})",
                               **details)
     within = "" if factor == 1.0 else f", and it should be within {factor:g} × that"
     return Outcome.failed(f"{what} chose {x_label} {chosen}{on}, whose {score_name} is {scores[index]:.4g}; "

@@ -8,7 +8,8 @@ against what was expected.
 from __future__ import annotations
 
 import math
-from itertools import zip_longest
+from collections.abc import Sequence
+from itertools import pairwise, zip_longest
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def exact_linear_stack(description: ModelDescription, dims: list[int]) -> Outcom
     found = description.linear_layers
     expected_text = " → ".join(map(str, dims))
     pairs = [(layer.in_features, layer.out_features) for layer in found]
-    expected = list(zip(dims, dims[1:]))
+    expected = list(pairwise(dims))
     if pairs == expected and not description.unused_linear_layers:
         return Outcome.passed(f"{len(found)} nn.Linear layers: {expected_text}")
     return Outcome.failed(f"expected {len(expected)} nn.Linear layers {expected_text}, found {len(found)}: "
@@ -75,7 +76,7 @@ def exact_linear_stack(description: ModelDescription, dims: list[int]) -> Outcom
 def layer_table(description: ModelDescription, dims: list[int]) -> list[dict]:
     """Expected against found, one row per Linear layer, with parameter counts."""
     rows = []
-    expected = list(zip(dims, dims[1:]))
+    expected = list(pairwise(dims))
     for i, (want, layer) in enumerate(zip_longest(expected, description.linear_layers)):
         want_text = (f"Linear({want[0]} → {want[1]}): {want[0] * want[1] + want[1]:,} parameters"
                      if want else "(none)")
@@ -98,7 +99,7 @@ def parameter_count(description: ModelDescription, dims: list[int]) -> Outcome:
     problem = unusable(description)
     if problem:
         return problem
-    expected = sum(a * b + b for a, b in zip(dims, dims[1:]))
+    expected = sum(a * b + b for a, b in pairwise(dims))
     found = description.total_params
     table = layer_table(description, dims)
     if found == expected:
@@ -190,7 +191,7 @@ def _samples(data: TaskData) -> str:
 
 
 def accuracy_outcome(run: TrainingRun, data: TaskData, *, floor: float, target: float,
-                     pretrained_limit: float, notes: list[str] = (), factory: str = "build_model") -> Outcome:
+                     pretrained_limit: float, notes: Sequence[str] = (), factory: str = "build_model") -> Outcome:
     """Full credit at or above `target`, linear down to zero at `floor`. A binary classifier's run comes here
     with two columns of scores per sample (grader.ml.metrics.two_class_run)."""
     details = classification_details(run, data)
@@ -279,9 +280,9 @@ def output_squashing(description: ModelDescription) -> str | None:
     if high - low <= 1e-6 * max(1.0, abs(low)):
         return (f"something that makes it constant: it is {low:.4g} for every input "
                 "(a softmax over one output is always 1)")
-    if 0 <= low and high <= 1:
+    if low >= 0 and high <= 1:
         return f"something that keeps it within [0, 1] {scaled}, like a sigmoid"
-    if -1 <= low and high <= 1:
+    if low >= -1 and high <= 1:
         return f"something that keeps it within [-1, 1] {scaled}, like a tanh"
     return f"something that keeps it within [{low:.3g}, {high:.3g}] {scaled}"
 
@@ -502,6 +503,7 @@ def declared_parameter_count(value, description: ModelDescription, *, name: str 
         return problem
     actual = description.total_params
     number = _number(value)
+    assert number is not None, "not_a_number found none"
     if number in (actual, description.trainable_params):
         return Outcome.passed(f"{name} = {number:,.0f}, the number of parameters of {factory}")
     weights = sum((layer.in_features or 0) * (layer.out_features or 0) for layer in description.linear_layers)
@@ -523,6 +525,7 @@ def declared_ratio(value, declared_params, description: ModelDescription, *, n_t
     actual = description.total_params
     expected = actual / n_train
     number = _number(value)
+    assert number is not None, "not_a_number found none"
 
     def near(target: float) -> bool:
         return math.isclose(number, target, rel_tol=rtol)

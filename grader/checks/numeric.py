@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +67,7 @@ def compare_gradients(found: Any, expected: Mapping[str, np.ndarray], *, rtol: f
             problems[key] = problem
     details = {"relative_error": {k: _finite_or_str(v) for k, v in errors.items()}, "rtol": rtol}
     if not problems:
-        worst = max(errors, key=errors.get)
+        worst = max(errors, key=lambda key: errors[key])
         return Outcome.passed(f"{what} matches for every key (worst: {worst}, relative error "
                               f"{errors[worst]:.1e})", **details)
     worst = max(problems, key=lambda k: errors[k])

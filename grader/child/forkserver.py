@@ -146,7 +146,7 @@ def _keeper(request, status_fd, base_path):
             _kernel(request, base_path)
         _, status = os.waitpid(kernel, 0)
         code = os.waitstatus_to_exitcode(status)
-    except BaseException as exc:  # noqa: BLE001 - said in the kernel log; the grader sees the end
+    except BaseException as exc:  # said in the kernel log; the grader sees the end
         _say(exc)
     try:
         os.write(status_fd, str(code).encode())
@@ -172,7 +172,7 @@ def _kernel(request, base_path):
         app.initialize(sys.argv[1:])
         app.start()
         os._exit(0)
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         _say(exc)
         os._exit(1)
 
@@ -209,7 +209,7 @@ def _say(exc):
     try:
         sys.stderr.write(f"grader sandbox: {exc}\n")
         sys.stderr.flush()
-    except BaseException:  # noqa: BLE001 - nowhere left to say it
+    except BaseException:  # nowhere left to say it
         pass
 
 
@@ -229,7 +229,7 @@ def main(argv):
     base_path = [p for p in sys.path if p not in ("", argv[3])]
     try:
         preload(json.loads(argv[1]), json.loads(argv[2]))
-    except BaseException as exc:  # noqa: BLE001 - the grader starts its kernels cold instead
+    except BaseException as exc:  # the grader starts its kernels cold instead
         channel.sendall(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
         return 1
     serve(channel, base_path)

@@ -86,7 +86,7 @@ def function_table():
     import operator
 
     import torch
-    import torch.nn.functional as F  # noqa: N812
+    import torch.nn.functional as F
 
     owners = {"torch": torch, "F": F, "operator": operator, "builtins": builtins}
     return {name: getattr(owners[name.split(".", 1)[0]], name.split(".", 1)[1]) for name in FUNCTIONS}

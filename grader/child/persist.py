@@ -35,7 +35,7 @@ def build(namespace, in_dir, out_dir):
             answer = {"ok": {"is_module": True, "type": type(model).__name__, "style": style}}
         else:
             answer = {"ok": {"is_module": False, "type": type(model).__name__, "style": ""}}
-    except BaseException as exc:  # noqa: BLE001 - the student's errors are the answer
+    except BaseException as exc:  # the student's errors are the answer
         answer = _error(exc, request.factory)
     _write(answer, out_dir)
 
@@ -52,7 +52,7 @@ def save(namespace, in_dir, out_dir):
         state = _state(model)  # before save_model can touch the model
         _defined(namespace, request.saver)(model, request.path)
         answer = {"ok": {"style": style, "outputs": outputs, "state": state}}
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         answer = _error(exc, request.saver)
     _write(answer, out_dir)
 
@@ -67,7 +67,7 @@ def load(namespace, in_dir, out_dir):
             raise TypeError(f"{request.loader}(path) returned a {type(model).__name__}, not an nn.Module")
         _, outputs = _outputs(model, request.images, style=request.style)
         answer = {"ok": {"type": type(model).__name__, "outputs": outputs, "state": _state(model)}}
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         answer = _error(exc, request.loader)
     _write(answer, out_dir)
 
@@ -99,7 +99,7 @@ def _outputs(model, images, *, style=None):
         try:
             with torch.no_grad():
                 out = model(x)
-        except Exception as exc:  # noqa: BLE001 - try the other shape; the first error is the one reported
+        except Exception as exc:  # try the other shape; the first error is the one reported
             first = first or exc
             continue
         return candidate, _first_tensor(out).detach().to(torch.float64).cpu().numpy()

@@ -75,7 +75,7 @@ def call(namespace, name, in_dir, out_dir):
             request = protocol.from_wire(protocol.Call, wire.load(in_dir))
             try:
                 answer = {"ok": fn(*request.args, **request.kwargs)}
-            except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt too: the parent reports it
+            except BaseException as exc:  # KeyboardInterrupt too: the parent reports it
                 answer = _error(exc, name)
     _write(answer, out_dir)
 

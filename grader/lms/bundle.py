@@ -94,8 +94,9 @@ def datasets_of(assignment: Assignment) -> tuple[str, ...]:
     if assignment.resources is None:
         return ()
     owner = getattr(assignment.resources, "__self__", None)
-    if isinstance(getattr(owner, "datasets", None), tuple):
-        return owner.datasets
+    datasets = getattr(owner, "datasets", None)
+    if isinstance(datasets, tuple):
+        return datasets
     dataset = getattr(owner, "dataset", None)
     if isinstance(dataset, str) and dataset in ALL_DATASETS:
         return (dataset,)
@@ -209,7 +210,8 @@ apt-get update
 apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates
 # bubblewrap is the strongest sandbox, where the container allows namespaces; where it does not,
 # the grader falls back by itself (unshare, then running student code as $SANDBOX_USER)
-apt-get install -y --no-install-recommends bubblewrap || echo "setup.sh: bubblewrap not installed; the grader falls back"
+apt-get install -y --no-install-recommends \\
+    bubblewrap || echo "setup.sh: bubblewrap not installed; the grader falls back"
 
 # Python outside /autograder, which is closed to the sandbox user, yet readable by it
 python3.11 -m venv "$PREFIX/venv"
@@ -250,7 +252,8 @@ status=$?
 if [ ! -s "$ROOT/results/results.json" ]; then
   # The grader failed, not the submission: no results.json, so Gradescope records no score and tells the
   # student the autograder failed; this output (staff only) says why. Regrade once it is fixed.
-  echo "run_autograder: the grader could not grade this submission (exit status $status); no results.json was written, so Gradescope records no score"
+  echo "run_autograder: the grader could not grade this submission (exit status $status);" \\
+    "no results.json was written, so Gradescope records no score"
   exit $(( status == 0 ? 1 : status ))
 fi
 exit 0

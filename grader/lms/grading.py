@@ -78,6 +78,7 @@ def grade_upload(upload_dir: Path, *, assignment_id: str | None, options: GradeO
     with tempfile.TemporaryDirectory(prefix="grader-cache-") as cache:  # 0700, root's: the kernel cannot read it
         options = dataclasses.replace(options, cache_dir=Path(cache))
         graded = _grade(upload_dir, assignment, options)
+    assert graded.result is not None, "an upload graded against an assignment always has a result"
     result = dataclasses.replace(graded.result, environment={**graded.result.environment, "lms": lms},
                                  student=student or graded.result.student)
     try:

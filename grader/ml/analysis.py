@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +61,7 @@ def cost_problem(graph: ModelGraph, task: ModelTask, probes: dict[str, np.ndarra
         x = shaped(probes[style][:2], style).to("meta")
         try:
             cost = _meta_cost(model, x)
-        except Exception:  # noqa: BLE001 - this input style does not fit the model: analyze says why
+        except Exception:  # this input style does not fit the model: analyze says why
             continue
         sample_bytes, sample_flops = (value / len(x) for value in cost)
         if sample_bytes > MAX_SAMPLE_BYTES:
@@ -127,7 +128,8 @@ def scores_in(output, batch: int, n_outputs: int, *, flat_ok: bool):
         if isinstance(item, torch.Tensor) and item.is_floating_point() and tuple(item.shape) in shapes:
             return index, item
     found = [tuple(item.shape) if isinstance(item, torch.Tensor) else type(item).__name__ for _, item in candidates]
-    raise ValueError(f"forward returned {found[0] if len(found) == 1 else found}, expected shape ({batch}, {n_outputs})")
+    raise ValueError(f"forward returned {found[0] if len(found) == 1 else found}, "
+                     f"expected shape ({batch}, {n_outputs})")
 
 
 def output_kind(scores) -> str:
@@ -155,7 +157,7 @@ def analyze(graph: ModelGraph, model, task: ModelTask, probes: dict[str, np.ndar
             with torch.no_grad():
                 output = model(x)
             index, scores = scores_in(output, len(x), task.n_outputs, flat_ok=one_value)
-        except Exception as exc:  # noqa: BLE001 - try the next style
+        except Exception as exc:  # try the next style
             errors[style] = f"{type(exc).__name__}: {exc}"[:300]
             continue
         length = len(output) if isinstance(output, (tuple, list)) else None
@@ -176,7 +178,7 @@ def analyze(graph: ModelGraph, model, task: ModelTask, probes: dict[str, np.ndar
 def binary_kind(output_range: tuple[float, float] | None) -> str:
     """A one-output classifier whose output stays within [0, 1] even on inputs far outside the data gives a
     probability (a sigmoid, or anything else that keeps it there); any other gives a logit."""
-    if output_range is not None and 0.0 <= output_range[0] and output_range[1] <= 1.0:
+    if output_range is not None and output_range[0] >= 0.0 and output_range[1] <= 1.0:
         return "probability"
     return "logit"
 
@@ -192,7 +194,7 @@ def mismatch(output, answer: ProbeAnswer | None) -> str:
     items = list(output) if isinstance(output, (tuple, list)) else [output]
     if answer.is_tuple != isinstance(output, (tuple, list)) or len(answer.outputs) != len(items[:8]):
         return "the model's own forward pass returns something else than its layers compute"
-    for i, (mine, theirs) in enumerate(zip(items, answer.outputs)):
+    for i, (mine, theirs) in enumerate(zip(items, answer.outputs, strict=False)):
         if not isinstance(mine, torch.Tensor):
             continue
         if theirs is None or tuple(theirs.shape) != tuple(mine.shape):
@@ -225,7 +227,7 @@ def _recorded(model, x) -> tuple[int, dict[str, tuple[int, ...]]]:
     try:
         with torch.no_grad():
             model(x, record=record)
-    except Exception:  # noqa: BLE001 - the forward pass worked on these inputs a moment ago
+    except Exception:  # the forward pass worked on these inputs a moment ago
         return 0, {}
     return total[0] // max(1, len(x)), shapes
 
@@ -243,14 +245,14 @@ def _head_on_extreme_inputs(model, sample: np.ndarray, index: int | None, seed: 
         try:
             with torch.no_grad():
                 output = model(directions * scale)
-        except Exception:  # noqa: BLE001
+        except Exception:
             return {}
         scores = (output if index is None else output[index]).detach().double().reshape(len(directions), -1)
         finite = scores[torch.isfinite(scores)]
         if finite.numel():
             low, high = min(low, float(finite.min())), max(high, float(finite.max()))
             largest.append(float(finite.abs().max()))
-    facts = {"output_range": (low, high)} if math.isfinite(low) and math.isfinite(high) else {}
+    facts: dict[str, Any] = {"output_range": (low, high)} if math.isfinite(low) and math.isfinite(high) else {}
     if len(largest) == len(EXTREME_SCALES):
         facts["bounded_output"] = largest[-1] <= BOUNDED_GROWTH * max(largest[-2], 1e-12)
     return facts

@@ -182,11 +182,11 @@ def _read(path: Path, key: str, *, n_test: int) -> tuple[Baseline, Baseline] | N
         models = record["models"]
         if record.get("format") != FORMAT or record.get("key") != key or record.get("checksum") != _checksum(models):
             raise ValueError("format, key or checksum does not match")
-        pair = tuple(_baseline(name, models[name], n_test) for name in BASELINE_NAMES)
+        linear, forest = (_baseline(name, models[name], n_test) for name in BASELINE_NAMES)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("ignoring the cached baselines in %s (%s): fitting them again", path, exc)
         return None
-    return pair  # type: ignore[return-value]
+    return linear, forest
 
 
 def _baseline(name: str, entry: Any, n_test: int) -> Baseline:

@@ -98,19 +98,18 @@ def budget_from_student(requested: Any, *, default: Budget, caps: BudgetCaps, na
 
     epochs = counted("epochs", 1, caps.max_epochs, default.epochs)
     batch_size = counted("batch_size", *caps.batch_range, default.batch_size)
-    for value in (epochs, batch_size):
-        if isinstance(value, str):
-            return BudgetChoice(None, refused=value)
+    if isinstance(epochs, str):
+        return BudgetChoice(None, refused=epochs)
+    if isinstance(batch_size, str):
+        return BudgetChoice(None, refused=batch_size)
     optimizer = chosen("optimizer", caps.optimizers, default.optimizer)
     if optimizer is None:
         return BudgetChoice(None, refused=f"{name}['optimizer'] = {_shown(requested.get('optimizer'))} is not one "
                                          f"of {', '.join(caps.optimizers)}")
-    loss = default.loss
-    if caps.losses:
-        loss = chosen("loss", caps.losses, default.loss)
-        if loss is None:
-            return BudgetChoice(None, refused=f"{name}['loss'] = {_shown(requested.get('loss'))} is not one of "
-                                             f"{', '.join(caps.losses)}")
+    loss = chosen("loss", caps.losses, default.loss) if caps.losses else default.loss
+    if loss is None:  # only a chosen loss can be refused
+        return BudgetChoice(None, refused=f"{name}['loss'] = {_shown(requested.get('loss'))} is not one of "
+                                         f"{', '.join(caps.losses)}")
     return BudgetChoice(Budget(optimizer=optimizer, lr=float(lr), epochs=epochs, batch_size=batch_size, loss=loss),
                         notes)
 

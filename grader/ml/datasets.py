@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -160,7 +161,8 @@ def load_california_housing(root: Path) -> TabularData:
     """scikit-learn's 8 features and target, from the raw CSV or scikit-learn's cache."""
     csv = Path(root) / "california_housing" / "cal_housing.csv"
     if csv.exists():
-        raw = np.genfromtxt(csv, delimiter=",", names=True, dtype=np.float64)
+        # a structured array, one field per column (names=True), which numpy's stubs type as a plain one
+        raw: Any = np.genfromtxt(csv, delimiter=",", names=True, dtype=np.float64)
         households = raw["households"]
         features = np.column_stack([
             raw["median_income"], raw["housing_median_age"], raw["total_rooms"] / households,
@@ -223,7 +225,7 @@ def describe(dataset: str, root: Path) -> str:
             data = load_images(dataset, root)
             return (f"{dataset}: present ({len(data.train_labels):,} training and {len(data.test_labels):,} "
                     f"test images) in {root / IMAGE_DATASETS[dataset]}")
-        data = load_california_housing(root)
-        return f"{dataset}: present ({len(data.target):,} rows) from {data.source}"
+        table = load_california_housing(root)
+        return f"{dataset}: present ({len(table.target):,} rows) from {table.source}"
     except DatasetMissing:
         return f"{dataset}: missing (grader data fetch {dataset})"

@@ -11,6 +11,7 @@ are the shapes the rebuild's nodes gave when the analysis ran it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from grader.child import ops
 from grader.ml.analysis import Analysis
@@ -158,7 +159,7 @@ def describe(graph: ModelGraph, analysis: Analysis, *, task: str) -> ModelDescri
         input_style=analysis.input_style, tuple_index=analysis.tuple_index, tuple_length=analysis.tuple_length,
         output_shape=analysis.output_shape, output_kind=analysis.output_kind, output_finite=analysis.output_finite,
         forward_errors=analysis.forward_errors or _child_errors(graph),
-        activations=tuple(_between(graph, a, b) for a, b in zip(linear_nodes, linear_nodes[1:])),
+        activations=tuple(_between(graph, a, b) for a, b in pairwise(linear_nodes)),
         linears_run=tuple(n.target for n in linear_nodes) if graph.nodes is not None else None,
         functional_ops=tuple(dict.fromkeys(n.target for n in nodes if n.op in ("call_function", "call_method"))),
         unrebuildable=graph.unrebuildable, probe_mismatch=analysis.probe_mismatch,
@@ -247,7 +248,8 @@ def _chain(graph: ModelGraph, start: NodeRef | None, stop: str) -> list[str] | N
     None when the path forks, or reaches the input or another layer first."""
     by_name = {n.name: n for n in graph.nodes or ()}
     sizes = _size_nodes(graph)
-    kinds, current = [], start
+    kinds: list[str] = []
+    current = start
     while isinstance(current, NodeRef):
         if current.name == stop:
             return kinds

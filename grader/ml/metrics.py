@@ -62,7 +62,8 @@ def training_summary(run: TrainingRun, test_accuracy: float | None, initial_accu
     summary = {"epochs": run.epochs_run, "steps": run.steps, "budget": run.budget.text(),
                "final_loss": run.train_loss[-1] if run.train_loss else None,
                "train_accuracy": run.train_accuracy[-1] if run.train_accuracy else None,
-               "wall_s": round(run.wall_s, 2), "cpu_s": round(run.cpu_s, 2), "device": run.device, "stopped_early": run.stopped_early}
+               "wall_s": round(run.wall_s, 2), "cpu_s": round(run.cpu_s, 2), "device": run.device,
+               "stopped_early": run.stopped_early}
     if test_accuracy is not None:
         summary.update(test_accuracy=test_accuracy, initial_test_accuracy=initial_accuracy)
     return summary

@@ -11,7 +11,8 @@ what the grader trains and scores.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,5 +122,5 @@ def rebuild(graph: ModelGraph) -> Rebuilt:
         return Rebuilt(graph)
     except RebuildError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a configuration torch refuses
+    except Exception as exc:  # a configuration torch refuses
         raise RebuildError(f"its layers cannot be made again ({type(exc).__name__}: {exc})"[:400]) from None

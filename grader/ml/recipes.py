@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -36,12 +37,10 @@ from grader.ml.budget import Budget, BudgetChoice
 from grader.ml.datasets import load_california_housing, load_images
 from grader.ml.description import ModelDescription, describe, not_a_module
 from grader.ml.graph import graph_from
-from grader.ml.metrics import mean_absolute_error, mean_squared_error
-from grader.ml.metrics import accuracy, two_class_scores
-from grader.ml.task import (FEATURE_STYLES, ModelTask, TaskData, image_task_data, model_inputs,
-                            tabular_task_data)
+from grader.ml.metrics import accuracy, mean_absolute_error, mean_squared_error, two_class_scores
+from grader.ml.task import FEATURE_STYLES, ModelTask, TaskData, image_task_data, model_inputs, tabular_task_data
 from grader.ml.toy import TOY_TASKS, toy_field, toy_task_data
-from grader.ml.training import TrainingRun, TrainingSetup, not_trainable, train
+from grader.ml.training import TrainingRun, not_trainable, train
 from grader.scoring import Outcome
 
 Rule = Callable[[ModelDescription], Outcome]
@@ -156,8 +155,8 @@ class ModelRecipe:
         reason = not_trainable(description, self.task, choice.budget)
         if reason:
             # a forward pass that fails is the shape check's failure; training just does not apply
-            verdict = Outcome.skipped if description.input_style is None else Outcome.failed
-            return verdict(f"not trained: {reason}")
+            refusal = Outcome.skipped if description.input_style is None else Outcome.failed
+            return refusal(f"not trained: {reason}")
         if description.probe_mismatch:
             return Outcome.failed(f"no credit for this score: {description.probe_mismatch}. The grader trains and "
                                   "scores the layers your model is made of, so forward must compute nothing else")
@@ -280,7 +279,7 @@ class Toy2D(ModelRecipe):
 
     @classmethod
     def for_task(cls, name: str, *, seed: int, factory: str = "build_model", max_params: int = 100_000,
-                 max_train_seconds: float = 120.0, **sizes: int) -> "Toy2D":
+                 max_train_seconds: float = 120.0, **sizes: int) -> Toy2D:
         toy = TOY_TASKS[name]
         task = ModelTask(kind=toy.kind, n_outputs=toy.n_outputs, factory=factory, factory_args=(name,),
                          max_params=max_params, max_train_seconds=max_train_seconds, input_styles=FEATURE_STYLES)

@@ -43,7 +43,8 @@ class SavedFile:
     opened: bool = False  # torch.load(weights_only=True) took it
     error: str = ""  # why it is absent or could not be opened
     kind: str = ""  # the type of what it holds
-    entries: tuple[tuple[str, tuple[int, ...] | None, str, Any], ...] | None = None  # a dict's: key, shape, dtype, values
+    # a dict's: key, shape, dtype, values
+    entries: tuple[tuple[str, tuple[int, ...] | None, str, Any], ...] | None = None
     # every tensor in it, in dicts within dicts too, by its dotted path ("state_dict.0.weight")
     tensors: tuple[tuple[str, tuple[int, ...] | None, str, Any], ...] = ()
 
@@ -124,7 +125,7 @@ def inspect(path: str) -> dict[str, Any]:
 
     try:
         held = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - why it cannot be opened safely is the answer
+    except Exception as exc:  # why it cannot be opened safely is the answer
         return {"opened": False, "error": _why(exc)}
     answer: dict[str, Any] = {"opened": True, "kind": type(held).__name__}
     if isinstance(held, dict):

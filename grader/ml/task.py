@@ -55,7 +55,7 @@ class TaskData:
     extra_x: np.ndarray | None = field(default=None, compare=False, repr=False)
     _files: dict = field(default_factory=dict, compare=False, repr=False)
 
-    def head(self, rows: int) -> "TaskData":
+    def head(self, rows: int) -> TaskData:
         """The same task on the first `rows` training rows (a preview's training)."""
         return TaskData(name=self.name, version=f"{self.version}-head-{rows}", train_x=self.train_x[:rows],
                         train_y=self.train_y[:rows], test_x=self.test_x, test_y=self.test_y, classes=self.classes,

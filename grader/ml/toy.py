@@ -11,8 +11,9 @@ model's estimate over the plane with the data on top (details "field").
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
@@ -89,12 +90,12 @@ def toy_field(name: str, data: TaskData, outputs: np.ndarray, *, output_kind: st
     training points on top: a regressor's value, a binary classifier's probability of class 1, a
     classifier's predicted class."""
     task = TOY_TASKS[name]
-    side = int(round(np.sqrt(len(outputs))))
+    side = round(np.sqrt(len(outputs)))
     axis = grid_axis(side)
     outputs = np.asarray(outputs, dtype=np.float64).reshape(side * side, -1)
     shown = slice(0, SHOWN_POINTS)
     points = (data.train_x[shown, 0], data.train_x[shown, 1], np.asarray(data.train_y[shown], dtype=np.float64))
-    common = dict(x=axis, y=axis, points=points, title=f"{name}: {task.text}")
+    common: dict[str, Any] = dict(x=axis, y=axis, points=points, title=f"{name}: {task.text}")
     if task.kind == "regression":
         return field_details(values=outputs[:, 0].reshape(side, side), label="your model's estimate of y",
                              **common)

@@ -34,7 +34,6 @@ from grader.ml.task import ModelTask, TaskData
 from grader.ml.trainer import WAIT_FOR_JOB
 from grader.sandbox import Sandbox, Stalled, finish_trusted, start_trusted
 
-
 TRAINER_STALL_S = 300.0  # no CPU used at all for this long: the trainer hangs
 TRAINER_START_CPU_S = 120.0  # what the trainer spends before training (imports, data), on top of the budget
 
@@ -164,6 +163,7 @@ def _stop_waiting_trainers() -> None:
 def _write_job(job: Path, description: ModelDescription, task: ModelTask, data: TaskData, budget: Budget,
                setup: TrainingSetup) -> None:
     graph = description.graph
+    assert graph is not None, "a model the grader trains was described from its graph"
     state_files = {}
     for i, (name, array) in enumerate(graph.state.items()):
         np.save(job / f"state-{i}.npy", array, allow_pickle=False)
@@ -219,7 +219,9 @@ def checked_run(answer: Any, *, budget: Budget, n_train: int, n_test: int, n_out
     losses = floats("train_loss")
     stopped = answer.get("stopped_early")
     stopped = str(stopped)[:300] if stopped else None
-    epochs, steps = answer.get("epochs_run"), answer.get("steps")
+    # the record's own values, of any type until checked below
+    epochs: Any = answer.get("epochs_run")
+    steps: Any = answer.get("steps")
     per_epoch = math.ceil(n_train / budget.batch_size)
     full = (stopped is None and epochs == budget.epochs and steps == budget.steps(n_train))
     partial = (stopped is not None and isinstance(epochs, int) and isinstance(steps, int)

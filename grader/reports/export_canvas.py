@@ -31,7 +31,7 @@ def render(book: Gradebook, *, checks: bool = False) -> Export:
         if not row.user_id:
             warnings.append(f"{row.student}: no Canvas user id (not from a Canvas download); "
                             "its row has an empty ID and the folder name as Student")
-        for assignment, record in row.records.items():
+        for record in row.records.values():
             warnings.extend(not_graded_warning(record))
         student = row.name if row.user_id else row.student
         scores = [exported_score(row.records[a]) if a in row.records else None for a in book.assignments]

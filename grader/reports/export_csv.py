@@ -46,8 +46,8 @@ def _cells(record: Record | None, check_ids: list[str]) -> list[object]:
     result = record.result
     submission = record.lms_field("submission_id") or record.lms_field("participant_id")
     scores = {c.id: c.score for c in result.checks}
-    return [result.score if result.has_grade else None, result.max_score, result.status, record.late, submission, result.submission_sha256,
-            record.graded_at, *(scores.get(c) for c in check_ids)]
+    return [result.score if result.has_grade else None, result.max_score, result.status, record.late, submission,
+            result.submission_sha256, record.graded_at, *(scores.get(c) for c in check_ids)]
 
 
 FORMAT = ExportFormat(name="csv", help="one row per student, a column per assignment (and per check with --checks)",

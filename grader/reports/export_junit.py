@@ -61,8 +61,8 @@ def _suite(row: StudentRow, assignments: tuple[str, ...]) -> ET.Element:
     if len(properties) == 0:
         suite.remove(properties)
     suite.set("time", f"{seconds:.3f}")
-    for key, value in counts.items():
-        suite.set(key, str(value))
+    for key, count in counts.items():
+        suite.set(key, str(count))
     return suite
 
 

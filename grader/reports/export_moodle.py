@@ -19,8 +19,17 @@ from __future__ import annotations
 
 import html
 
-from grader.reports.gradebook import (Export, ExportFormat, Gradebook, Record, csv_text, exported_score,
-                                      not_graded_warning, printable, student_checks)
+from grader.reports.gradebook import (
+    Export,
+    ExportFormat,
+    Gradebook,
+    Record,
+    csv_text,
+    exported_score,
+    not_graded_warning,
+    printable,
+    student_checks,
+)
 
 HEADER = ("Identifier", "Full name", "Grade", "Maximum grade", "Last modified (grade)", "Feedback comments")
 

@@ -14,10 +14,10 @@ import io
 import json
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Sequence
 
 from grader.errors import UsageError
 from grader.results import GradeResult
@@ -109,7 +109,7 @@ class Gradebook:
     records: tuple[Record, ...]
     problems: tuple[str, ...] = ()  # results that could not be read, each naming the file and why
 
-    def only(self, assignment: str) -> "Gradebook":
+    def only(self, assignment: str) -> Gradebook:
         return Gradebook((assignment,), tuple(r for r in self.records if r.assignment == assignment), self.problems)
 
     def rows(self) -> tuple[list[StudentRow], list[str]]:
@@ -230,7 +230,7 @@ def _graded_at(result: GradeResult, path: Path) -> str:
     stamp = result.environment.get("graded_at") if isinstance(result.environment, dict) else None
     if isinstance(stamp, str) and stamp:
         return printable(stamp)
-    moment = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
+    moment = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from html import escape
-from typing import Any
+from typing import Any, TypeGuard
 
 from grader.reports.html import CheckView, FeedbackPage, Picture, Table, feedback_page
 from grader.results import CheckResult, GradeResult
@@ -39,10 +39,10 @@ def results_json(result: GradeResult, *, leaderboard: bool = True) -> dict[str, 
     page = feedback_page(result, audience="student")
     budget = _Budget(IMAGE_BUDGET)
     tests = [test_entry(i, check, view, budget) for i, (check, view) in
-             enumerate(zip(result.checks, page.checks), start=1)]
+             enumerate(zip(result.checks, page.checks, strict=True), start=1)]
     document: dict[str, Any] = {
         "score": _number(result.score),
-        "execution_time": int(round(_number(result.timings.get("total_s", 0.0)))),
+        "execution_time": round(_number(result.timings.get("total_s", 0.0))),
         "output": summary_html(page),
         "output_format": "html",
         "stdout_visibility": STDOUT_VISIBILITY,
@@ -57,7 +57,7 @@ def results_json(result: GradeResult, *, leaderboard: bool = True) -> dict[str, 
     return document
 
 
-def test_entry(number: int, check: CheckResult, view: CheckView, budget: "_Budget") -> dict[str, Any]:
+def test_entry(number: int, check: CheckResult, view: CheckView, budget: _Budget) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": check.name,
         "number": str(number),
@@ -102,7 +102,7 @@ def summary_html(page: FeedbackPage) -> str:
     return "\n".join(parts)
 
 
-def check_html(view: CheckView, budget: "_Budget") -> str:
+def check_html(view: CheckView, budget: _Budget) -> str:
     parts = []
     if view.withheld:
         parts.append("<p><em>A hidden test: its inputs and expected values are not shown.</em></p>")
@@ -127,7 +127,7 @@ def _table(table: Table) -> str:
     return f"{title}<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-def _picture(picture: Picture, budget: "_Budget") -> str:
+def _picture(picture: Picture, budget: _Budget) -> str:
     if not picture.uri.startswith("data:image/png;base64,"):
         return ""  # only the grader's own charts are embedded
     if not budget.take(len(picture.uri)):
@@ -172,7 +172,7 @@ def leaderboard_entries(result: GradeResult) -> list[dict[str, Any]]:
     return list(entries.values())
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 

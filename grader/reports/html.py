@@ -17,17 +17,17 @@ edit can break them:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
 import os
 import re
 import statistics
-import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import quote
 
 import jinja2
@@ -255,7 +255,7 @@ def feedback_page(result: GradeResult, *, audience: str) -> FeedbackPage:
 def check_view(check: CheckResult, *, audience: str, graded: bool = True) -> CheckView:
     """What `audience` may see of one check; hints only where the notebook could be run at all."""
     hidden = check.visibility == "hidden"
-    common = dict(id=check.id, name=check.name, status=check.status,
+    common: dict[str, Any] = dict(id=check.id, name=check.name, status=check.status,
                   points=f"{format_points(check.score)} / {format_points(check.max_score)}", hidden=hidden)
     if hidden and audience == "student":
         # only what is safe to tell: never the message or details, which may hold inputs and expected values
@@ -329,7 +329,7 @@ def facts(details: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     rows = []
     for key, value in details.items():
         shown_elsewhere = key in DRAWN_KEYS and not (key == "relative_error" and _is_scalar(value))
-        if shown_elsewhere or key == "rtol" and isinstance(details.get("relative_error"), dict):
+        if shown_elsewhere or (key == "rtol" and isinstance(details.get("relative_error"), dict)):
             continue
         if _is_scalar(value) or _is_short_list(value):
             rows.append((str(key), _cut(format_value(value, shape="shape" in str(key)), MAX_FACT)))
@@ -620,7 +620,7 @@ def _list(value: Any) -> list:
     return value if isinstance(value, list) else []
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from grader.reports.html import AUDIENCES, FEEDBACK_FILES, render_feedback
 from grader.results import GradeResult

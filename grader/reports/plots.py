@@ -20,12 +20,17 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import imsave
+from matplotlib.ticker import MaxNLocator
+
+if TYPE_CHECKING:
+    from matplotlib.axis import Axis
+    from matplotlib.colors import Colormap, Normalize
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +53,7 @@ def _never_raises(draw: Callable[..., str | None]) -> Callable[..., str | None]:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")  # matplotlib's complaints about odd data are not news here
                 return draw(*args, **kwargs)
-        except Exception:  # noqa: BLE001 - see the docstring
+        except Exception:  # see the docstring
             log.warning("could not draw %s", draw.__name__, exc_info=True)
             return None
 
@@ -116,6 +121,13 @@ def _png_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def _integer_ticks(axis: Axis) -> None:
+    """Ticks at whole numbers only: a linear axis's locator is a MaxNLocator (an AutoLocator)."""
+    locator = axis.get_major_locator()
+    if isinstance(locator, MaxNLocator):
+        locator.set_params(integer=True)
+
+
 def _style(axes, *, title: str = "", x_label: str = "", y_label: str = "") -> None:
     # parse_math=False: labels may carry student text, and "$...$" would be parsed as TeX
     if title:
@@ -158,7 +170,7 @@ def series_chart(series: Any, axis: Any = None) -> str | None:
         axes.plot(epochs, values, color=COLOURS[i % len(COLOURS)], marker="o" if len(values) <= 30 else None,
                   markersize=3, linewidth=1.5)
         _style(axes, title=_label(name.replace("_", " ")), x_label="epoch")
-        axes.xaxis.get_major_locator().set_params(integer=True)
+        _integer_ticks(axes.xaxis)
     return _data_uri(figure)
 
 
@@ -166,7 +178,7 @@ def _series_against(usable: list[tuple[str, np.ndarray]], axis: dict) -> str | N
     """Several series against shared x values (details["series_x"]), with an optional marked x."""
     x = numbers(axis.get("values"))
     lines = [(name, values) for name, values in usable if x is not None and len(values) == len(x)]
-    if not lines:
+    if x is None or not lines:
         return None
     figure = _figure(4.6, 3.0)
     axes = figure.add_subplot()
@@ -183,7 +195,7 @@ def _series_against(usable: list[tuple[str, np.ndarray]], axis: dict) -> str | N
                      label=_label(axis.get("mark_label"), "chosen", limit=40))
     _style(axes, x_label=_label(axis.get("label"), "x"))
     if np.allclose(x, np.round(x)):
-        axes.xaxis.get_major_locator().set_params(integer=True)
+        _integer_ticks(axes.xaxis)
     _legend(axes)
     return _data_uri(figure)
 
@@ -198,8 +210,8 @@ def confusion_matrix_chart(data: Any) -> str | None:
         return None
     if len(rows) != len(labels) or not all(isinstance(r, list) and len(r) == len(labels) for r in rows):
         return None
-    matrix = [numbers(r) for r in rows]
-    if any(r is None for r in matrix):
+    matrix = [m for m in (numbers(r) for r in rows) if m is not None]
+    if len(matrix) != len(rows):
         return None
     counts = np.nan_to_num(np.vstack(matrix))
     n = len(labels)
@@ -316,7 +328,8 @@ def field_chart(data: Any) -> str | None:
     values = _grid(rows, len(x))
     if values is None:
         return None
-    points = data.get("points") if isinstance(data.get("points"), dict) else {}
+    points = data.get("points")
+    points = points if isinstance(points, dict) else {}
     scattered = _pair(points.get("x"), points.get("y"))
     targets = numbers(points.get("value"))
     classes = data.get("classes")
@@ -324,6 +337,8 @@ def field_chart(data: Any) -> str | None:
     figure = _figure(4.8 if classes else 4.4, 3.6)
     axes = figure.add_subplot()
     extent = (float(x[0]), float(x[-1]), float(y[0]), float(y[-1]))
+    cmap: Colormap | str
+    norm: Normalize
     if classes:
         from matplotlib.colors import BoundaryNorm, ListedColormap
 
@@ -393,9 +408,9 @@ def score_histogram(scores: Sequence[float], *, max_score: float, unit: str = "p
         else np.linspace(0, max_score, 21)
     figure = _figure(5.0, 2.4)
     axes = figure.add_subplot()
-    axes.hist(values, bins=bins, color=COLOURS[0], edgecolor="white")
+    axes.hist(values, bins=bins, color=COLOURS[0], edgecolor="white")  # type: ignore[arg-type]  # stubs omit arrays
     _style(axes, x_label=f"score ({unit})", y_label="submissions")
-    axes.yaxis.get_major_locator().set_params(integer=True)
+    _integer_ticks(axes.yaxis)
     axes.set_xlim(0, max_score)
     return _data_uri(figure)
 
@@ -417,7 +432,7 @@ def pass_rate_chart(rates: Sequence[tuple[str, float]]) -> str | None:
     axes.invert_yaxis()  # first in the list on top, as in the table beside it
     for position, value in zip(positions, values, strict=True):
         inside = value > 85  # a full bar has no room after it: write on the bar
-        axes.text(value - 1.5 if inside else value + 1.5, position, f"{value:.0f}%", va="center", fontsize=8,
+        axes.text(value - 1.5 if inside else value + 1.5, float(position), f"{value:.0f}%", va="center", fontsize=8,
                   ha="right" if inside else "left", color="white" if inside else "#24292f")
     _style(axes, x_label="submissions passing (%)")
     axes.set_xlim(0, 100)

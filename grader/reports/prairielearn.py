@@ -31,7 +31,7 @@ def results_json(result: GradeResult) -> dict[str, Any]:
     """results.json for a submission the grader could grade (whatever its score)."""
     page = feedback_page(result, audience="student")
     budget = [IMAGE_BUDGET]
-    tests = [test_entry(check, view, budget) for check, view in zip(result.checks, page.checks)]
+    tests = [test_entry(check, view, budget) for check, view in zip(result.checks, page.checks, strict=True)]
     return {
         "gradable": True,
         "score": fraction(result.score, result.max_score),
@@ -104,7 +104,8 @@ def details_text(view: CheckView) -> str:
 def _table_text(table: Table) -> str:
     rows = [table.columns, *(row.cells for row in table.rows)]
     widths = [max(len(str(row[i])) if i < len(row) else 0 for row in rows) for i in range(len(table.columns))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
+             for row in rows]
     return "\n".join(([table.title] if table.title else []) + [line for line in lines if line])
 
 
