@@ -17,8 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from grader.kernel import KernelSession
-from grader.sandbox import KernelImage, Limits, Sandbox
+from grader.kernel.session import KernelSession
+from grader.sandbox.image import KernelImage
+from grader.sandbox.jail import Sandbox
+from grader.sandbox.limits import Limits
 from load import MachineLoad  # the stress tests' load, so that both measure the same thing
 
 

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from grader.errors import GraderError, HarnessError, UsageError
-from grader.ml.datasets import ALL_DATASETS, cache_dir, default_data_root
+from grader.locations import cache_dir, default_data_root
+from grader.ml.datasets import ALL_DATASETS
 
 if TYPE_CHECKING:
-    from grader.assignment import Assignment
-    from grader.pipeline import GradeOptions
+    from grader.course.assignment import Assignment
+    from grader.grading.pipeline import GradeOptions
     from grader.results import GradeResult
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -74,8 +75,8 @@ def grade_options(args: argparse.Namespace, *, private: tuple[Path, ...] = (),
                   device: str | None = None) -> GradeOptions:
     """GradeOptions from the shared options; `private` paths (the outputs) are kept from the child.
     `device`, where given, is used as it is instead of resolving --device on this machine."""
-    from grader.assignment import default_course_root
-    from grader.pipeline import GradeOptions
+    from grader.course.assignment import default_course_root
+    from grader.grading.pipeline import GradeOptions
 
     return GradeOptions(course_root=(args.course or default_course_root()).resolve(),
                         data_root=(args.data_root or default_data_root()).resolve(), cache_dir=cache_dir(),
@@ -267,14 +268,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _warm_report_imports() -> None:
     """The report modules (matplotlib takes half a second), imported while the kernel runs."""
-    from grader.pipeline import import_in_background
+    from grader.grading.pipeline import import_in_background
 
     import_in_background("grader.reports.html")
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from grader.pipeline import grade_safely, image_for
-    from grader.reaping import sweep_what_dead_graders_left
+    from grader.grading.pipeline import grade_safely, image_for
+    from grader.sandbox.reaping import sweep_what_dead_graders_left
 
     notebook: Path = args.notebook
     if not notebook.exists():
@@ -312,9 +313,9 @@ def _output_dir(path: Path) -> Path:
 
 def _assignment_of(notebook: Path, assignment_id: str | None, course: Path) -> Assignment:
     """--assignment, else the one the notebook's metadata or file name names."""
-    from grader.assignment import find_assignment, infer_assignment_id
+    from grader.course.assignment import find_assignment, infer_assignment_id
     from grader.errors import NotebookError
-    from grader.notebook_io import read_submission
+    from grader.intake.notebooks import read_submission
 
     if assignment_id is None:
         try:
@@ -331,8 +332,8 @@ def _batch(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.text import Text
 
-    from grader.assignment import find_assignment
-    from grader.sandbox import choose_isolation
+    from grader.course.assignment import find_assignment
+    from grader.sandbox.detect import choose_isolation
 
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
@@ -340,7 +341,7 @@ def _batch(args: argparse.Namespace) -> int:
         raise UsageError("-j is for grading on this machine; with --scheduler the workers' threads say how many "
                          "submissions are graded at once")
     if args.scheduler:
-        from grader.distributed import require_dask
+        from grader.grading.distributed import require_dask
 
         require_dask()
     if not args.submissions.exists():
@@ -352,13 +353,13 @@ def _batch(args: argparse.Namespace) -> int:
                          "user, so parallel jobs would clean up each other): use -j 1, or a sandbox with namespaces")
     assignment = find_assignment(options.course_root, args.assignment)
     if not args.scheduler:
-        from grader.pipeline import image_for
+        from grader.grading.pipeline import image_for
 
         image_for(assignment, options)  # its imports run beside the grader's own (-j N: for every worker)
-    from grader.batch import elapsed_text, grade_batch
-    from grader.intake import collect
-    from grader.reaping import sweep_what_dead_graders_left
+    from grader.grading.batch import elapsed_text, grade_batch
+    from grader.intake.collect import collect
     from grader.reports.plain import rich_text
+    from grader.sandbox.reaping import sweep_what_dead_graders_left
     from grader.states import ResultStatus
 
     if not args.scheduler:
@@ -410,10 +411,10 @@ def _batch(args: argparse.Namespace) -> int:
 def _batch_runner(args: argparse.Namespace):
     """Where a batch grades: this machine (-j N), or the workers of a Dask cluster (--scheduler)."""
     if not args.scheduler:
-        from grader.batch import LocalRunner
+        from grader.grading.batch import LocalRunner
 
         return LocalRunner(args.jobs)
-    from grader.distributed import DaskRunner
+    from grader.grading.distributed import DaskRunner
 
     return DaskRunner(args.scheduler, device=args.device,
                       data_root=args.data_root.resolve() if args.data_root else None)
@@ -444,7 +445,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     """Read batch output directories, render one format, write it (stdout by default); warnings on stderr."""
-    from grader.intake import safe_name
+    from grader.intake.collect import safe_name
     from grader.reports.exports import FORMATS
     from grader.reports.gradebook import printable, read_batches
 
@@ -509,7 +510,7 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _gradescope_build(args: argparse.Namespace) -> int:
-    from grader.assignment import default_course_root, find_assignment
+    from grader.course.assignment import default_course_root, find_assignment
     from grader.lms.bundle import build_bundle
 
     course = (args.course or default_course_root()).resolve()
@@ -578,8 +579,8 @@ def _prairielearn(args: argparse.Namespace) -> int:
 
 
 def _assign(args: argparse.Namespace) -> int:
-    from grader.assignment import ResourceRequest
-    from grader.authoring import write_bundle, write_template
+    from grader.course.assignment import ResourceRequest
+    from grader.course.authoring import write_bundle, write_template
     from grader.ml.datasets import DatasetMissing
 
     target = write_template(args.solution, args.out)
@@ -596,7 +597,7 @@ def _assign(args: argparse.Namespace) -> int:
 
 def check_score_line(result: GradeResult) -> str:
     """What a student's check adds up to: the points it checked, and what is left for grading."""
-    from grader.bundle import AFTER_SUBMITTING
+    from grader.course.bundle import AFTER_SUBMITTING
 
     later = sum(c.max_score for c in result.checks if c.message.startswith(AFTER_SUBMITTING))
     previewed = sum(c.max_score for c in result.checks if c.message.startswith("preview"))
@@ -609,13 +610,13 @@ def check_score_line(result: GradeResult) -> str:
 
 def _check(args: argparse.Namespace) -> int:
     """A student's check: the bundle's visible checks, graded on their own machine as the grader would."""
-    from grader.bundle import assignment_from_bundle, find_bundle, read_bundle
+    from grader.course.bundle import assignment_from_bundle, find_bundle, read_bundle
     from grader.errors import NotebookError
-    from grader.notebook_io import read_submission
-    from grader.pipeline import GradeOptions, grade_safely
+    from grader.grading.pipeline import GradeOptions, grade_safely
+    from grader.intake.notebooks import read_submission
+    from grader.intake.submit import write_submission
     from grader.reports.outputs import write_outputs
     from grader.reports.terminal import print_summary
-    from grader.submit import write_submission
 
     notebook: Path = args.notebook
     if not notebook.is_file():

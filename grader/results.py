@@ -111,7 +111,7 @@ class GradeResult:
     timings: dict[str, float] = field(default_factory=dict)
     execution: dict[str, Any] = field(default_factory=dict)
     message: str = ""
-    # Who submitted it, as the LMS download named them (grader.intake.StudentIdentity.to_dict():
+    # Who submitted it, as the LMS download named them (grader.intake.collect.StudentIdentity.to_dict():
     # lms "canvas" | "moodle" | "", name, user_id, submission_id, participant_id, late); empty
     # outside a batch. Exports read it to give grades back to the LMS.
     student: dict[str, Any] = field(default_factory=dict)

@@ -5,7 +5,7 @@
     check("fit-linear")  # one
 
 It reads the student bundle beside the notebook (NAME.checks.json, see
-grader/bundle.py) and runs each visible check the way the grader does: the
+grader/course/bundle.py) and runs each visible check the way the grader does: the
 same calls with the same inputs, answers converted to data the same way, the
 same judges and rules, so a check passes here exactly when it passes in
 grading. It runs in the student's kernel, on their machine: no sandbox, and
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from grader.bundle import AFTER_SUBMITTING, assignment_from_bundle, find_bundle, read_bundle
-from grader.context import CheckContext
+from grader.checks.context import CheckContext
+from grader.course.bundle import AFTER_SUBMITTING, assignment_from_bundle, find_bundle, read_bundle
 from grader.errors import GraderError, StudentError
 from grader.results import CheckResult
 from grader.scoring import Outcome, points, status_of

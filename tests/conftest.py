@@ -10,9 +10,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from grader.assignment import Assignment, find_assignment
+from grader.course.assignment import Assignment, find_assignment
+from grader.grading.pipeline import GradeOptions, grade_submission
 from grader.ml.datasets import DatasetMissing, load_california_housing, load_images
-from grader.pipeline import GradeOptions, grade_submission
 from grader.results import GradeResult
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,7 +122,8 @@ def edit_source(notebook, name: str, old: str, new: str):
 LAYERS = {
     # values in, values out: no kernel, no sandbox
     "unit": ("test_authoring", "test_checks_numeric", "test_course_door", "test_exchange", "test_exports",
-             "test_forged_answers", "test_notebook_io", "test_outputs", "test_result_schema", "test_states",
+             "test_forged_answers", "test_layout", "test_notebook_io", "test_outputs", "test_result_schema",
+             "test_states",
              "test_wheel"),
     # a student's notebook through a kernel and the checks: grades, training, the student's own check()
     "kernel": ("test_batch", "test_cli", "test_cnn_mnist", "test_distributed", "test_gradient_descent",

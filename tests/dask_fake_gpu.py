@@ -6,6 +6,6 @@ that the routing of model assignments to GPU workers can be tested; the probe
 assignment it grades trains nothing.
 """
 
-import grader.distributed
+import grader.grading.distributed
 
-grader.distributed._cuda_available = lambda: True
+grader.grading.distributed._cuda_available = lambda: True

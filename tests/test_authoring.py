@@ -6,8 +6,8 @@ import nbformat
 import pytest
 
 from conftest import SOLUTIONS, TEMPLATES
-from grader.authoring import make_template, render, strip_cell_source
 from grader.cli import main
+from grader.course.authoring import make_template, render, strip_cell_source
 from grader.errors import UsageError
 
 
@@ -70,8 +70,8 @@ def test_assign_refuses_a_notebook_without_markers(tmp_path, capsys):
 def test_every_student_bundle_is_what_assign_makes(solution, tmp_path):
     """assignments/NAME.checks.json is generated too (model bundles need their dataset's first rows)."""
     from conftest import data_root
-    from grader.assignment import ResourceRequest
-    from grader.authoring import write_bundle
+    from grader.course.assignment import ResourceRequest
+    from grader.course.authoring import write_bundle
     from grader.ml.datasets import DatasetMissing
 
     try:

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import SOLUTIONS, TEMPLATES
 from grader.cli import main
-from grader.intake import collect, extract_zip
+from grader.intake.collect import collect, extract_zip
 
 
 def _zip(path, members: dict[str, bytes], links: dict[str, str] = {}):  # noqa: B006 - read only
@@ -121,7 +121,7 @@ def test_other_commands_fail_with_one_line(command, capsys):
 
 
 def test_a_grader_crash_on_one_submission_does_not_stop_the_batch(tmp_path, monkeypatch, capsys):
-    from grader import pipeline
+    from grader.grading import pipeline
 
     submissions = tmp_path / "in"
     submissions.mkdir()
@@ -145,7 +145,7 @@ def test_a_grader_crash_on_one_submission_does_not_stop_the_batch(tmp_path, monk
 
 def test_resume_trusts_only_results_the_grader_wrote(tmp_path, capsys):
     """A planted result.json claiming full marks for an untouched template is graded again."""
-    from grader.notebook_io import sha256_of
+    from grader.intake.notebooks import sha256_of
 
     submissions = tmp_path / "in"
     submissions.mkdir()

@@ -16,8 +16,11 @@ from jupyter_core.utils import run_sync
 
 from conftest import SOLUTIONS, assignment
 from grader.errors import GraderFailure
-from grader.pipeline import grade_safely, grade_submission
-from grader.sandbox import Limits, Sandbox, Stalled, cpu_seconds, finish_trusted
+from grader.grading.pipeline import grade_safely, grade_submission
+from grader.kernel.clients import kernel_manager
+from grader.sandbox.jail import Sandbox
+from grader.sandbox.limits import Limits
+from grader.sandbox.trusted import Stalled, cpu_seconds, finish_trusted
 from grader.states import CheckStatus, ResultStatus
 
 
@@ -25,7 +28,7 @@ def test_a_kernel_that_answers_late_is_asked_once_not_flooded():
     # Today's failure under load: a new kernel_info request every second, only the newest reply accepted,
     # so a late kernel answered stale requests forever. Here the kernel is stopped for 4 s after launch.
     with Sandbox(Limits()) as sandbox:
-        km = sandbox.kernel_manager()
+        km = kernel_manager(sandbox)
         run_sync(km.start_kernel)()
         group = km.provisioner.process.pid
         os.killpg(group, signal.SIGSTOP)
@@ -50,18 +53,18 @@ def test_a_kernel_that_answers_late_is_asked_once_not_flooded():
 
 
 def test_a_kernel_that_never_answers_is_tried_twice_and_the_message_names_the_mode(options, monkeypatch):
-    from grader import sandbox as sandbox_module
     from grader.errors import HarnessError
-    from grader.kernel import KernelSession
+    from grader.kernel import clients as clients
+    from grader.kernel.session import KernelSession
 
     tried = []
 
     async def silent(self, timeout=None):
         tried.append(timeout)
-        raise sandbox_module.KernelNotReady(f"the kernel did not answer kernel_info on its shell channel within "
+        raise clients.KernelNotReady(f"the kernel did not answer kernel_info on its shell channel within "
                                             f"{timeout:.0f} s")
 
-    monkeypatch.setattr(sandbox_module.CappedKernelClient, "wait_for_ready", silent)
+    monkeypatch.setattr(clients.CappedKernelClient, "wait_for_ready", silent)
     with Sandbox(Limits()) as sandbox, pytest.raises(HarnessError) as raised:
         KernelSession(sandbox, startup_timeout_s=1.0).start()
     assert len(tried) == 2

@@ -45,8 +45,8 @@ def test_the_door_catches_a_spec_that_reaches_past_it(tmp_path):
 
 def _model_scores():
     from conftest import assignment
-    from grader.assignment import load_assignments
     from grader.checks.catalog import ModelScore
+    from grader.course.assignment import load_assignments
 
     for spec_id in sorted(load_assignments(SOLUTIONS.parent, problems=[])):
         spec = assignment(spec_id)
@@ -60,7 +60,7 @@ def test_every_reference_model_is_a_chain_of_standard_layers_the_grader_trains(s
     # the rule that keeps gates out (grader.ml.graph.chain_problem) must let every course's own answer in
     import nbformat
 
-    from grader.assignment import ResourceRequest
+    from grader.course.assignment import ResourceRequest
     from grader.ml.graph import chain_problem
     from grader.student import LocalContext, _Exchange
 

@@ -27,11 +27,11 @@ from conftest import REPO, SOLUTIONS, TEMPLATES, data_root, edit_source, load, s
 
 pytest.importorskip("distributed")
 
-from grader.batch import BatchJob, BatchProgress
 from grader.cli import main
-from grader.distributed import GPU_RESOURCE, STOPPED_TWO, CourseBundle, DaskRunner, Placement, _Tasks, place
 from grader.errors import UsageError
-from grader.reaping import OWNER_FILE, sweep_orphaned_sandboxes
+from grader.grading.batch import BatchJob, BatchProgress
+from grader.grading.distributed import GPU_RESOURCE, STOPPED_TWO, CourseBundle, DaskRunner, Placement, _Tasks, place
+from grader.sandbox.reaping import OWNER_FILE, sweep_orphaned_sandboxes
 
 DASK = Path(sys.executable).parent / "dask"
 START_TIMEOUT_S = 60
@@ -159,7 +159,7 @@ class Killer(threading.Thread):
 
 
 def _spec(resources):
-    from grader.assignment import Assignment
+    from grader.course.assignment import Assignment
 
     return Assignment(id="x", title="x", notebook="x.ipynb", checks=(), resources=resources)
 
@@ -220,8 +220,8 @@ def test_a_task_the_scheduler_gave_up_on_is_retried_once_unless_started_twice(st
     from distributed.scheduler import KilledWorker
 
     from conftest import assignment
-    from grader.distributed import RemoteJob
-    from grader.intake import BatchItem
+    from grader.grading.distributed import RemoteJob
+    from grader.intake.collect import BatchItem
 
     notebook = tmp_path / "mallory.ipynb"
     notebook.write_bytes((SOLUTIONS / "gradient_descent.ipynb").read_bytes())
@@ -244,7 +244,7 @@ def test_a_task_the_scheduler_gave_up_on_is_retried_once_unless_started_twice(st
 
 def test_workers_refuse_to_grade_wrongly_or_unsafely(options, monkeypatch):
     """A GPU worker without CUDA, a networked sandbox on a cluster without TLS, 'user' with threads."""
-    import grader.distributed as remote
+    import grader.grading.distributed as remote
     from conftest import assignment
     from grader.errors import HarnessError
 
@@ -255,7 +255,7 @@ def test_workers_refuse_to_grade_wrongly_or_unsafely(options, monkeypatch):
     with pytest.raises(HarnessError, match="torch sees no CUDA device"):
         remote._WorkerState().check_once(job, 1, "tcp://127.0.0.1:8786")
     job = remote.RemoteJob(**{**job.__dict__, "device": "cpu"})
-    monkeypatch.setattr("grader.sandbox.choose_isolation", lambda *args, **kwargs: "user")
+    monkeypatch.setattr("grader.sandbox.detect.choose_isolation", lambda *args, **kwargs: "user")
     with pytest.raises(UsageError, match="could reach the Dask scheduler"):
         remote._WorkerState().check_once(job, 1, "tcp://127.0.0.1:8786")
     with pytest.raises(UsageError, match="--nthreads 1"):
@@ -314,7 +314,7 @@ PROBE_SPEC = textwrap.dedent('''
     import os
     from pathlib import Path
 
-    from grader.assignment import Assignment, Check
+    from grader.course.assignment import Assignment, Check
     from grader.scoring import Outcome
 
 

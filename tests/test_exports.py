@@ -19,7 +19,7 @@ import pytest
 
 from conftest import SOLUTIONS
 from grader.cli import main
-from grader.intake import StudentIdentity, canvas_identity, collect, moodle_identity
+from grader.intake.collect import StudentIdentity, canvas_identity, collect, moodle_identity
 from grader.reports.gradebook import csv_text, read_batches, spreadsheet_cell, spreadsheet_text
 from grader.results import CheckResult, GradeResult
 

@@ -21,7 +21,7 @@ import pytest
 
 import containers
 from conftest import SOLUTIONS, TEMPLATES, load, save, with_cell
-from grader.reaping import SHARED_TEMP_DIRS, ipc_objects_of, processes_of
+from grader.sandbox.reaping import SHARED_TEMP_DIRS, ipc_objects_of, processes_of
 
 pytestmark = pytest.mark.skipif(not containers.available(), reason="needs root and util-linux unshare to lay out "
                                                                     "a container-like machine")

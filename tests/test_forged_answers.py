@@ -1,6 +1,6 @@
 """Whatever the kernel answers, a check fails with a message: it never "crashes" (blaming the grader).
 
-Every value the exchange can deliver (see grader.exchange: JSON scalars, strings, lists, tuples,
+Every value the exchange can deliver (see grader.kernel.exchange: JSON scalars, strings, lists, tuples,
 dicts keyed by strings or numbers, numeric and text arrays of any shape, unsupported objects) is
 sent as the answer to every question every check of every assignment asks, without a kernel.
 """
@@ -14,8 +14,8 @@ import pytest
 
 from conftest import assignment
 from grader.errors import StudentError
-from grader.exchange import Unsupported
-from grader.pipeline import run_check
+from grader.grading.pipeline import run_check
+from grader.kernel.exchange import Unsupported
 
 FORGED = [
     None, True, 0, -1, 2 ** 62, 1e308, math.nan, -math.inf, "", "x" * 10_000, "build_model",
@@ -78,7 +78,7 @@ class ForgingContext:
 def resources(tmp_path_factory):
     """Each assignment's data, loaded once (the model assignments skip without their datasets)."""
     from conftest import data_root
-    from grader.assignment import ResourceRequest
+    from grader.course.assignment import ResourceRequest
     from grader.ml.datasets import DatasetMissing
 
     loaded = {}

@@ -25,9 +25,9 @@ import pytest
 import containers
 from conftest import SOLUTIONS, TEMPLATES, data_root
 from grader.cli import main
-from grader.reaping import processes_of
 from grader.reports import gradescope as report
 from grader.results import CheckResult, GradeResult
+from grader.sandbox.reaping import processes_of
 from lms_cases import (
     STUDENT,
     STUDENT_IDS,

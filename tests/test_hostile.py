@@ -37,8 +37,9 @@ from conftest import (
     without_definition,
 )
 from grader.cli import main
-from grader.reaping import SHARED_TEMP_DIRS, ipc_objects_of
-from grader.sandbox import NAMESPACE_MODES, choose_isolation, unshare_available
+from grader.sandbox.detect import choose_isolation, unshare_available
+from grader.sandbox.limits import NAMESPACE_MODES
+from grader.sandbox.reaping import SHARED_TEMP_DIRS, ipc_objects_of
 
 FULL = 14.0
 SOLUTION = SOLUTIONS / "gradient_descent.ipynb"
@@ -144,7 +145,7 @@ CASES = [
                        "        exec(''.join(cell['source']))"), 0, ("exception",), ("No such file",),
          needs_view=True),
     Case("import-the-grader", "import the grader to reach its reference answers", "the package is not in the view",
-         template_with("import grader\nfrom grader.assignment import load_assignments"), 0, ("exception",),
+         template_with("import grader\nfrom grader.course.assignment import load_assignments"), 0, ("exception",),
          ("ModuleNotFoundError",), needs_view=True),
     Case("kernel-language-r", "ask for another kernel in the metadata", "the grader always uses its own kernel",
          lambda: _with_metadata(load(SOLUTION), kernelspec={"name": "ir", "display_name": "R", "language": "R"},

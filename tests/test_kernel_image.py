@@ -20,9 +20,12 @@ from pathlib import Path
 import pytest
 
 from conftest import SOLUTIONS, TEMPLATES, assignment, edit_source, grade, load, save, scores, with_cell
-from grader.kernel import KernelSession
-from grader.pipeline import image_for
-from grader.sandbox import KernelImage, Limits, Sandbox, kernel_image, unshare_available
+from grader.grading.pipeline import image_for
+from grader.kernel.session import KernelSession
+from grader.sandbox.detect import unshare_available
+from grader.sandbox.image import KernelImage, kernel_image
+from grader.sandbox.jail import Sandbox
+from grader.sandbox.limits import Limits
 
 pytestmark = pytest.mark.skipif(not unshare_available(), reason="the image forks into namespaces this machine lacks")
 
@@ -144,8 +147,9 @@ def test_the_image_and_its_kernels_die_with_the_grader(tmp_path):
     """A grader killed outright (SIGKILL: no atexit) leaves neither the image nor a kernel running."""
     script = tmp_path / "killed_grader.py"
     script.write_text(
-        "import os, time\nfrom grader.kernel import KernelSession\n"
-        "from grader.sandbox import Limits, Sandbox, kernel_image\n"
+        "import os, time\nfrom grader.kernel.session import KernelSession\n"
+        "from grader.sandbox.limits import Limits\nfrom grader.sandbox.jail import Sandbox\n"
+        "from grader.sandbox.image import kernel_image\n"
         f"image = kernel_image({NUMPY_IMAGE!r})\n"
         "sandbox = Sandbox(Limits(memory_mb=1024), image=image).__enter__()\n"
         "session = KernelSession(sandbox)\nsession.start()\n"

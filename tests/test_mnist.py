@@ -434,7 +434,7 @@ def test_fashion_mnist_is_selectable_with_its_own_targets(deep, options, tmp_pat
         load_images("fashion-mnist", data_root())
     except DatasetMissing:
         pytest.skip("Fashion-MNIST is not under the data root")
-    from grader.ml.recipes import ImageClassification
+    from grader.checks.recipes import ImageClassification
 
     module = importlib.import_module(f"grader_course_{deep.source.stem}")  # the loaded spec
     fashion = ImageClassification(dataset="fashion-mnist", seed=module.SEED)

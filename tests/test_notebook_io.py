@@ -9,7 +9,7 @@ import pytest
 
 from conftest import SOLUTIONS
 from grader.errors import NotebookError
-from grader.notebook_io import code_cells, read_submission, skipped_cells
+from grader.intake.notebooks import code_cells, read_submission, skipped_cells
 
 
 def test_reads_the_solution_and_its_assignment_hint():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import REPO
-from grader.ledger import Ledger
+from grader.grading.ledger import Ledger
 from grader.reports.outputs import OUTPUTS, render_outputs, write_outputs
 from grader.results import GradeResult
 

@@ -23,7 +23,7 @@ import pytest
 import containers
 from conftest import REPO, SOLUTIONS, TEMPLATES, data_root
 from grader.cli import build_parser, main
-from grader.reaping import processes_of
+from grader.sandbox.reaping import processes_of
 from lms_cases import (
     STUDENT,
     STUDENT_IDS,
@@ -152,7 +152,7 @@ def test_a_crash_of_the_grader_is_not_counted_either(tmp_path, schema, monkeypat
     def crash(*args, **kwargs):
         raise RuntimeError("a bug in the grader")
 
-    monkeypatch.setattr("grader.pipeline.grade_submission", crash)
+    monkeypatch.setattr("grader.grading.pipeline.grade_submission", crash)
     root = grade_tree(tmp_path, {"gradient_descent.ipynb": SOLUTIONS / "gradient_descent.ipynb"})
     _, results = run_entry_point(root)
     assert problems(schema, results) == [] and results["gradable"] is False

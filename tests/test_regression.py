@@ -32,9 +32,9 @@ from conftest import (
     scores,
     with_definition,
 )
-from grader import pipeline
-from grader.assignment import ResourceRequest
 from grader.checks.models import declared_parameter_count, declared_ratio
+from grader.course.assignment import ResourceRequest
+from grader.grading import pipeline
 from grader.ml import baselines
 from grader.ml.datasets import load_california_housing
 from grader.ml.description import Layer, ModelDescription
@@ -191,7 +191,7 @@ def test_a_damaged_cache_file_is_fitted_again_and_replaced(spec, tmp_path, fits,
 WORKER = """
 import sys
 from pathlib import Path
-from grader.assignment import ResourceRequest, find_assignment
+from grader.course.assignment import ResourceRequest, find_assignment
 spec = find_assignment(Path(sys.argv[1]), "regression-vs-forest")
 print(spec.resources(ResourceRequest(Path(sys.argv[2]), Path(sys.argv[3]), "cpu")).baselines.source)
 """

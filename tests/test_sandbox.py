@@ -14,12 +14,15 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from grader import sandbox as sandbox_module
 from grader.child import protocol
 from grader.errors import HarnessError
-from grader.exchange import write_value
-from grader.kernel import KernelSession
-from grader.sandbox import Limits, Sandbox, bwrap_available, choose_isolation, kernel_image, unshare_available
+from grader.kernel.exchange import write_value
+from grader.kernel.session import KernelSession
+from grader.sandbox import detect
+from grader.sandbox.detect import bwrap_available, choose_isolation, unshare_available
+from grader.sandbox.image import kernel_image
+from grader.sandbox.jail import Sandbox
+from grader.sandbox.limits import Limits
 
 MODES = [pytest.param("bwrap", marks=pytest.mark.skipif(not bwrap_available(), reason="bwrap does not work here")),
          pytest.param("unshare", marks=pytest.mark.skipif(not unshare_available(),
@@ -166,9 +169,9 @@ def test_none_is_refused_as_root():
 
 
 def test_auto_never_falls_back_to_no_isolation(monkeypatch):
-    monkeypatch.setattr(sandbox_module, "bwrap_available", lambda: False)
-    monkeypatch.setattr(sandbox_module, "unshare_available", lambda: False)
-    monkeypatch.setattr(sandbox_module, "user_mode_problem", lambda user=None: "the grader is not root")
+    monkeypatch.setattr(detect, "bwrap_available", lambda: False)
+    monkeypatch.setattr(detect, "unshare_available", lambda: False)
+    monkeypatch.setattr(detect, "user_mode_problem", lambda user=None: "the grader is not root")
     with pytest.raises(HarnessError, match=r"no sandbox works on this machine.*pass --sandbox none"):
         choose_isolation("auto")
 
@@ -185,7 +188,8 @@ def test_the_grader_holds_bounded_memory_whatever_the_kernel_sends(tmp_path):
 
     script = tmp_path / "flood.py"
     script.write_text(
-        "import resource\nfrom grader.kernel import KernelSession\nfrom grader.sandbox import Limits, Sandbox\n"
+        "import resource\nfrom grader.kernel.session import KernelSession\n"
+        "from grader.sandbox.limits import Limits\nfrom grader.sandbox.jail import Sandbox\n"
         "flood = ('from ipykernel.comm import Comm\\nimport os\\n'\n"
         "         'c = Comm(target_name=\"jupyter.widget\", data={\"state\": {\"_model_name\": \"x\"}})\\n'\n"
         "         'for i in range(8):\\n'\n"
@@ -207,7 +211,7 @@ def test_the_grader_holds_bounded_memory_whatever_the_kernel_sends(tmp_path):
                     reason="needs root to act as the sandbox user, and a Python it can run")
 def test_a_sysv_object_given_away_is_still_swept_by_its_creator():
     # the user mode's sweep matched the owner only: IPC_SET to root hid a segment from it
-    from grader.reaping import ipc_objects_of, sweep_user
+    from grader.sandbox.reaping import ipc_objects_of, sweep_user
 
     give_away = (
         "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"

@@ -21,8 +21,9 @@ import pytest
 
 import containers
 from conftest import SOLUTIONS, TEMPLATES, data_root
-from grader.kernel import KernelSession
-from grader.sandbox import Limits, Sandbox
+from grader.kernel.session import KernelSession
+from grader.sandbox.jail import Sandbox
+from grader.sandbox.limits import Limits
 from lms_cases import STUDENT, OpenBase, container_binds
 from load import GRADER, MachineLoad, cgroup_cpu_available, cpu_limited
 

@@ -32,9 +32,9 @@ from conftest import (
     save,
     with_definition,
 )
-from grader.bundle import AFTER_SUBMITTING, read_bundle
 from grader.checks.catalog import ModelScore, replayable
 from grader.cli import main
+from grader.course.bundle import AFTER_SUBMITTING, read_bundle
 from grader.ml.datasets import DatasetMissing
 
 NAMES = {"gradient-descent": "gradient_descent", "mlp-1500": "mlp_1500", "deep-mlp": "deep_mlp",
@@ -156,7 +156,7 @@ def test_the_bundle_holds_no_reference_code_no_hidden_values_and_no_test_labels(
     assert not secret_numbers & {float(v) for v in _scalars(bundle)}, "a hidden number leaked"
     if (spec.resources is not None and HAVE_MNIST) or assignment_id == "regression-vs-forest":
         try:
-            from grader.assignment import ResourceRequest
+            from grader.course.assignment import ResourceRequest
 
             data = spec.resources(ResourceRequest(data_root(), Path("/tmp/grader-leak-cache"), "cpu"))
         except DatasetMissing:

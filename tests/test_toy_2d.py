@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from conftest import SOLUTIONS, TEMPLATES, assignment, check, grade, load, save, scores, with_definition
+from grader.checks.budget import student_budget
 from grader.checks.catalog import ModelScore, TrainingDict, budget_from_bundle, budget_to_bundle
 from grader.errors import StudentError
-from grader.ml.budget import Budget, BudgetCaps, student_budget
+from grader.ml.budget import Budget, BudgetCaps
 from grader.ml.metrics import two_class_scores
 from grader.ml.toy import TOY_TASKS, grid_points, toy_field, toy_task_data
 from grader.ml.training import checked_run

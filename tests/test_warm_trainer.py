@@ -8,7 +8,7 @@ import time
 
 from grader.ml import training
 from grader.ml.training import TrainingSetup, prepare_trainer
-from grader.sandbox import finish_trusted
+from grader.sandbox.trusted import finish_trusted
 
 
 def test_a_prepared_trainer_is_the_one_training_takes_and_is_used_once():

@@ -2,7 +2,7 @@
 
 A spec may write a check as a plain function of a CheckContext; it is then
 graded after submission only. Written as one of the kinds below, the same
-check can also be saved in the student bundle (grader/bundle.py) and run on a
+check can also be saved in the student bundle (grader/course/bundle.py) and run on a
 student's machine by `grader check`, with the same verdict and message:
 
 - `Probed`: calls the student's functions with inputs the spec computes (with
@@ -28,9 +28,10 @@ from typing import Any, TypeGuard
 import numpy as np
 
 from grader.checks import models as rules
+from grader.checks.budget import student_budget
 from grader.checks.judges import JUDGES, CallFailed
 from grader.errors import StudentError
-from grader.ml.budget import Budget, BudgetCaps, BudgetChoice, learning_rate_problem, student_budget
+from grader.ml.budget import Budget, BudgetCaps, BudgetChoice, learning_rate_problem
 from grader.scoring import Outcome
 
 # --------------------------------------------------------------------------
@@ -159,7 +160,7 @@ def _declared(ctx: Any, names: tuple[str, ...], optional: tuple[str, ...] = ()) 
 
 @dataclass(frozen=True)
 class ModelRule:
-    recipe: Any  # a grader.ml.recipes.ModelRecipe
+    recipe: Any  # a grader.checks.recipes.ModelRecipe
     rule: str
     params: dict = field(default_factory=dict)
     declared: tuple[str, ...] = ()  # names the notebook must define (their values reach the rule)
@@ -177,7 +178,7 @@ class ModelRule:
 
     @classmethod
     def from_bundle(cls, data: dict, **_: Any) -> ModelRule:
-        from grader.ml.recipes import recipe_from_bundle
+        from grader.checks.recipes import recipe_from_bundle
 
         return cls(recipe=recipe_from_bundle(data["recipe"]), rule=data["rule"], params=dict(data["params"]),
                    declared=tuple(data["declared"]), optional=tuple(data["optional"]))
@@ -314,8 +315,8 @@ def _mse_below_baseline(run, recipe, ctx, notes, *, baseline: str, title: str) -
 
 def _mse_near_baseline(run, recipe, ctx, notes, *, reference: str, floor: str, factor: float, reference_title: str,
                        floor_title: str) -> Outcome:
+    from grader.checks.recipes import comparison_table
     from grader.ml.metrics import regression_details
-    from grader.ml.recipes import comparison_table
 
     data = recipe.data(ctx)
     details = {"table": comparison_table(run, data, recipe.baselines(ctx), recipe.describe(ctx).total_params),
@@ -335,7 +336,7 @@ SCORE_JUDGES: dict[str, Callable[..., Outcome]] = {
 
 @dataclass(frozen=True)
 class ModelScore:
-    recipe: Any  # a grader.ml.recipes.ModelRecipe
+    recipe: Any  # a grader.checks.recipes.ModelRecipe
     budget: Any  # TrainingDict | LearningRate
     judge: str
     params: dict = field(default_factory=dict)
@@ -372,7 +373,7 @@ class ModelScore:
 
     @classmethod
     def from_bundle(cls, data: dict, *, preview: Preview | None = None, **_: Any) -> ModelScore:
-        from grader.ml.recipes import recipe_from_bundle
+        from grader.checks.recipes import recipe_from_bundle
 
         return cls(recipe=recipe_from_bundle(data["recipe"]), budget=budget_from_bundle(data["budget"]),
                    judge=data["judge"], params=dict(data["params"]),

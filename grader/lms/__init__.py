@@ -5,7 +5,7 @@ Each LMS runs one submission per disposable container, as root, often without na
 the container is the outer wall, and inside it the kernel runs as an unprivileged user
 (sandbox mode "user") that cannot read the grader's tree. The modules here find the
 student's notebook, close the LMS's tree to other users, grade through
-`grader.pipeline.grade_safely`, and write the LMS's results file (translated by
+`grader.grading.pipeline.grade_safely`, and write the LMS's results file (translated by
 `grader.reports.gradescope` / `grader.reports.prairielearn`) beside the grader's own
 result.json and feedback.html.
 

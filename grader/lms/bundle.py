@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grader
-from grader.assignment import Assignment
+from grader.course.assignment import Assignment
 from grader.errors import HarnessError, UsageError
 from grader.ml.datasets import ALL_DATASETS, IMAGE_DATASETS
 

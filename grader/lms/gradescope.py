@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grader.grading.pipeline import GradeOptions
 from grader.lms.grading import LmsGrade, close_tree, grade_upload, remove_stale, write_json
-from grader.pipeline import GradeOptions
 from grader.reports.gradescope import results_json
 
 DEFAULT_ROOT = Path("/autograder")

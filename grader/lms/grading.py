@@ -6,7 +6,7 @@
    The sandbox then checks that it holds before it starts anything.
 2. The upload's one notebook is found; a missing or second notebook becomes a zero result that says
    so, and so does a notebook of another assignment (the pipeline tells that from its metadata).
-3. The notebook goes through `grader.pipeline.grade_safely`. A failure of the grader itself
+3. The notebook goes through `grader.grading.pipeline.grade_safely`. A failure of the grader itself
    (HarnessError: no sandbox, missing data; a grader-error result: a crash, a trainer that died)
    says it is not the student's fault, and `fault` says the LMS should not count it.
 4. result.json and feedback.html are written for staff (`grader.reports.outputs`), with what the
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grader.assignment import Assignment, find_assignment, load_assignments
+from grader.course.assignment import Assignment, find_assignment, load_assignments
 from grader.errors import GraderError, UsageError
+from grader.grading.pipeline import GradeOptions, grade_safely, grader_failure, unreadable_result
 from grader.lms.submission import find_notebook
-from grader.pipeline import GradeOptions, grade_safely, grader_failure, unreadable_result
 from grader.reports.outputs import write_outputs
 from grader.results import GradeResult
 from grader.states import ResultStatus

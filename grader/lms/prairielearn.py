@@ -20,8 +20,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from grader.grading.pipeline import GradeOptions
 from grader.lms.grading import LmsGrade, close_tree, grade_upload, remove_stale, write_json
-from grader.pipeline import GradeOptions
 from grader.reports.prairielearn import not_gradable_json, results_json
 
 DEFAULT_ROOT = Path("/grade")

@@ -1,9 +1,9 @@
 """The machine-learning side of grading: one module per job.
 
     datasets.py     datasets under the data root (MNIST, Fashion-MNIST, California housing), downloads
-                    only when asked, and the grader's cache directory
+                    only when asked
     task.py         what a model assignment asks for, and its data (TaskData)
-    budget.py       the training budget: the spec's default and caps, the student's TRAINING
+    budget.py       the training budget: the spec's default and caps, the rules for a student's TRAINING
     graph.py        the model as the child described it (pure, validated)
     rebuild.py      the model rebuilt from that description with standard torch only
     analysis.py     what running the rebuild shows: input shape, output kind, mismatches
@@ -13,9 +13,10 @@
     metrics.py      accuracy, MSE, and the plot data for feedback
     baselines.py    scikit-learn baselines, cached
     toy.py          toy tasks on points of the plane, drawn by the grader (toy-2d)
-    recipes.py      the recipes a spec builds on: ImageClassification, TabularRegression, Toy2D
+    state_file.py   reading a model file the student's kernel saved, in a trusted process
 
-A student's model is built once, in the sandbox, and described as data; the
+Nothing here reads the student's kernel or gives points: the checks (grader.checks) ask the kernel
+and score what these modules compute. A student's model is built once, in the sandbox, and described as data; the
 grader rebuilds it, inspects the rebuild, trains it in a process that never
 ran student code, and scores it in its own process against labels the child
 never sees.

@@ -15,9 +15,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from grader.context import CheckContext
-from grader.errors import StudentError
-
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 TRAINING_KEYS = ("lr", "epochs", "batch_size", "optimizer", "loss")
 
@@ -112,26 +109,6 @@ def budget_from_student(requested: Any, *, default: Budget, caps: BudgetCaps, na
                                          f"{', '.join(caps.losses)}")
     return BudgetChoice(Budget(optimizer=optimizer, lr=float(lr), epochs=epochs, batch_size=batch_size, loss=loss),
                         notes)
-
-
-def student_budget(ctx: CheckContext, *, default: Budget, caps: BudgetCaps, name: str = "TRAINING",
-                   key: str | None = None) -> BudgetChoice:
-    """The notebook's TRAINING dict by these rules; the defaults when it defines none. With `key`, TRAINING
-    holds one such dict per key (TRAINING["xor"]); a key it does not hold gets the defaults too."""
-    try:
-        requested = ctx.get(name)
-    except StudentError as exc:
-        if exc.kind != "missing":
-            raise
-        return BudgetChoice(default)
-    if key is None:
-        return budget_from_student(requested, default=default, caps=caps, name=name)
-    if requested is None:
-        return BudgetChoice(default)
-    if not isinstance(requested, dict):
-        return BudgetChoice(None, refused=f"{name} is a {type(requested).__name__}, not a dict of settings per "
-                                         "task")
-    return budget_from_student(requested.get(key), default=default, caps=caps, name=f"{name}[{key!r}]")
 
 
 def _shown(value: Any) -> str:

@@ -27,16 +27,6 @@ class DatasetMissing(Exception):
     """The dataset is not under the data root; the message says how to get it."""
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "grader"
-
-
-def default_data_root() -> Path:
-    env = os.environ.get("GRADER_DATA")
-    return Path(env) if env else cache_dir() / "data"
-
-
 @dataclass(frozen=True)
 class ImageData:
     """A labelled image dataset as uint8 arrays: images (N, 28, 28), labels (N,)."""

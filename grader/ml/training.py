@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 
 from grader.errors import GraderFailure, StudentError
-from grader.exchange import ExchangeError, read_value
+from grader.kernel.exchange import ExchangeError, read_value
 from grader.ml.budget import Budget
 from grader.ml.description import ModelDescription
 from grader.ml.graph import chain_problem
 from grader.ml.task import ModelTask, TaskData
 from grader.ml.trainer import WAIT_FOR_JOB
-from grader.sandbox import Sandbox, Stalled, finish_trusted, start_trusted
+from grader.sandbox.jail import Sandbox
+from grader.sandbox.trusted import Stalled, finish_trusted, start_trusted
 
 TRAINER_STALL_S = 300.0  # no CPU used at all for this long: the trainer hangs
 TRAINER_START_CPU_S = 120.0  # what the trainer spends before training (imports, data), on top of the budget

@@ -27,7 +27,7 @@ from nbformat import NotebookNode
 from grader.errors import UsageError
 
 if TYPE_CHECKING:
-    from grader.assignment import Assignment, ResourceRequest
+    from grader.course.assignment import Assignment, ResourceRequest
 
 CHECK_INTRO = ("## Check your work\n\n"
                "Run the cell below to check your notebook against the assignment's visible checks before you "
@@ -128,7 +128,7 @@ def render(notebook: NotebookNode) -> str:
 
 def spec_for(solution_path: Path) -> Assignment | None:
     """The spec whose notebook is this solution, from the course the solution lives in."""
-    from grader.assignment import load_assignments
+    from grader.course.assignment import load_assignments
 
     solution_path = Path(solution_path).resolve()
     problems: list[str] = []
@@ -140,8 +140,8 @@ def spec_for(solution_path: Path) -> Assignment | None:
 
 
 def write_bundle(solution_path: Path, out_dir: Path, request: ResourceRequest) -> Path | None:
-    """The student bundle beside the template (grader/bundle.py); None when no spec names the notebook."""
-    from grader.bundle import build_bundle, bundle_path, render_bundle
+    """The student bundle beside the template (grader/course/bundle.py); None when no spec names the notebook."""
+    from grader.course.bundle import build_bundle, bundle_path, render_bundle
 
     spec = spec_for(solution_path)
     if spec is None:

@@ -17,18 +17,18 @@ without breaking a course's files (tests/test_course_door.py fails when a spec r
   (read_saved_file, SavedFile, NO_FILE).
 """
 
-from grader.assignment import Assignment, Check
 from grader.checks.catalog import CallSpec, LearningRate, ModelRule, ModelScore, Plan, Probed, TrainingDict, ValueRule
+from grader.checks.context import CheckContext
 from grader.checks.judges import network_params, pick_lowest, polynomial_fit, relu_network
 from grader.checks.numeric import NotNumeric, as_array, compare_array, compare_gradients
+from grader.checks.recipes import ImageClassification, TabularRegression, Toy2D
 from grader.child.protocol import LoadModel, SaveModel
-from grader.context import CheckContext
+from grader.course.assignment import Assignment, Check
 from grader.errors import StudentError
 from grader.ml.budget import Budget, BudgetCaps
-from grader.ml.recipes import ImageClassification, TabularRegression, Toy2D
 from grader.ml.state_file import NO_FILE, SavedFile, read_saved_file
 from grader.ml.task import FEATURE_STYLES, ModelTask
-from grader.sandbox import Limits
+from grader.sandbox.limits import Limits
 from grader.scoring import Outcome
 
 __all__ = [

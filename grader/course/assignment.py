@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grader.errors import UsageError
-from grader.sandbox import Limits
+from grader.locations import ResourceRequest
+from grader.sandbox.limits import Limits
 
 if TYPE_CHECKING:
-    from grader.context import CheckContext
+    from grader.checks.context import CheckContext
     from grader.scoring import Outcome
 
 VISIBILITIES = ("visible", "hidden")
@@ -74,15 +75,6 @@ class Assignment:
         raise KeyError(check_id)
 
 
-@dataclass(frozen=True)
-class ResourceRequest:
-    """What an assignment's resource builder may use."""
-
-    data_root: Path
-    cache_dir: Path
-    device: str
-
-
 # --------------------------------------------------------------------------
 # Discovery
 
@@ -96,7 +88,7 @@ def default_course_root() -> Path:
     for candidate in [here, *here.parents]:
         if (candidate / "solutions").is_dir() and any((candidate / "solutions").glob("*.py")):
             return candidate
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def load_assignments(course_root: Path, *, problems: list[str] | None = None) -> dict[str, Assignment]:
@@ -142,7 +134,7 @@ def _load_module(path: Path) -> Assignment | None:
     if assignment is None:
         return None
     if not isinstance(assignment, Assignment):
-        raise UsageError(f"{path}: ASSIGNMENT is not a grader.assignment.Assignment")
+        raise UsageError(f"{path}: ASSIGNMENT is not a grader.course.assignment.Assignment")
     return Assignment(**{**assignment.__dict__, "source": path})
 
 

@@ -4,12 +4,12 @@ Each student's result.json and feedback.html go to OUT/<student>/. A result
 is written atomically the moment it exists, so a killed batch loses nothing:
 run the same command again and it grades only what is missing or changed
 (compared by the notebook's SHA-256), trusting only results the grader signed
-(grader.ledger). Workers grade and render; the batch itself writes, so a
+(grader.grading.ledger). Workers grade and render; the batch itself writes, so a
 student whose files cannot be written is reported and the rest go on.
 summary.html is rebuilt at the end.
 
 Where the grading runs is a `Runner`: `LocalRunner` (in this process, or a
-pool of N processes on this machine) or `grader.distributed.DaskRunner` (the
+pool of N processes on this machine) or `grader.grading.distributed.DaskRunner` (the
 workers of a Dask cluster). Each hands every `Graded` to the same writer.
 """
 
@@ -29,18 +29,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from grader.assignment import Assignment, find_assignment
+from grader.course.assignment import Assignment, find_assignment
 from grader.errors import GraderError
-from grader.intake import BatchItem, Intake
-from grader.kernel import started_any_kernel, warm_up_kernel_start
-from grader.ledger import Ledger
-from grader.notebook_io import sha256_of
-from grader.pipeline import GradeOptions, grade_safely, image_for, image_request, zero_result
+from grader.grading.ledger import Ledger
+from grader.grading.pipeline import GradeOptions, grade_safely, image_for, image_request, zero_result
+from grader.intake.collect import BatchItem, Intake
+from grader.intake.notebooks import sha256_of
+from grader.kernel.session import started_any_kernel, warm_up_kernel_start
 from grader.reports.html import SummaryEntry, write_class_summary
 from grader.reports.outputs import Rendered, render_outputs
 from grader.reports.plain import printable
 from grader.results import GradeResult
-from grader.sandbox import ImageUnavailable, KernelImage, adopt_kernel_image, start_kernel_image
+from grader.sandbox.image import ImageUnavailable, KernelImage, adopt_kernel_image, start_kernel_image
 from grader.states import CheckStatus, ResultStatus
 
 log = logging.getLogger(__name__)

@@ -26,11 +26,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from grader.assignment import ResourceRequest
+from grader.checks.context import CheckContext
 from grader.checks.models import unusable
 from grader.child import protocol
-from grader.context import CheckContext
 from grader.errors import StudentError
+from grader.locations import ResourceRequest
 from grader.ml.analysis import Analysis
 from grader.ml.baselines import Baselines, ForestSettings, regression_baselines
 from grader.ml.budget import Budget, BudgetChoice

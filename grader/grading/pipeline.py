@@ -20,20 +20,23 @@ from pathlib import Path
 from typing import Any
 
 import grader
-from grader.assignment import Assignment, Check, ResourceRequest
 from grader.checks.catalog import ModelScore
+from grader.checks.context import CheckContext
 from grader.child import protocol
-from grader.context import CheckContext
+from grader.course.assignment import Assignment, Check
 from grader.errors import LIMIT_KINDS, GraderError, GraderFailure, HarnessError, NotebookError, StudentError
-from grader.exchange import write_value
-from grader.execution import Deadline, NotebookRunner
-from grader.kernel import KernelSession
+from grader.intake.notebooks import code_cells, read_submission, sha256_of, skipped_cells
+from grader.kernel.exchange import write_value
+from grader.kernel.execution import Deadline, NotebookRunner
+from grader.kernel.session import KernelSession
+from grader.locations import ResourceRequest
 from grader.ml.datasets import DatasetMissing
 from grader.ml.training import prepare_trainer, training_setup
-from grader.notebook_io import code_cells, read_submission, sha256_of, skipped_cells
 from grader.reports.plain import printable
 from grader.results import CheckResult, GradeResult
-from grader.sandbox import KernelImage, Sandbox, kernel_image, unshare_available
+from grader.sandbox.detect import unshare_available
+from grader.sandbox.image import KernelImage, kernel_image
+from grader.sandbox.jail import Sandbox
 from grader.scoring import Outcome, points, status_of
 from grader.states import CheckStatus, ResultStatus
 

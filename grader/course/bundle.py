@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from grader.assignment import Assignment, Check, ResourceRequest
 from grader.checks.catalog import Preview, from_bundle, replayable
+from grader.course.assignment import Assignment, Check
 from grader.errors import UsageError
-from grader.sandbox import Limits
+from grader.locations import ResourceRequest
+from grader.sandbox.limits import Limits
 from grader.scoring import Outcome
 
 FORMAT = 1
@@ -196,8 +197,8 @@ def _trains(checks: list[Check]) -> bool:
 
 def _lazy_resources(recipe):
     """The recipe's data on the student's machine, or a note of what is missing (structure checks need none)."""
+    from grader.checks.recipes import MissingData
     from grader.ml.datasets import DatasetMissing
-    from grader.ml.recipes import MissingData
 
     def load(request: ResourceRequest):
         try:

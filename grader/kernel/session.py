@@ -24,14 +24,15 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from grader.errors import HarnessError
-from grader.sandbox import KERNEL_START_TIMEOUT_S, Sandbox
+from grader.kernel.clients import KERNEL_START_TIMEOUT_S, kernel_manager
+from grader.sandbox.jail import Sandbox
 from grader.states import RunStatus
 
 INTERRUPT_GRACE_S = 3.0
 START_ATTEMPTS = 2  # a kernel that did not become ready, then one fresh kernel
 # nbclient logs a timed-out cell as an ERROR; here that is an expected outcome
 # that the grader reports itself, so its messages go to debug.
-_quiet = logging.getLogger("grader.kernel.nbclient")
+_quiet = logging.getLogger("grader.kernel.session.nbclient")
 _quiet.propagate = False
 _quiet.addHandler(logging.NullHandler())
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -132,7 +133,7 @@ class KernelSession:
 
     def _try_start(self) -> str:
         """Start a kernel and wait until it is ready; what went wrong, or ""."""
-        km = self.sandbox.kernel_manager()
+        km = kernel_manager(self.sandbox)
         scratch = nbformat.v4.new_notebook()
         self.client = _CappedClient(
             scratch, km=km, timeout=60, allow_errors=True, interrupt_on_timeout=False,

@@ -41,13 +41,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grader
-from grader.assignment import Assignment, find_assignment
-from grader.batch import BatchJob, Graded, Record, crashed, grade_item
+from grader.course.assignment import Assignment, find_assignment
 from grader.errors import GraderError, HarnessError, UsageError
-from grader.intake import BatchItem
-from grader.notebook_io import sha256_of
-from grader.pipeline import GradeOptions
-from grader.reaping import sweep_what_dead_graders_left
+from grader.grading.batch import BatchJob, Graded, Record, crashed, grade_item
+from grader.grading.pipeline import GradeOptions
+from grader.intake.collect import BatchItem
+from grader.intake.notebooks import sha256_of
+from grader.sandbox.reaping import sweep_what_dead_graders_left
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -169,7 +169,7 @@ class _WorkerState:
         if job.device == "cuda" and not _cuda_available():
             raise HarnessError(f"this worker was started with --resources {GPU_RESOURCE}=1, but torch sees no "
                                "CUDA device on it")
-        from grader.sandbox import choose_isolation
+        from grader.sandbox.detect import choose_isolation
 
         mode = choose_isolation(job.options.isolation, user=job.options.sandbox_user)
         if mode in NETWORKED_MODES and not scheduler.startswith("tls://"):
@@ -218,7 +218,7 @@ def grade_on_worker(submission: Submission, job: RemoteJob) -> Graded:
 
 
 def _worker_options(job: RemoteJob, assignment: Assignment, nthreads: int) -> GradeOptions:
-    from grader.ml.datasets import cache_dir, default_data_root
+    from grader.locations import cache_dir, default_data_root
 
     assert assignment.source is not None, "a worker's assignment is loaded from the course bundle's files"
     course_root = Path(assignment.source).parent.parent

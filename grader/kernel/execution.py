@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass, field
 
 from grader.errors import HarnessError
-from grader.kernel import CellRun, KernelSession
-from grader.notebook_io import CodeCell
+from grader.intake.notebooks import CodeCell
+from grader.kernel.session import CellRun, KernelSession
 from grader.results import CellProblem
-from grader.sandbox import Limits
+from grader.sandbox.limits import Limits
 from grader.states import RunStatus
 
 MAX_RESTARTS = 3

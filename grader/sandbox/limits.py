@@ -1,0 +1,64 @@
+"""What a sandbox may use, and the record of what protected it: the vocabulary the course and the
+reports share."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+CHILD_LIB = Path(__file__).resolve().parent.parent / "child"
+
+
+ISOLATION_MODES = ("auto", "bwrap", "unshare", "user", "none")
+NAMESPACE_MODES = ("bwrap", "unshare")
+DEFAULT_USER = "nobody"
+MB = 1024 * 1024
+MAX_MESSAGE_BYTES = 32 * MB  # a kernel message larger than this is dropped before the grader reads it
+
+
+# Threads that wait for work sleep instead of spinning. On a busy machine a spinning OpenMP thread burns
+# the core its siblings need: toy-2d's training took 110-140 s instead of 4-6 s beside four busy processes
+# per core, and 25 s of CPU instead of 1 (which the runaway guard counts). Idle, it costs toy-2d's tiny
+# steps a few tenths of a second.
+OMP_WAIT_POLICY = "PASSIVE"
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one submission may use. Wall-clock limits are safety caps, not budgets."""
+
+    cell_timeout_s: float = 60.0
+    total_timeout_s: float = 600.0
+    memory_mb: int = 4096
+    max_processes: int = 256
+    max_file_mb: int = 256
+    max_open_files: int = 1024
+    tmp_mb: int = 512  # each of /tmp and /dev/shm, where the sandbox has private ones
+    disk_mb: int = 1024  # the working directory, and the exchange where the grader can mount it
+    output_kb_per_cell: int = 256
+    output_kb_total: int = 2048
+
+    def replace(self, **changes: Any) -> Limits:
+        return Limits(**{**asdict(self), **changes})
+
+
+@dataclass(frozen=True)
+class Protections:
+    """Which protections were active for one submission (result.json's environment.sandbox)."""
+
+    isolation: str
+    network: str
+    filesystem: str
+    user: str
+    memory: str
+    processes: str
+    writable: str = ""
+    kernel: str = ""  # how the kernel process was made: cold, or forked from a pre-started image
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["notes"] = list(self.notes)
+        return data
