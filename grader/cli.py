@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="submissions graded at once on this machine (default: 1)")
     batch.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
                        help="grade on the workers of this Dask scheduler instead of this machine (see the "
-                            "README, Grading at scale); --device auto sends model training to workers started "
+                            "docs/scale.md); --device auto sends model training to workers started "
                             "with --resources GPU=1")
     batch.add_argument("--out", type=Path, default=None,
                        help="output directory (default: grader-out/<assignment>); one folder per student "

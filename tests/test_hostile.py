@@ -269,7 +269,7 @@ def _shared_tmp_entries() -> set[str]:
 def test_corpus(case: Case, spec, options, tmp_path):
     if case.needs_view and not _view():
         pytest.skip(f"{case.name}: only a private file-system view stops it; this run has "
-                    f"{choose_isolation(options.isolation)} (see the README's sandbox table)")
+                    f"{choose_isolation(options.isolation)} (see the sandbox table in docs/sandbox.md)")
     if case.needs_namespaces and not _namespaces():
         pytest.skip(f"{case.name}: needs network and pid namespaces")
     assert_earns(case, spec, options, tmp_path)

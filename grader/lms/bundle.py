@@ -199,7 +199,7 @@ def constraints_text() -> str:
 SETUP_SH = """\
 #!/usr/bin/env bash
 # Gradescope runs this once, as root, when it builds the autograder image (Ubuntu 22.04 base).
-# Written by `grader gradescope build`; see the grader's README, section Gradescope.
+# Written by `grader gradescope build`; see the grader's docs/gradescope.md.
 set -euo pipefail
 SOURCE=/autograder/source
 PREFIX={prefix}
