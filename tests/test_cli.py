@@ -132,6 +132,25 @@ def test_a_misspelt_assignment_gets_a_suggestion_and_the_version_is_printed(tmp_
     assert err.count("\n") == 1 and "--no-such-flag" in err
 
 
+def test_help_lists_the_course_s_assignment_ids_without_running_its_specs(tmp_path, capsys, monkeypatch):
+    for command in (["grade"], ["batch"], ["gradescope", "build"]):
+        assert main([*command, "--help"]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert "cnn-mnist, deep-mlp, gradient-descent, mlp-1500, polynomial-overfit, regression-vs-forest, " \
+               "save-load, toy-2d" in out, out
+    course = tmp_path / "course"
+    (course / "solutions").mkdir(parents=True)
+    (course / "solutions" / "mine.py").write_text(
+        'raise SystemExit("a spec is never run for --help")\nASSIGNMENT = Assignment(id="my-own", notebook="x")\n')
+    (course / "solutions" / "broken.py").write_text("def (:\n")
+    monkeypatch.setenv("GRADER_COURSE", str(course))
+    assert main(["grade", "--help"]) == 0
+    assert f"assignmentsin{course}:my-own(" in "".join(capsys.readouterr().out.split())  # wrapped anywhere
+    monkeypatch.setenv("GRADER_COURSE", str(tmp_path))
+    assert main(["batch", "--help"]) == 0
+    assert "no assignments found in" in capsys.readouterr().out
+
+
 def test_a_named_pipe_given_as_a_notebook_is_refused_not_waited_on(tmp_path, capsys):
     import os
 
@@ -169,3 +188,19 @@ def test_a_failed_data_fetch_leaves_no_partial_folder(tmp_path, capsys, monkeypa
     assert main(["data", "fetch", "mnist", "--data-root", str(root)]) == 1
     assert "could not download mnist (is this machine online?)" in capsys.readouterr().err
     assert list(root.iterdir()) == []  # neither MNIST/ nor the staging folder
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    # `grader data where | head -1`: the reader left, and that is no error worth a line
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "grader", "data", "where", "--data-root", str(tmp_path)],
+                              stdout=write_end, stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (1, b"")

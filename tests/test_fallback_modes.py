@@ -192,6 +192,15 @@ def test_without_root_the_view_is_built_in_a_user_namespace(laptop):
     assert not (laptop / "course" / "planted").exists()
 
 
+def test_a_notebook_the_grader_cannot_read_is_a_usage_error(laptop):
+    notebook = laptop / "in" / "gradient_descent.ipynb"
+    shutil.copy(SOLUTIONS / "gradient_descent.ipynb", notebook)
+    os.chmod(notebook, 0o600)  # root's, and the grader runs as nobody
+    done, result = grade_in(laptop, notebook, "--sandbox", "unshare", user=NOBODY)
+    assert done.returncode == 2 and result is None
+    assert done.stderr == f"grader: error: {notebook}: cannot be read (permission denied)\n"
+
+
 def test_no_isolation_only_when_asked_for_and_said_loudly(laptop):
     notebook = laptop / "in" / "gradient_descent.ipynb"
     shutil.copy(SOLUTIONS / "gradient_descent.ipynb", notebook)

@@ -8,6 +8,7 @@ Adding one means adding files there and a generated template under
 
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib.util
 import os
@@ -136,6 +137,22 @@ def _load_module(path: Path) -> Assignment | None:
     if not isinstance(assignment, Assignment):
         raise UsageError(f"{path}: ASSIGNMENT is not a grader.course.assignment.Assignment")
     return Assignment(**{**assignment.__dict__, "source": path})
+
+
+def assignment_ids(course_root: Path) -> list[str]:
+    """The ids the course's specs declare (`Assignment(id="...")`), read without running them: what
+    `--help` lists, so it costs no import of torch and no spec's side effects."""
+    ids: set[str] = set()
+    for spec in (course_root / "solutions").glob("*.py"):
+        try:
+            tree = ast.parse(spec.read_text())
+        except (OSError, SyntaxError, ValueError):
+            continue  # find_assignment names what is wrong with it, when one is asked for
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Assignment":
+                ids.update(kw.value.value for kw in node.keywords if kw.arg == "id"
+                           and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str))
+    return sorted(ids)
 
 
 def find_assignment(course_root: Path, assignment_id: str) -> Assignment:
