@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import stat
@@ -57,6 +58,34 @@ def test_one_member_the_disk_will_not_take_loses_no_one_else(tmp_path):
     problems = (out / "intake-problems.txt").read_text()
     assert "'x.ipynb/y.ipynb' refused: a file or folder of the same name is already there" in problems
     assert "a name longer than the file system allows, shortened to" in problems
+
+
+def test_the_hand_back_tree_holds_each_student_s_page_and_nothing_hidden(tmp_path, capsys):
+    submissions = tmp_path / "in"
+    submissions.mkdir()
+    for name, source in (("alice", SOLUTIONS), ("bob", TEMPLATES), ("_students", SOLUTIONS)):
+        (submissions / f"{name}.ipynb").write_bytes((source / "gradient_descent.ipynb").read_bytes())
+    out = tmp_path / "out"
+    assert main(["batch", str(submissions), "--assignment", "gradient-descent", "--out", str(out),
+                 "--audience", "staff"]) == 0
+    staff = {p.parent.name for p in out.glob("*/result.json")}
+    assert staff == {"alice", "bob", "students"}  # a student called "_students" is not the tree
+    tree = out / "_students"
+    assert sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*")) == [
+        "alice", "alice/feedback.html", "bob", "bob/feedback.html", "students", "students/feedback.html"]
+    for student in staff:
+        assert (tree / student / "feedback.html").read_bytes() == (out / student / "feedback.html").read_bytes()
+    checks = json.loads((out / "bob" / "result.json").read_text())["checks"]
+    shown = {c["message"] for c in checks if c["visibility"] != "hidden"}
+    hidden = {c["message"] for c in checks if c["visibility"] == "hidden"} - shown
+    page = html.unescape((tree / "bob" / "feedback.html").read_text())
+    assert hidden and not [message for message in hidden if message in page]
+    # a batch graded before the tree existed gets it on its next run, without grading again
+    for page in tree.rglob("feedback.html"):
+        page.unlink()
+    assert main(["batch", str(submissions), "--assignment", "gradient-descent", "--out", str(out)]) == 0
+    assert "already graded" in capsys.readouterr().err
+    assert {p.parent.name for p in tree.rglob("feedback.html")} == staff
 
 
 def test_directory_intake_skips_links_and_names_students(tmp_path):

@@ -1,6 +1,9 @@
 """Grade a class: many submissions, in parallel, resumably, one failure never stopping the rest.
 
-Each student's result.json and feedback.html go to OUT/<student>/. A result
+Each student's result.json and feedback.html go to OUT/<student>/ (the staff's
+record: result.json carries hidden checks' details), and the feedback page alone
+to OUT/_students/<student>/, a tree whose folders can be handed back as they
+are (no student id starts with "_", see grader.intake.collect.safe_name). A result
 is written atomically the moment it exists, so a killed batch loses nothing:
 run the same command again and it grades only what is missing or changed
 (compared by the notebook's SHA-256), trusting only results the grader signed
@@ -15,6 +18,7 @@ workers of a Dask cluster). Each hands every `Graded` to the same writer.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -36,8 +40,8 @@ from grader.grading.pipeline import GradeOptions, grade_safely, image_for, image
 from grader.intake.collect import BatchItem, Intake
 from grader.intake.notebooks import sha256_of
 from grader.kernel.session import started_any_kernel, warm_up_kernel_start
-from grader.reports.html import SummaryEntry, write_class_summary
-from grader.reports.outputs import Rendered, render_outputs
+from grader.reports.html import FEEDBACK_FILES, SummaryEntry, write_class_summary
+from grader.reports.outputs import Rendered, render_outputs, write_rendered
 from grader.reports.plain import printable
 from grader.results import GradeResult
 from grader.sandbox.image import ImageUnavailable, KernelImage, adopt_kernel_image, start_kernel_image
@@ -45,6 +49,7 @@ from grader.states import CheckStatus, ResultStatus
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
+STUDENT_TREE = "_students"  # OUT/_students/<student>/feedback.html: what may be handed back
 
 
 @dataclass(frozen=True)
@@ -215,6 +220,7 @@ def grade_batch(intake: Intake, assignment: Assignment, options: GradeOptions, o
         else:
             pending.append(item)
     total = len(intake.items)
+    _hand_back_reused(outcomes, out_dir)
     for count, outcome in enumerate(outcomes.values(), start=1):
         on_done(outcome, BatchProgress(done=count, total=total, graded=0, elapsed_s=0.0, workers=0))
     started = time.monotonic()
@@ -227,6 +233,7 @@ def grade_batch(intake: Intake, assignment: Assignment, options: GradeOptions, o
             return
         try:
             ledger.write(graded.rendered, out_dir / graded.student)
+            write_rendered(for_students(graded.rendered), out_dir / STUDENT_TREE / graded.student)
         except OSError as exc:
             failures.append(f"{graded.student}: {exc.strerror or exc} ({exc.filename or out_dir / graded.student})")
             log.error("could not write the results of %s: %s", printable(graded.student), exc)
@@ -240,6 +247,23 @@ def grade_batch(intake: Intake, assignment: Assignment, options: GradeOptions, o
     ordered = [outcomes[item.student] for item in intake.items if item.student in outcomes]
     write_summary(ordered, out_dir, title=f"{assignment.title} ({assignment.id})")
     return BatchReport(ordered, failures)
+
+
+def for_students(rendered: Rendered) -> Rendered:
+    """What a student may be handed: their feedback page only (result.json and the staff page carry
+    hidden checks' inputs, expected values and messages)."""
+    page = FEEDBACK_FILES["student"]
+    return {page: rendered[page]} if page in rendered else {}
+
+
+def _hand_back_reused(outcomes: dict[str, StudentOutcome], out_dir: Path) -> None:
+    """A batch graded before the hand-back tree existed gets its pages copied there, once."""
+    page = FEEDBACK_FILES["student"]
+    for student in outcomes:
+        target = out_dir / STUDENT_TREE / student / page
+        if not target.exists():
+            with contextlib.suppress(OSError):  # only the copy: the staff tree is the record
+                write_rendered({page: (out_dir / student / page).read_bytes()}, target.parent)
 
 
 def _run_parallel(pending: Sequence[BatchItem], assignment: Assignment, options: GradeOptions, jobs: int,
