@@ -1,5 +1,9 @@
 """The grader's own errors: each carries the one line a user should read."""
 
+from __future__ import annotations
+
+from grader.states import StudentErrorKind
+
 
 class GraderError(Exception):
     """A failure the command line reports as one clear line and an exit code."""
@@ -45,14 +49,10 @@ class GraderFailure(Exception):
         self.message = message
 
 
-# Kinds of StudentError; "timeout" and "died" make a check's status "error".
-LIMIT_KINDS = ("timeout", "died", "budget")
-
-
 class StudentError(Exception):
     """The student's code could not give a value: missing, raising, hanging, crashing."""
 
-    def __init__(self, message: str, *, kind: str, traceback: list[str] | None = None):
+    def __init__(self, message: str, *, kind: StudentErrorKind, traceback: list[str] | None = None):
         super().__init__(message)
         self.message = message
         self.kind = kind

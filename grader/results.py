@@ -48,7 +48,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from grader.states import CheckStatus, ResultStatus
+from grader.states import CellProblemKind, CheckStatus, ResultStatus
 
 CHECK_STATUSES = tuple(CheckStatus)
 
@@ -84,7 +84,7 @@ class CellProblem:
     """Something that went wrong while running one cell of the student's notebook."""
 
     cell_index: int
-    kind: str  # "exception" | "timeout" | "kernel-died" | "skipped"
+    kind: CellProblemKind
     message: str
     source: str = ""
     error_name: str = ""
@@ -95,7 +95,8 @@ class CellProblem:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CellProblem:
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+        fields = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
+        return cls(**{**fields, "kind": CellProblemKind(fields["kind"])})
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The states a kernel run, a check and a result can be in, in one place.
+"""The states a kernel run, a cell, a check and a result can be in, and the kinds of a student's
+failure, in one place.
 
 They are StrEnums: each member is its string, so result.json, the reports and
 results read back from disk see the same text as before, while a misspelt
@@ -38,3 +39,28 @@ class ResultStatus(StrEnum):
     # student's fault and never a grade; LMSs record no score, exports leave the cell empty, a batch grades
     # it again on its next run
     GRADER_ERROR = "grader-error"
+
+
+class CellProblemKind(StrEnum):
+    """What went wrong in one cell of the student's notebook (result.json's cell_problems[].kind)."""
+
+    EXCEPTION = "exception"
+    TIMEOUT = "timeout"
+    KERNEL_DIED = "kernel-died"
+    SKIPPED = "skipped"  # a cell the grader does not run (a shell escape, a magic that reaches outside)
+
+
+class StudentErrorKind(StrEnum):
+    """Why the student's code gave no value for a check (grader.errors.StudentError's kind)."""
+
+    MISSING = "missing"  # not defined, or not callable
+    EXCEPTION = "exception"  # it raised
+    NOT_IMPLEMENTED = "not-implemented"  # it still raises the template's NotImplementedError
+    BROKEN = "broken"  # it answered, but not with anything the grader can read
+    TIMEOUT = "timeout"  # it did not return in time
+    DIED = "died"  # it stopped the kernel
+    BUDGET = "budget"  # it ran past the notebook's total time
+
+
+# the kinds that make a check's status "error" (it could not be evaluated) rather than "failed"
+LIMIT_KINDS = frozenset({StudentErrorKind.TIMEOUT, StudentErrorKind.DIED, StudentErrorKind.BUDGET})

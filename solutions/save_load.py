@@ -42,6 +42,7 @@ from grader.course import (
     SavedFile,
     SaveModel,
     StudentError,
+    StudentErrorKind,
     as_array,
     read_saved_file,
 )
@@ -87,7 +88,7 @@ def plan_normalize_values(inputs) -> Plan:
 
 def _answer(value: Any, keys: tuple[str, ...], what: str) -> dict:
     if not isinstance(value, dict) or not set(keys) <= set(value):
-        raise StudentError(f"the grader got a malformed answer about {what}", kind="broken")
+        raise StudentError(f"the grader got a malformed answer about {what}", kind=StudentErrorKind.BROKEN)
     return value
 
 
@@ -95,7 +96,7 @@ def _outputs(value: Any, what: str) -> np.ndarray:
     try:
         return as_array(value, what=what)
     except NotNumeric as exc:
-        raise StudentError(str(exc), kind="broken") from None
+        raise StudentError(str(exc), kind=StudentErrorKind.BROKEN) from None
 
 
 # A state: key -> (shape, dtype, values as float64 or None); from the kernel's rows or the file's entries
@@ -126,7 +127,7 @@ def saved_model(ctx: CheckContext) -> dict:
                         ("is_module", "type", "style"), "build_model")
         if built["is_module"] is not True:
             raise StudentError(f"build_model returned a {str(built['type'])[:60]}, not an nn.Module",
-                               kind="exception")
+                               kind=StudentErrorKind.EXCEPTION)
         answer = _answer(ctx.run_child("persist", "save", request, what="save_model"),
                          ("style", "outputs", "state"), "save_model")
         limits = ctx.sandbox.limits  # None where a student's own check runs it: no sandbox there

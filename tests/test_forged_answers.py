@@ -16,6 +16,7 @@ from conftest import assignment
 from grader.errors import StudentError
 from grader.grading.pipeline import run_check
 from grader.kernel.exchange import Unsupported
+from grader.states import StudentErrorKind
 
 FORGED = [
     None, True, 0, -1, 2 ** 62, 1e308, math.nan, -math.inf, "", "x" * 10_000, "build_model",
@@ -52,7 +53,7 @@ class ForgingContext:
         return self.answer
 
     def shared_file(self, name):
-        raise StudentError("no files here", kind="broken")
+        raise StudentError("no files here", kind=StudentErrorKind.BROKEN)
 
     def training_setup(self):
         from grader.ml.training import TrainingSetup

@@ -20,6 +20,7 @@ from grader.ml.metrics import two_class_scores
 from grader.ml.toy import TOY_TASKS, grid_points, toy_field, toy_task_data
 from grader.ml.training import checked_run
 from grader.reports import plots
+from grader.states import StudentErrorKind
 
 SOLUTION = SOLUTIONS / "toy_2d.ipynb"
 STRUCTURE = {"prod-output": 1, "prod-no-output-activation": 1, "xor-output": 1, "quadrants-output": 1}
@@ -118,7 +119,7 @@ class Notebook:
 
     def get(self, name):
         if name not in self.values:
-            raise StudentError(f"{name} is not defined", kind="missing")
+            raise StudentError(f"{name} is not defined", kind=StudentErrorKind.MISSING)
         return self.values[name]
 
 

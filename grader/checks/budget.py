@@ -6,6 +6,7 @@ from __future__ import annotations
 from grader.checks.context import CheckContext
 from grader.errors import StudentError
 from grader.ml.budget import Budget, BudgetCaps, BudgetChoice, budget_from_student
+from grader.states import StudentErrorKind
 
 
 def student_budget(ctx: CheckContext, *, default: Budget, caps: BudgetCaps, name: str = "TRAINING",
@@ -15,7 +16,7 @@ def student_budget(ctx: CheckContext, *, default: Budget, caps: BudgetCaps, name
     try:
         requested = ctx.get(name)
     except StudentError as exc:
-        if exc.kind != "missing":
+        if exc.kind != StudentErrorKind.MISSING:
             raise
         return BudgetChoice(default)
     if key is None:

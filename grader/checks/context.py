@@ -19,7 +19,7 @@ from grader.errors import StudentError
 from grader.kernel.exchange import ExchangeError, read_value, write_value
 from grader.kernel.execution import NotebookRunner, child_call
 from grader.sandbox.jail import Sandbox
-from grader.states import RunStatus
+from grader.states import RunStatus, StudentErrorKind
 
 if TYPE_CHECKING:
     from grader.ml.training import TrainingSetup
@@ -63,8 +63,9 @@ class CheckContext:
         try:
             return self._ask("probe", "call", (name, str(in_dir)), what=name, timeout_s=timeout_s)
         except StudentError as exc:
-            if exc.kind == "timeout":
-                self._stuck[name] = StudentError(f"{exc.message}; it was not called again", kind="timeout")
+            if exc.kind == StudentErrorKind.TIMEOUT:
+                self._stuck[name] = StudentError(f"{exc.message}; it was not called again",
+                                                 kind=StudentErrorKind.TIMEOUT)
             raise
 
     def get(self, name: str) -> Any:
@@ -82,7 +83,7 @@ class CheckContext:
         self._runner.session.stop()
         self._runner.report.fresh_kernels += 1
         if not self._runner.ensure_alive():
-            raise StudentError("the notebook could not be run again in a fresh kernel", kind="died")
+            raise StudentError("the notebook could not be run again in a fresh kernel", kind=StudentErrorKind.DIED)
 
     def run_child(self, module: str, function: str, request: Any, *, what: str,
                   timeout_s: float | None = None) -> Any:
@@ -130,29 +131,30 @@ class CheckContext:
     def _answer(self, source: str, out_name: str, *, what: str, timeout_s: float | None) -> Any:
         if self._runner.deadline.expired():
             raise StudentError(f"{what} was not checked: the submission's time budget was used up",
-                               kind="budget")
+                               kind=StudentErrorKind.BUDGET)
         run, timeout = self._run_probe(source, what, timeout_s)
         if run.status == RunStatus.DIED and self._runner.ensure_alive():
             # Once more on a fresh kernel: the death may come from what an earlier cell left behind.
             run, timeout = self._run_probe(source, what, timeout_s)
         if run.status == RunStatus.TIMEOUT:
             raise StudentError(f"{what} did not finish within {timeout:.0f} s and was stopped "
-                               "(an endless loop?)", kind="timeout")
+                               "(an endless loop?)", kind=StudentErrorKind.TIMEOUT)
         if run.status == RunStatus.DIED:
-            raise StudentError(f"{what} stopped the Python kernel: {run.error_value}", kind="died")
+            raise StudentError(f"{what} stopped the Python kernel: {run.error_value}", kind=StudentErrorKind.DIED)
         if run.status == RunStatus.ERROR:
             raise StudentError(f"the grader could not evaluate {what}: {run.error_name}: {run.error_value} "
                                "(did the notebook change the grader's helpers?)",
-                               kind="broken", traceback=run.traceback)
+                               kind=StudentErrorKind.BROKEN, traceback=run.traceback)
         return self._read_answer(out_name, what)
 
     def _read_answer(self, out_name: str, what: str) -> Any:
         try:
             answer = read_value(self.sandbox.exchange_fd, out_name)
         except ExchangeError as exc:
-            raise StudentError(f"the grader could not read the answer for {what}: {exc}", kind="broken") from None
+            raise StudentError(f"the grader could not read the answer for {what}: {exc}",
+                               kind=StudentErrorKind.BROKEN) from None
         if not isinstance(answer, dict) or not ({"ok"} == set(answer) or {"error"} == set(answer)):
-            raise StudentError(f"the grader got a malformed answer for {what}", kind="broken")
+            raise StudentError(f"the grader got a malformed answer for {what}", kind=StudentErrorKind.BROKEN)
         if "error" in answer:
             raise self._error_from(answer["error"], what)
         return answer["ok"]
@@ -163,7 +165,7 @@ class CheckContext:
     def _run_probe(self, source: str, what: str, timeout_s: float | None):
         if not self._runner.ensure_alive():
             raise StudentError(f"{what} could not be checked: the kernel had died and could not be "
-                               "restarted", kind="died")
+                               "restarted", kind=StudentErrorKind.DIED)
         timeout = self._runner.timeout_for(timeout_s)
         return self._runner.session.run(source, timeout_s=timeout), timeout
 
@@ -176,17 +178,17 @@ class CheckContext:
             hint = (" (a cell that raised an error may have stopped it from being defined)"
                     if self._cell_problems else "")
             return StudentError(f"{what} is not defined: define it in your notebook{hint}",
-                                kind="missing")
+                                kind=StudentErrorKind.MISSING)
         if kind == "NotCallable":
-            return StudentError(message, kind="missing")
+            return StudentError(message, kind=StudentErrorKind.MISSING)
         if kind == "NotImplementedError":
             return StudentError(f"{what} is not implemented yet: it still raises NotImplementedError",
-                                kind="not-implemented", traceback=traceback)
+                                kind=StudentErrorKind.NOT_IMPLEMENTED, traceback=traceback)
         if kind == "KeyboardInterrupt":
-            return StudentError(f"{what} was interrupted (it ran too long)", kind="timeout")
+            return StudentError(f"{what} was interrupted (it ran too long)", kind=StudentErrorKind.TIMEOUT)
         where = _last_line(traceback)
         return StudentError(f"{what} raised {kind}: {message}" + (f" ({where})" if where else ""),
-                            kind="exception", traceback=traceback)
+                            kind=StudentErrorKind.EXCEPTION, traceback=traceback)
 
     # -- helpers for checks ----------------------------------------------------
 

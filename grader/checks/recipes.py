@@ -42,6 +42,7 @@ from grader.ml.task import FEATURE_STYLES, ModelTask, TaskData, image_task_data,
 from grader.ml.toy import TOY_TASKS, toy_field, toy_task_data
 from grader.ml.training import TrainingRun, not_trainable, train
 from grader.scoring import Outcome
+from grader.states import StudentErrorKind
 
 Rule = Callable[[ModelDescription], Outcome]
 
@@ -52,7 +53,7 @@ def inspect_model(answer: object, task: ModelTask, probes: dict[str, np.ndarray]
     from grader.ml.rebuild import RebuildError, rebuild
 
     if not isinstance(answer, dict):
-        raise StudentError("the grader got a malformed description of the model", kind="broken")
+        raise StudentError("the grader got a malformed description of the model", kind=StudentErrorKind.BROKEN)
     if answer.get("refused") or not answer.get("is_module"):
         return not_a_module(answer)
     graph = graph_from(answer)

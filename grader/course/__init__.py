@@ -6,7 +6,8 @@ without breaking a course's files (tests/test_course_door.py fails when a spec r
     from grader.course import Assignment, Check, Limits, ModelRule, ModelScore, ...
 
 - the assignment and its checks: Assignment, Check, Outcome, CheckContext (what a check function gets),
-  StudentError (what a check raises when the student's code gave no value), Limits (the sandbox's);
+  StudentError (what a check raises when the student's code gave no value) with its StudentErrorKind,
+  Limits (the sandbox's);
 - checks written as data, which also run on a student's machine (`grader check`): Probed with Plan and
   CallSpec, ModelRule, ModelScore, ValueRule, and the budgets a student may choose, TrainingDict and
   LearningRate, within Budget and BudgetCaps;
@@ -30,9 +31,10 @@ from grader.ml.state_file import NO_FILE, SavedFile, read_saved_file
 from grader.ml.task import FEATURE_STYLES, ModelTask
 from grader.sandbox.limits import Limits
 from grader.scoring import Outcome
+from grader.states import StudentErrorKind
 
 __all__ = [
-    "Assignment", "Check", "Outcome", "CheckContext", "StudentError", "Limits",
+    "Assignment", "Check", "Outcome", "CheckContext", "StudentError", "StudentErrorKind", "Limits",
     "Probed", "Plan", "CallSpec", "ModelRule", "ModelScore", "ValueRule", "TrainingDict", "LearningRate",
     "Budget", "BudgetCaps",
     "ImageClassification", "TabularRegression", "Toy2D", "ModelTask", "FEATURE_STYLES",

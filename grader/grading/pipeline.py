@@ -24,7 +24,7 @@ from grader.checks.catalog import ModelScore
 from grader.checks.context import CheckContext
 from grader.child import protocol
 from grader.course.assignment import Assignment, Check
-from grader.errors import LIMIT_KINDS, GraderError, GraderFailure, HarnessError, NotebookError, StudentError
+from grader.errors import GraderError, GraderFailure, HarnessError, NotebookError, StudentError
 from grader.intake.notebooks import code_cells, read_submission, sha256_of, skipped_cells
 from grader.kernel.exchange import write_value
 from grader.kernel.execution import Deadline, NotebookRunner
@@ -38,7 +38,7 @@ from grader.sandbox.detect import unshare_available
 from grader.sandbox.image import KernelImage, kernel_image
 from grader.sandbox.jail import Sandbox
 from grader.scoring import Outcome, points, status_of
-from grader.states import CheckStatus, ResultStatus
+from grader.states import LIMIT_KINDS, CheckStatus, ResultStatus
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from grader.intake.notebooks import CodeCell
 from grader.kernel.session import CellRun, KernelSession
 from grader.results import CellProblem
 from grader.sandbox.limits import Limits
-from grader.states import RunStatus
+from grader.states import CellProblemKind, RunStatus
 
 MAX_RESTARTS = 3
 TRACEBACK_LINES = 30
@@ -96,12 +96,12 @@ class NotebookRunner:
             if self.deadline.expired():
                 self.report.budget_exhausted = True
                 self.report.problems.append(CellProblem(
-                    cell_index=cell.index, kind="skipped", source=cell.source,
+                    cell_index=cell.index, kind=CellProblemKind.SKIPPED, source=cell.source,
                     message=f"{cell.label} was not run: the submission's time budget was used up"))
                 continue
             if not self.ensure_alive():
                 self.report.problems.append(CellProblem(
-                    cell_index=cell.index, kind="skipped", source=cell.source,
+                    cell_index=cell.index, kind=CellProblemKind.SKIPPED, source=cell.source,
                     message=f"{cell.label} was not run: the kernel could not be restarted"))
                 continue
             run = self._run_cell(cell)
@@ -147,15 +147,15 @@ def problem_from_run(cell: CodeCell, run: CellRun, cell_timeout_s: float,
     if run.status == RunStatus.OK:
         return None
     if run.status == RunStatus.TIMEOUT:
-        return CellProblem(cell_index=cell.index, kind="timeout", source=cell.source,
+        return CellProblem(cell_index=cell.index, kind=CellProblemKind.TIMEOUT, source=cell.source,
                            message=f"{cell.label} ran longer than {cell_timeout_s:g} s and was stopped "
                                    f"({run.error_value}); cells that depend on it may fail")
     if run.status == RunStatus.DIED:
-        return CellProblem(cell_index=cell.index, kind="kernel-died", source=cell.source,
+        return CellProblem(cell_index=cell.index, kind=CellProblemKind.KERNEL_DIED, source=cell.source,
                            message=f"{cell.label} stopped the Python kernel: {run.error_value}; "
                                    "the grader restarted it without this cell")
     restarted = ("; the grader restarted the kernel without this cell" if run.error_name == "MemoryError" else "")
-    return CellProblem(cell_index=cell.index, kind="exception", source=cell.source,
+    return CellProblem(cell_index=cell.index, kind=CellProblemKind.EXCEPTION, source=cell.source,
                        error_name=run.error_name,
                        message=f"{cell.label} raised {run.error_name}: {_one_line(run.error_value)}{restarted}"
                                f"{_space_hint(run, limits)}",

@@ -20,6 +20,7 @@ import numpy as np
 
 from grader.child import ops
 from grader.errors import StudentError
+from grader.states import StudentErrorKind
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
 PATH = re.compile(r"[A-Za-z0-9_.]{0,400}")
@@ -109,7 +110,8 @@ def graph_from(answer: dict[str, Any]) -> ModelGraph:
     try:
         return _graph(answer)
     except (Malformed, TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise StudentError(f"the grader got a malformed description of the model ({exc})", kind="broken") from None
+        raise StudentError(f"the grader got a malformed description of the model ({exc})",
+                           kind=StudentErrorKind.BROKEN) from None
 
 
 def _graph(answer: dict[str, Any]) -> ModelGraph:

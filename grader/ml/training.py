@@ -34,6 +34,7 @@ from grader.ml.task import ModelTask, TaskData
 from grader.ml.trainer import WAIT_FOR_JOB
 from grader.sandbox.jail import Sandbox
 from grader.sandbox.trusted import Stalled, finish_trusted, start_trusted
+from grader.states import StudentErrorKind
 
 TRAINER_STALL_S = 300.0  # no CPU used at all for this long: the trainer hangs
 TRAINER_START_CPU_S = 120.0  # what the trainer spends before training (imports, data), on top of the budget
@@ -110,7 +111,7 @@ def train(description: ModelDescription, task: ModelTask, data: TaskData, budget
     """Train the rebuild of the student's model with this budget; StudentError when it cannot be."""
     problem = not_trainable(description, task, budget)
     if problem:
-        raise StudentError(f"the model was not trained: {problem}", kind="exception")
+        raise StudentError(f"the model was not trained: {problem}", kind=StudentErrorKind.EXCEPTION)
     job = Path(tempfile.mkdtemp(prefix="grader-train-"))
     try:
         _write_job(job, description, task, data, budget, setup)
@@ -191,7 +192,7 @@ def _answer(job: Path, done: subprocess.CompletedProcess) -> Any:
     if isinstance(answer, dict) and "error" in answer:
         error = answer["error"] if isinstance(answer["error"], dict) else {}
         raise StudentError(f"the model could not be trained: {error.get('type', 'Error')}: "
-                           f"{str(error.get('message', ''))[:300]}", kind="exception")
+                           f"{str(error.get('message', ''))[:300]}", kind=StudentErrorKind.EXCEPTION)
     if not isinstance(answer, dict) or "ok" not in answer:
         raise GraderFailure("its training process gave no record")
     if isinstance(answer["ok"], dict) and answer["ok"].get("runaway"):
@@ -206,11 +207,12 @@ def checked_run(answer: Any, *, budget: Budget, n_train: int, n_test: int, n_out
     """The trainer's record, checked against the budget the grader set: the grader counts for itself.
     With `n_extra`, it must hold the trained model's outputs on that many extra inputs too."""
     if not isinstance(answer, dict) or not isinstance(answer.get("history"), dict):
-        raise StudentError("the grader got a malformed training record", kind="broken")
+        raise StudentError("the grader got a malformed training record", kind=StudentErrorKind.BROKEN)
     outputs = []
     for array in answer.get("test_outputs", []):
         if not isinstance(array, np.ndarray) or array.shape != (n_test, n_outputs) or array.dtype.kind != "f":
-            raise StudentError("the grader got test outputs of the wrong shape from training", kind="broken")
+            raise StudentError("the grader got test outputs of the wrong shape from training",
+                               kind=StudentErrorKind.BROKEN)
         outputs.append(array.astype(np.float64))
     history = answer["history"]
 
@@ -231,13 +233,13 @@ def checked_run(answer: Any, *, budget: Budget, n_train: int, n_test: int, n_out
         raise StudentError(f"the training run did not follow the grader's budget ({budget.text()}: "
                            f"{budget.epochs} epochs, {budget.steps(n_train)} steps; the record says "
                            f"{epochs} epochs, {steps} steps, {len(outputs)} test evaluations); it is not scored",
-                           kind="broken")
+                           kind=StudentErrorKind.BROKEN)
     extra = None
     if n_extra is not None:
         extra = answer.get("extra_outputs")
         if not isinstance(extra, np.ndarray) or extra.shape != (n_extra, n_outputs) or extra.dtype.kind != "f":
             raise StudentError("the grader got outputs of the wrong shape on its extra inputs from training",
-                               kind="broken")
+                               kind=StudentErrorKind.BROKEN)
         extra = extra.astype(np.float64)
     wall, cpu = answer.get("wall_s"), answer.get("cpu_s")
     return TrainingRun(epochs_run=epochs, steps=steps, train_loss=losses, train_accuracy=floats("train_accuracy"),
