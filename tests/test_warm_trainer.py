@@ -43,3 +43,29 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_task_data_is_written_once_to_the_cache_and_shared(tmp_path, monkeypatch):
+    # it was one temporary folder per process, removed at its exit: a batch's forked workers and killed Dask
+    # workers never exit that way, and left a copy of the training set each in /tmp
+    import tempfile
+
+    import numpy as np
+
+    from grader.ml.task import TaskData
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+
+    def task(offset: float) -> TaskData:
+        x = np.arange(12, dtype=np.float32).reshape(6, 2) + offset
+        return TaskData(name="t", version="1", train_x=x, train_y=np.arange(6), test_x=x[:2], test_y=np.arange(2))
+
+    first, again, other = task(0).files(), task(0).files(), task(1).files()
+    assert first == again and first["train_x"] != other["train_x"]
+    assert set(first) == {"train_x", "train_y", "test_x"}  # never the test labels
+    assert np.array_equal(np.load(first["test_x"]), task(0).test_x)
+    assert first["train_x"].parent.parent == tmp_path / "cache" / "grader" / "task-data"
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert not [p for p in first["train_x"].parent.iterdir() if p.name.startswith(".")]  # no partial file left

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import tempfile
-import weakref
+import hashlib
+import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from grader.locations import cache_dir
 
 IMAGE_STYLES = ("image", "flat")  # (B, 1, 28, 28) or (B, 784); the grader tries them in this order
 FEATURE_STYLES = ("features",)  # (B, n_features)
@@ -62,14 +65,38 @@ class TaskData:
                         extra_x=self.extra_x)
 
     def files(self) -> dict[str, Path]:
-        """The arrays the trainer reads, written once per process to a private directory."""
+        """The arrays the trainer reads (never test_y), in the grader's cache under a digest of their contents:
+        written once, shared by every process (a batch's workers, the next run), and left behind by none of
+        them, however they end."""
         if not self._files:
-            folder = Path(tempfile.mkdtemp(prefix="grader-data-"))
-            weakref.finalize(self, _remove, folder)
-            for key in ("train_x", "train_y", "test_x") + (("extra_x",) if self.extra_x is not None else ()):
-                np.save(folder / f"{key}.npy", np.ascontiguousarray(getattr(self, key)), allow_pickle=False)
-                self._files[key] = folder / f"{key}.npy"
+            keys = ("train_x", "train_y", "test_x") + (("extra_x",) if self.extra_x is not None else ())
+            arrays = {key: np.ascontiguousarray(getattr(self, key)) for key in keys}
+            folder = cache_dir() / "task-data" / _digest(arrays)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for key, array in arrays.items():
+                self._files[key] = _saved(array, folder / f"{key}.npy")
         return dict(self._files)
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for key, array in arrays.items():
+        digest.update(f"{key} {array.dtype.str} {array.shape}\n".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _saved(array: np.ndarray, path: Path) -> Path:
+    """`path`, holding `array`; written whole or not at all (a reader in another process never sees half)."""
+    if not path.exists():
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with open(partial, "wb") as stream:
+                np.save(stream, array, allow_pickle=False)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+    return path
 
 
 def model_inputs(array: np.ndarray, style: str) -> np.ndarray:
@@ -81,12 +108,6 @@ def model_inputs(array: np.ndarray, style: str) -> np.ndarray:
     if style == "flat":
         return scaled.reshape(len(scaled), -1)
     return scaled.reshape(len(scaled), 1, *scaled.shape[1:])
-
-
-def _remove(folder: Path) -> None:
-    import shutil
-
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def image_task_data(images, *, seed: int) -> TaskData:
