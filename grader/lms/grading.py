@@ -26,6 +26,7 @@ from typing import Any
 
 from grader.course.assignment import Assignment, find_assignment, load_assignments
 from grader.errors import GraderError, UsageError
+from grader.files import write_atomically
 from grader.grading.pipeline import GradeOptions, grade_safely, grader_failure, unreadable_result
 from grader.lms.submission import find_notebook
 from grader.reports.outputs import write_outputs
@@ -118,6 +119,4 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
     import json
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomically(path, (json.dumps(document, indent=1, allow_nan=False) + "\n").encode())

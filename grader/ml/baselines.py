@@ -26,9 +26,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from grader.files import write_atomically
 from grader.ml.task import TaskData
 
 log = logging.getLogger(__name__)
@@ -162,15 +161,11 @@ def _write(path: Path, key: str, pair: tuple[Baseline, Baseline]) -> None:
     models = {b.name: {"title": b.title, "size": b.size, "fit_s": round(b.fit_s, 3),
                        "predictions": b.predictions.tolist()} for b in pair}
     record = {"format": FORMAT, "key": key, "models": models, "checksum": _checksum(models)}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
+        write_atomically(path, json.dumps(record).encode())
     except OSError as exc:
-        log.warning("could not cache the baselines in %s: %s", path, exc)
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        log.warning("could not cache the baselines in %s: %s", path, exc)  # write_atomically left no partial
 
 
 def _read(path: Path, key: str, *, n_test: int) -> tuple[Baseline, Baseline] | None:

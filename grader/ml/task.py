@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from grader.files import write_atomically
 from grader.locations import cache_dir
 
 IMAGE_STYLES = ("image", "flat")  # (B, 1, 28, 28) or (B, 784); the grader tries them in this order
@@ -89,13 +89,9 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
 def _saved(array: np.ndarray, path: Path) -> Path:
     """`path`, holding `array`; written whole or not at all (a reader in another process never sees half)."""
     if not path.exists():
-        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(partial, "wb") as stream:
-                np.save(stream, array, allow_pickle=False)
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
+        stream = io.BytesIO()
+        np.save(stream, array, allow_pickle=False)
+        write_atomically(path, stream.getvalue())
     return path
 
 

@@ -10,11 +10,10 @@ results.json, say) means one function here and one line in OUTPUTS.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from grader.files import write_atomically
 from grader.reports.html import AUDIENCES, FEEDBACK_FILES, render_feedback
 from grader.results import GradeResult
 
@@ -60,17 +59,7 @@ def write_rendered(rendered: Rendered, out_dir: Path) -> list[Path]:
     """Write each file atomically (a reader sees the old file or the new one); return the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # a kernel of any user must not read results
-    written = []
-    for name, content in rendered.items():
-        path = out_dir / name
-        tmp = out_dir / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            tmp.write_bytes(content)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        written.append(path)
-    return written
+    return [write_atomically(out_dir / name, content) for name, content in rendered.items()]
 
 
 def write_outputs(result: GradeResult, out_dir: Path, *, audience: str = "student") -> list[Path]:

@@ -25,6 +25,8 @@ import signal
 import time
 from pathlib import Path
 
+from grader.files import write_atomically
+
 log = logging.getLogger(__name__)
 
 _MB = 1024 * 1024
@@ -291,9 +293,7 @@ def record_owner(root: Path, cgroup_dirs: list[Path]) -> None:
     """Write (atomically) which process owns the sandbox at `root`, and its cgroup directories."""
     record = {"pid": os.getpid(), "start": _start_time(os.getpid()), "pid_namespace": _pid_namespace(),
               "cgroups": [str(d) for d in cgroup_dirs]}
-    temporary = root / f".{OWNER_FILE}.tmp"
-    temporary.write_text(json.dumps(record))
-    os.replace(temporary, root / OWNER_FILE)
+    write_atomically(root / OWNER_FILE, json.dumps(record).encode())
 
 
 def _owner_alive(record: dict) -> bool:
