@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"grader: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        from grader.grading.batch import quiet_interrupted_tasks
+
+        quiet_interrupted_tasks()
         print("grader: interrupted", file=sys.stderr)
         return 130
 

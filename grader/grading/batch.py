@@ -115,7 +115,17 @@ _WORKER_ASSIGNMENTS: dict[str, Assignment] = {}
 def _worker_grade(item: BatchItem, assignment_id: str, options: GradeOptions, audience: str) -> Graded:
     if assignment_id not in _WORKER_ASSIGNMENTS:
         _WORKER_ASSIGNMENTS[assignment_id] = find_assignment(options.course_root, assignment_id)
-    return grade_item(item, _WORKER_ASSIGNMENTS[assignment_id], options, audience)
+    try:
+        return grade_item(item, _WORKER_ASSIGNMENTS[assignment_id], options, audience)
+    except KeyboardInterrupt:  # a terminal's Ctrl-C reaches the workers too: the batch says "interrupted"
+        quiet_interrupted_tasks()
+        raise
+
+
+def quiet_interrupted_tasks() -> None:
+    """After an interrupt, the kernel client's pending asyncio tasks end with errors nobody will read
+    ("Task exception was never retrieved: Kernel died"); they are not the user's to see."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 
 @dataclass
@@ -288,10 +298,19 @@ def _run_parallel(pending: Sequence[BatchItem], assignment: Assignment, options:
                                          f"the grader's worker failed on this submission ({exc!r}); "
                                          "run the batch again to retry it", audience)
                     record(graded)
-        except BaseException:
+        except BaseException as stopped:
             for future in futures:
                 future.cancel()
+            if isinstance(stopped, KeyboardInterrupt):
+                _stop_workers(pool)  # do not wait for the submissions in flight
             raise
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill the pool's workers. Their kernels die with this process's kernel image, and the next run
+    sweeps the sandboxes they leave (grader.sandbox.reaping)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):  # the pool's own table
+        process.kill()
 
 
 def _worker_pool(assignment: Assignment, options: GradeOptions,
