@@ -128,7 +128,7 @@ def test_the_shipped_wheel_is_the_grader_and_nothing_of_the_course(bundle):
         (wheel,) = [n for n in archive.namelist() if n.endswith(".whl")]
         inner = zipfile.ZipFile(io.BytesIO(archive.read(wheel)))
     names = set(inner.namelist())
-    assert {"grader/lms/gradescope.py", "grader/reports/gradescope.py", "grader/cli.py"} <= names
+    assert {"grader/lms/gradescope.py", "grader/reports/gradescope.py", "grader/cli/__init__.py"} <= names
     assert not [n for n in names if n.endswith(".ipynb") or "solutions/" in n]
 
 
