@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from grader.child import wire
-from grader.kernel.exchange import ExchangeError, Unsupported, read_value
+from grader.sandbox.exchange import ExchangeError, Unsupported, read_value
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_array_names_cannot_escape_the_directory(exchange):
 def test_an_oversized_answer_is_refused(exchange, monkeypatch):
     root, fd = exchange
     (root / "out").mkdir()
-    monkeypatch.setattr("grader.kernel.exchange.MAX_JSON_BYTES", 100)
+    monkeypatch.setattr("grader.sandbox.exchange.MAX_JSON_BYTES", 100)
     (root / "out" / "value.json").write_text(json.dumps({"str": "x" * 1000}))
     with pytest.raises(ExchangeError, match="too large"):
         read_value(fd, "out")

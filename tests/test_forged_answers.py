@@ -1,6 +1,6 @@
 """Whatever the kernel answers, a check fails with a message: it never "crashes" (blaming the grader).
 
-Every value the exchange can deliver (see grader.kernel.exchange: JSON scalars, strings, lists, tuples,
+Every value the exchange can deliver (see grader.sandbox.exchange: JSON scalars, strings, lists, tuples,
 dicts keyed by strings or numbers, numeric and text arrays of any shape, unsupported objects) is
 sent as the answer to every question every check of every assignment asks, without a kernel.
 """
@@ -15,7 +15,7 @@ import pytest
 from conftest import assignment
 from grader.errors import StudentError
 from grader.grading.pipeline import run_check
-from grader.kernel.exchange import Unsupported
+from grader.sandbox.exchange import Unsupported
 from grader.states import StudentErrorKind
 
 FORGED = [

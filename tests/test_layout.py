@@ -85,6 +85,14 @@ def test_the_child_imports_nothing_of_the_grader():
             if module.startswith("grader.child") and targets} == {}
 
 
+def test_ml_is_pure_it_asks_no_kernel_and_gives_no_points():
+    # the checks ask the student's kernel and score; ml computes (graphs, training, metrics, baselines)
+    assert {module: sorted(t for t in targets if stage_of(t) in ("grader.kernel", "grader.scoring"))
+            for module, targets in GRAPH.items()
+            if stage_of(module) == "grader.ml" and any(stage_of(t) in ("grader.kernel", "grader.scoring")
+                                                        for t in targets)} == {}
+
+
 def test_no_import_cycle_between_modules():
     state: dict[str, str] = {}
     cycles = []

@@ -16,10 +16,10 @@ import pytest
 from conftest import REPO
 from grader.child import protocol
 from grader.errors import HarnessError
-from grader.kernel.exchange import write_value
 from grader.kernel.session import KernelSession
 from grader.sandbox import detect
 from grader.sandbox.detect import bwrap_available, choose_isolation, unshare_available
+from grader.sandbox.exchange import write_value
 from grader.sandbox.image import kernel_image
 from grader.sandbox.jail import Sandbox
 from grader.sandbox.limits import Limits

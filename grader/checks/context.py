@@ -1,7 +1,7 @@
 """What a check sees: a way to ask the student's kernel for values, and nothing more.
 
 Checks run in the grader's process. They send inputs into the child, get
-plain data back (see grader.kernel.exchange) and compare it there with expected
+plain data back (see grader.sandbox.exchange) and compare it there with expected
 values the child never sees.
 """
 
@@ -16,8 +16,8 @@ import numpy as np
 
 from grader.child import protocol
 from grader.errors import StudentError
-from grader.kernel.exchange import ExchangeError, read_value, write_value
 from grader.kernel.execution import NotebookRunner, child_call
+from grader.sandbox.exchange import ExchangeError, read_value, write_value
 from grader.sandbox.jail import Sandbox
 from grader.states import RunStatus, StudentErrorKind
 

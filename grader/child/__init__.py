@@ -2,6 +2,6 @@
 
 This package is copied into each sandbox as `grader_child` and imported by
 the kernel, so it must not import anything from `grader`. The parent never
-trusts what it returns: it reads answers with `grader.kernel.exchange`, which loads
+trusts what it returns: it reads answers with `grader.sandbox.exchange`, which loads
 only JSON and pickle-free .npy files.
 """

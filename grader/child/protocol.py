@@ -3,7 +3,7 @@
 Both sides use these: the grader builds a request and writes `to_wire()` with
 grader.child.wire (JSON and pickle-free .npy); the child reads it back with
 `from_wire`. Answers travel the other way as {"ok": value} or {"error": ...}
-and are read by the grader's hardened reader (grader.kernel.exchange), never here.
+and are read by the grader's hardened reader (grader.sandbox.exchange), never here.
 """
 
 from dataclasses import asdict, dataclass, field

@@ -2,7 +2,7 @@
 
 A value becomes `value.json`, a tree of JSON nodes, with every array stored
 beside it as `a<N>.npy`. Both sides use `dump`; the parent reads with its own
-hardened reader (grader.kernel.exchange), never with `load` below.
+hardened reader (grader.sandbox.exchange), never with `load` below.
 """
 
 import json

@@ -26,7 +26,6 @@ from grader.child import protocol
 from grader.course.assignment import Assignment, Check
 from grader.errors import GraderError, GraderFailure, HarnessError, NotebookError, StudentError
 from grader.intake.notebooks import code_cells, read_submission, sha256_of, skipped_cells
-from grader.kernel.exchange import write_value
 from grader.kernel.execution import Deadline, NotebookRunner
 from grader.kernel.session import KernelSession
 from grader.locations import ResourceRequest
@@ -35,6 +34,7 @@ from grader.ml.training import prepare_trainer, training_setup
 from grader.reports.plain import printable
 from grader.results import CheckResult, GradeResult
 from grader.sandbox.detect import unshare_available
+from grader.sandbox.exchange import write_value
 from grader.sandbox.image import KernelImage, kernel_image
 from grader.sandbox.jail import Sandbox
 from grader.scoring import Outcome, points, status_of

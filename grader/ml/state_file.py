@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.errors import GraderFailure
-from grader.kernel.exchange import ExchangeError, read_value
+from grader.sandbox.exchange import ExchangeError, read_value
 from grader.sandbox.trusted import Stalled, finish_trusted, start_trusted
 
 MAX_FILE_BYTES = 256 << 20  # a course model's state_dict is a few MB

@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 
 from grader.errors import GraderFailure, StudentError
-from grader.kernel.exchange import ExchangeError, read_value
 from grader.ml.budget import Budget
 from grader.ml.description import ModelDescription
 from grader.ml.graph import chain_problem
 from grader.ml.task import ModelTask, TaskData
 from grader.ml.trainer import WAIT_FOR_JOB
+from grader.sandbox.exchange import ExchangeError, read_value
 from grader.sandbox.jail import Sandbox
 from grader.sandbox.trusted import Stalled, finish_trusted, start_trusted
 from grader.states import StudentErrorKind

@@ -7,6 +7,7 @@ This package is the only place that starts processes:
     jail.py      one submission's Sandbox: directories, cgroups, the kernel's command line, cleanup
     image.py     the kernel image that forks each submission's kernel
     trusted.py   the grader's own helper processes (trainer, saved-file reader), watched by CPU time
+    exchange.py  values across the wall, as files the grader reads without unpickling anything
     reaping.py   cgroups, and sweeping what a dead grader left behind
 
 A `Sandbox` owns one submission's private directories, its cgroups and the
