@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import assignment
+from grader.checks.context import remembered
 from grader.errors import StudentError
 from grader.grading.pipeline import run_check
 from grader.sandbox.exchange import Unsupported
@@ -64,15 +65,7 @@ class ForgingContext:
         return np.random.default_rng([self.seed, len(key)])
 
     def memo(self, key, compute):
-        if key not in self._memo:
-            try:
-                self._memo[key] = ("ok", compute())
-            except StudentError as exc:
-                self._memo[key] = ("error", exc)
-        status, value = self._memo[key]
-        if status == "error":
-            raise value
-        return value
+        return remembered(self._memo, key, compute)
 
 
 @pytest.fixture(scope="module")

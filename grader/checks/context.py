@@ -202,15 +202,7 @@ class CheckContext:
         A StudentError is remembered too, so every check that depends on a
         failed step reports it without running the step again.
         """
-        if key not in self._memo:
-            try:
-                self._memo[key] = ("ok", compute())
-            except StudentError as exc:
-                self._memo[key] = ("error", exc)
-        status, value = self._memo[key]
-        if status == "error":
-            raise value
-        return value
+        return remembered(self._memo, key, compute)
 
 
 def _last_line(traceback: list[str]) -> str:
@@ -220,3 +212,16 @@ def _last_line(traceback: list[str]) -> str:
         if first.startswith(("cell ", "File ")):
             return first
     return ""
+
+
+def remembered(memo: dict[str, tuple[str, Any]], key: str, compute: Callable[[], Any]) -> Any:
+    """`compute()` once per key in `memo`, its StudentError remembered as well as its value."""
+    if key not in memo:
+        try:
+            memo[key] = ("ok", compute())
+        except StudentError as exc:
+            memo[key] = ("error", exc)
+    status, value = memo[key]
+    if status == "error":
+        raise value
+    return value
