@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -146,12 +147,15 @@ def test_blocked_module_import_fails_with_a_reason():
 
 @pytest.mark.parametrize("mode", MODES)
 def test_no_processes_are_left_behind(mode):
+    # durations no other process on the machine uses (someone's `sleep 300` is not a leak of ours)
+    seconds = [f"{300 + n}.{uuid.uuid4().int % 10**6:06d}" for n in range(2)]
     code = ("import subprocess, os\n"
-            "subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
-            "os.system('(sleep 301 &)')\nprint('spawned')")
+            f"subprocess.Popen(['sleep', '{seconds[0]}'], start_new_session=True)\n"
+            f"os.system('(sleep {seconds[1]} &)')\nprint('spawned')")
     output, _, _ = run_in(mode, code)
     assert "spawned" in output
-    left = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).startswith(("sleep 300", "sleep 301"))]
+    left = [p for p in os.listdir("/proc")
+            if p.isdigit() and _cmdline(p) in (f"sleep {seconds[0]}", f"sleep {seconds[1]}")]
     assert left == []
 
 
