@@ -221,9 +221,14 @@ def test_ctrl_c_on_a_batch_says_one_line_and_the_next_run_finishes_it(tmp_path, 
     # a terminal's Ctrl-C reaches the whole foreground process group: the batch, its workers, its kernels
     batch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
-    time.sleep(8)  # kernels started, the slow cells running
+    # interrupt once the batch is grading (not while it is still importing, on a busy machine), with the
+    # slow cells most likely running
+    started = batch.stderr.readline()
+    assert started.startswith("grading 3 submission(s)"), started
+    time.sleep(4)
     os.killpg(batch.pid, signal.SIGINT)
-    _, err = batch.communicate(timeout=120)  # not waiting for the slow cells: they would take 300 s
+    _, rest = batch.communicate(timeout=120)  # not waiting for the slow cells: they would take 300 s
+    err = started + rest
     assert batch.returncode == 130, err
     assert err.rstrip().splitlines()[-1] == "grader: interrupted", err
     assert "Traceback" not in err and "Task was destroyed" not in err and "Exception ignored" not in err, err
