@@ -11,7 +11,9 @@ import nbformat
 import pytest
 
 from grader.course.assignment import Assignment, find_assignment
-from grader.grading.pipeline import GradeOptions, grade_submission
+from grader.grading.options import GradeOptions
+from grader.grading.pipeline import grade_submission
+from grader.grading.warm import Warm
 from grader.ml.datasets import DatasetMissing, load_california_housing, load_images
 from grader.results import GradeResult
 
@@ -53,8 +55,18 @@ def assignment(assignment_id: str, **limits) -> Assignment:
     return spec
 
 
+# The test session is one command: one owner of what it keeps warm between grades, closed at its end.
+SESSION_WARM = Warm()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_session_warm():
+    yield
+    SESSION_WARM.close()
+
+
 def grade(path: Path, spec: Assignment, options: GradeOptions) -> GradeResult:
-    return grade_submission(path, spec, options)
+    return grade_submission(path, spec, options, SESSION_WARM)
 
 
 def check(result: GradeResult, check_id: str):
@@ -137,6 +149,8 @@ LAYERS = {
     "lms": ("test_gradescope", "test_prairielearn"),
     # the HTML feedback as a browser shows it
     "browser": ("test_html_feedback",),
+    # grader serve on loopback: uploads, the queue in its database, who may read what, a killed server
+    "service": ("test_service",),
 }
 HEAVY_LAYERS = ("e2e", "stress")
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}

@@ -154,10 +154,10 @@ def test_a_grader_crash_on_one_submission_does_not_stop_the_batch(tmp_path, monk
         (submissions / f"{name}.ipynb").write_bytes((SOLUTIONS / "gradient_descent.ipynb").read_bytes())
     real = pipeline.grade_submission
 
-    def crash_on_alice(path, assignment, options):
+    def crash_on_alice(path, assignment, options, warm):
         if path.stem == "alice":
             raise ValueError("unexpected")
-        return real(path, assignment, options)
+        return real(path, assignment, options, warm)
 
     monkeypatch.setattr(pipeline, "grade_submission", crash_on_alice)
     out = tmp_path / "out"

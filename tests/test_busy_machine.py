@@ -14,7 +14,7 @@ import time
 import pytest
 from jupyter_core.utils import run_sync
 
-from conftest import SOLUTIONS, assignment
+from conftest import SESSION_WARM, SOLUTIONS, assignment
 from grader.errors import GraderFailure
 from grader.grading.pipeline import grade_safely, grade_submission
 from grader.kernel.clients import kernel_manager
@@ -97,7 +97,7 @@ def test_a_training_run_the_guard_stops_is_not_scored_and_a_batch_grades_it_agai
     from grader.ml import training
 
     monkeypatch.setattr(training, "max_cpu_seconds", lambda task, setup: 0.0)
-    result = grade_safely(SOLUTIONS / "toy_2d.ipynb", assignment("toy-2d"), options)
+    result = grade_safely(SOLUTIONS / "toy_2d.ipynb", assignment("toy-2d"), options, SESSION_WARM)
     assert result.status == ResultStatus.GRADER_ERROR and not result.has_grade
     assert "runaway guard" in result.message and "not your fault" in result.message
     assert result.submission_sha256 == ""  # a batch grades it again
@@ -115,4 +115,4 @@ def test_a_trainer_that_dies_is_the_grader_s_failure(options, monkeypatch):
 
     monkeypatch.setattr(training, "finish_trusted", killed)
     with pytest.raises(GraderFailure, match="training process failed"):
-        grade_submission(SOLUTIONS / "toy_2d.ipynb", assignment("toy-2d"), options)
+        grade_submission(SOLUTIONS / "toy_2d.ipynb", assignment("toy-2d"), options, SESSION_WARM)

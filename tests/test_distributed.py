@@ -253,14 +253,14 @@ def test_workers_refuse_to_grade_wrongly_or_unsafely(options, monkeypatch):
     monkeypatch.setattr(remote, "_cuda_available", lambda: False)
     monkeypatch.setattr(remote, "sweep_what_dead_graders_left", lambda: None)
     with pytest.raises(HarnessError, match="torch sees no CUDA device"):
-        remote._WorkerState().check_once(job, 1, "tcp://127.0.0.1:8786")
+        remote.WorkerState().check_once(job, 1, "tcp://127.0.0.1:8786")
     job = remote.RemoteJob(**{**job.__dict__, "device": "cpu"})
     monkeypatch.setattr("grader.sandbox.detect.choose_isolation", lambda *args, **kwargs: "user")
     with pytest.raises(UsageError, match="could reach the Dask scheduler"):
-        remote._WorkerState().check_once(job, 1, "tcp://127.0.0.1:8786")
+        remote.WorkerState().check_once(job, 1, "tcp://127.0.0.1:8786")
     with pytest.raises(UsageError, match="--nthreads 1"):
-        remote._WorkerState().check_once(job, 2, "tls://127.0.0.1:8786")
-    remote._WorkerState().check_once(job, 1, "tls://127.0.0.1:8786")
+        remote.WorkerState().check_once(job, 2, "tls://127.0.0.1:8786")
+    remote.WorkerState().check_once(job, 1, "tls://127.0.0.1:8786")
 
 
 def test_an_unreachable_scheduler_is_a_usage_error(options):

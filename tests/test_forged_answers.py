@@ -41,6 +41,7 @@ class ForgingContext:
         self.seed = seed
         self.device = "cpu"
         self.resources = resources
+        self.trainers = None
         self.timings: dict[str, float] = {}
         self._memo: dict = {}
 

@@ -19,11 +19,21 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SOLUTIONS, TEMPLATES, assignment, edit_source, grade, load, save, scores, with_cell
-from grader.grading.pipeline import image_for
+from conftest import (
+    SESSION_WARM,
+    SOLUTIONS,
+    TEMPLATES,
+    assignment,
+    edit_source,
+    grade,
+    load,
+    save,
+    scores,
+    with_cell,
+)
 from grader.kernel.session import KernelSession
 from grader.sandbox.detect import unshare_available
-from grader.sandbox.image import KernelImage, kernel_image
+from grader.sandbox.image import KernelImage
 from grader.sandbox.jail import Sandbox
 from grader.sandbox.limits import Limits
 
@@ -63,7 +73,7 @@ def _sign_error(tmp_path: Path) -> Path:
 
 
 def test_every_submission_gets_a_fresh_kernel():
-    image = kernel_image(NUMPY_IMAGE)
+    image = SESSION_WARM.images.get(NUMPY_IMAGE)
     first, _ = run_cells(["import numpy, builtins, os\nnumpy.mean = lambda *a: 42\nbuiltins.planted = 'x'\n"
                           "open('/tmp/planted', 'w').write('x')\nprint('pid', os.getpid(), 'planted')"], image)
     second, protections = run_cells([
@@ -76,7 +86,7 @@ def test_every_submission_gets_a_fresh_kernel():
 
 
 def test_a_forked_kernel_is_pid_1_of_its_own_namespace_and_cannot_touch_the_image():
-    image = kernel_image(NUMPY_IMAGE)
+    image = SESSION_WARM.images.get(NUMPY_IMAGE)
     outputs, _ = run_cells([
         "import os\nprint('ppid', os.getppid(), 'pids', sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n"
         "import grader_child, sys\nroot = os.path.dirname(os.path.dirname(grader_child.__file__))\n"
@@ -112,7 +122,7 @@ def test_an_image_never_holds_a_blocked_module():
 def test_a_numpy_only_assignment_forks_from_an_image_without_torch(options):
     spec = assignment("gradient-descent")
     assert "torch" in spec.blocked_modules
-    image = image_for(spec, dataclasses.replace(options, isolation="auto", kernel_image=True))
+    image = SESSION_WARM.image_for(spec, dataclasses.replace(options, isolation="auto", kernel_image=True))
     assert image is not None and not any(m.split(".")[0] == "torch" for m in image.modules)
     outputs, protections = run_cells(["import sys\nprint('torch loaded', 'torch' in sys.modules)"], image,
                                       blocked_modules=spec.blocked_modules)
@@ -120,7 +130,7 @@ def test_a_numpy_only_assignment_forks_from_an_image_without_torch(options):
 
 
 def test_a_forked_kernel_is_interrupted_and_killed_like_a_cold_one():
-    image = kernel_image(NUMPY_IMAGE)
+    image = SESSION_WARM.images.get(NUMPY_IMAGE)
     with Sandbox(Limits(memory_mb=1024), image=image) as sandbox:
         session = KernelSession(sandbox)
         session.start()
@@ -149,8 +159,8 @@ def test_the_image_and_its_kernels_die_with_the_grader(tmp_path):
     script.write_text(
         "import os, time\nfrom grader.kernel.session import KernelSession\n"
         "from grader.sandbox.limits import Limits\nfrom grader.sandbox.jail import Sandbox\n"
-        "from grader.sandbox.image import kernel_image\n"
-        f"image = kernel_image({NUMPY_IMAGE!r})\n"
+        "from grader.sandbox.image import KernelImage\n"
+        f"image = KernelImage({NUMPY_IMAGE!r}).start()\n"
         "sandbox = Sandbox(Limits(memory_mb=1024), image=image).__enter__()\n"
         "session = KernelSession(sandbox)\nsession.start()\n"
         "session.run('import subprocess; subprocess.Popen([\"sleep\", \"302\"], start_new_session=True)', "

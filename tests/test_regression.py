@@ -34,7 +34,8 @@ from conftest import (
 )
 from grader.checks.models import declared_parameter_count, declared_ratio
 from grader.course.assignment import ResourceRequest
-from grader.grading import pipeline
+from grader.grading.pipeline import grade_submission
+from grader.grading.warm import Warm
 from grader.ml import baselines
 from grader.ml.datasets import load_california_housing
 from grader.ml.description import Layer, ModelDescription
@@ -119,9 +120,7 @@ def test_features_and_split_are_scikit_learns():
 
 @pytest.fixture
 def fits(monkeypatch):
-    """Counts the baseline fits; clears the in-memory caches first so a test starts like a new process."""
-    baselines.clear_memory()
-    monkeypatch.setattr(pipeline, "_RESOURCE_CACHE", {})
+    """Counts the baseline fits."""
     calls = []
     fit = baselines._fit
 
@@ -131,22 +130,24 @@ def fits(monkeypatch):
 
     monkeypatch.setattr(baselines, "_fit", counting)
     yield calls
-    baselines.clear_memory()
 
 
-def test_baselines_are_fitted_once_then_read_from_memory_and_disk(spec, tmp_path, fits):
+def test_baselines_are_fitted_once_then_read_from_memory_and_disk(spec, options, tmp_path, fits):
     request = ResourceRequest(data_root=data_root(), cache_dir=tmp_path, device="cpu")
     timings = {}
-    for round_, forget in (("cold", False), ("disk", True), ("memory", False)):
-        if forget:
-            baselines.clear_memory()  # a new batch worker: only the disk cache is left
+    for round_ in ("cold", "disk"):  # the second: a new batch worker, with only the disk cache
         started = time.perf_counter()
         found = spec.resources(request).baselines
         timings[round_] = time.perf_counter() - started
-        assert found.source == {"cold": "fitted"}.get(round_, round_)
+        assert found.source == {"cold": "fitted", "disk": "disk"}[round_]
         print(f"baselines {round_}: {found.seconds:.3f} s ({timings[round_]:.3f} s with loading the data)")
     assert len(fits) == 1
     assert timings["disk"] < timings["cold"] / 5
+    with Warm() as warm:  # in memory: a process prepares an assignment's resources once
+        same_cache = dataclasses.replace(options, cache_dir=tmp_path)
+        kept = warm.resources(spec, same_cache)
+        assert warm.resources(spec, same_cache) is kept and kept.baselines is kept.baselines
+    assert len(fits) == 1
 
     data = spec.resources(request).data
     linear = mean_squared_error(found.linear.predictions, data.test_y)
@@ -176,7 +177,6 @@ def test_a_damaged_cache_file_is_fitted_again_and_replaced(spec, tmp_path, fits,
         path.write_text(json.dumps(record))
     else:
         path.write_bytes(b"\x00\xff" * 100)
-    baselines.clear_memory()
 
     again = spec.resources(request).baselines
     assert again.source == "fitted" and len(fits) == 2
@@ -184,7 +184,6 @@ def test_a_damaged_cache_file_is_fitted_again_and_replaced(spec, tmp_path, fits,
     rewritten = json.loads(path.read_text())  # replaced by a good copy
     assert rewritten["key"] == first.key
     assert rewritten["models"]["forest"]["predictions"] == json.loads(text)["models"]["forest"]["predictions"]
-    baselines.clear_memory()
     assert spec.resources(request).baselines.source == "disk"
 
 
@@ -219,11 +218,10 @@ def test_a_second_submission_does_not_refit_the_forest(spec, options, tmp_path, 
     first = grade(save(notebook_with(QUICK), tmp_path / "first.ipynb"), spec, quick)
     assert len(fits) == 1 and first.score > 0
 
-    # a new batch worker: nothing in memory, and fitting is not allowed
-    baselines.clear_memory()
-    monkeypatch.setattr(pipeline, "_RESOURCE_CACHE", {})
+    # a new batch worker (warm state of its own: nothing in memory), and fitting is not allowed
     monkeypatch.setattr(baselines, "_fit", lambda *a, **k: pytest.fail("the forest was fitted again"))
-    second = grade(save(notebook_with(QUICK), tmp_path / "second.ipynb"), spec, quick)
+    with Warm() as warm:
+        second = grade_submission(save(notebook_with(QUICK), tmp_path / "second.ipynb"), spec, quick, warm)
     assert scores(second) == scores(first)
     assert check(second, "close-to-forest").details["table"] == check(first, "close-to-forest").details["table"]
 

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, SESSION_WARM
 from grader.child import protocol
 from grader.errors import HarnessError
 from grader.kernel.session import KernelSession
 from grader.sandbox import detect
 from grader.sandbox.detect import bwrap_available, choose_isolation, unshare_available
 from grader.sandbox.exchange import write_value
-from grader.sandbox.image import kernel_image
 from grader.sandbox.jail import Sandbox
 from grader.sandbox.limits import Limits
 
@@ -34,7 +33,7 @@ MODES = [pytest.param("bwrap", marks=pytest.mark.skipif(not bwrap_available(), r
 
 def run_in(mode: str, source: str, limits: Limits = Limits(memory_mb=1024),
            **sandbox_args) -> tuple[str, dict, Path]:
-    image = kernel_image(("numpy",), sandbox_args.get("blocked_modules", ())) if mode == "image" else None
+    image = SESSION_WARM.images.get(("numpy",), sandbox_args.get("blocked_modules", ())) if mode == "image" else None
     with Sandbox(limits, isolation="unshare" if image else mode, image=image, **sandbox_args) as sandbox:
         session = KernelSession(sandbox)
         session.start()

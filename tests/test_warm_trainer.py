@@ -6,32 +6,46 @@ import subprocess
 import sys
 import time
 
-from grader.ml import training
-from grader.ml.training import TrainingSetup, prepare_trainer
+import pytest
+
+from grader.ml.training import TrainingSetup, WaitingTrainers
 from grader.sandbox.trusted import finish_trusted
 
 
 def test_a_prepared_trainer_is_the_one_training_takes_and_is_used_once():
     setup = TrainingSetup(threads=1, memory_mb=2048, seed=7)
-    prepare_trainer(setup)
-    waiting = training._WAITING[setup]
-    prepare_trainer(setup)  # one is waiting already: no second
-    assert training._WAITING[setup] is waiting
-    assert training._take_trainer(setup) is waiting and setup not in training._WAITING
-    other = training._take_trainer(setup)  # none waiting: a new one
+    trainers = WaitingTrainers()
+    trainers.prepare(setup)
+    waiting = trainers._waiting[setup]
+    trainers.prepare(setup)  # one is waiting already: no second
+    assert trainers._waiting[setup] is waiting
+    assert trainers.take(setup) is waiting and setup not in trainers._waiting
+    other = trainers.take(setup)  # none waiting: a new one
     assert other is not waiting
     for process in (waiting, other):
         done = finish_trusted(process, stdin="\n", stall_s=60)  # an empty line: not needed after all
         assert done.returncode == 0, done.stderr
 
 
-def test_an_unused_trainer_dies_with_the_grader():
-    script = ("from grader.ml import training\n"
-              "setup = training.TrainingSetup()\ntraining.prepare_trainer(setup)\n"
-              "print(training._WAITING[setup].pid, flush=True)\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+def test_closing_the_owner_kills_its_waiting_trainer():
+    trainers = WaitingTrainers()
+    trainers.prepare(TrainingSetup())
+    (process,) = trainers._waiting.values()
+    trainers.close()
+    assert process.poll() is not None and trainers._waiting == {}
+
+
+@pytest.mark.parametrize("ending", ["returns", "killed"])
+def test_an_unused_trainer_dies_with_the_grader_however_it_ends(ending):
+    # without an exit hook: its job comes on a pipe from the grader, and a pipe whose writer is gone
+    # (an unclosed owner at exit, or a grader killed outright) reads as "no job"
+    script = ("import os, signal\nfrom grader.ml import training\n"
+              "trainers = training.WaitingTrainers()\ntrainers.prepare(training.TrainingSetup())\n"
+              "print(next(iter(trainers._waiting.values())).pid, flush=True)\n"
+              + ("os.kill(os.getpid(), signal.SIGKILL)\n" if ending == "killed" else ""))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     pid = int(done.stdout.split()[-1])
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120  # it reads its pipe once torch is imported: slow on a busy machine
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(pid)

@@ -118,7 +118,7 @@ class ModelRecipe:
             data = self.data(ctx)
             if train_rows is not None:
                 data = data.head(train_rows)
-            record = train(self.describe(ctx), self.task, data, budget, ctx.training_setup())
+            record = train(self.describe(ctx), self.task, data, budget, ctx.training_setup(), ctx.trainers)
             ctx.timings["train_s"] = round(ctx.timings.get("train_s", 0.0) + record.wall_s, 3)
             return record
 

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
     from grader.course.assignment import Assignment
     from grader.grading.batch import BatchProgress, StudentOutcome
-    from grader.grading.pipeline import GradeOptions
+    from grader.grading.options import GradeOptions
+    from grader.grading.warm import Warm
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -49,17 +50,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def grade_command(args: argparse.Namespace) -> int:
-    from grader.grading.pipeline import grade_safely, image_for
+    from grader.grading.pipeline import grade_safely
+    from grader.grading.warm import Warm
     from grader.sandbox.reaping import sweep_what_dead_graders_left
 
     notebook = _readable_notebook(args.notebook)
     out_dir = output_dir(args.out or Path("grader-out") / notebook.stem)
     options = grade_options(args, private=(out_dir,))
     assignment = _assignment_of(notebook, args.assignment, options.course_root)
-    image_for(assignment, options)  # the kernel image imports beside this process from here on
-    sweep_what_dead_graders_left()
-    warm_report_imports()
-    result = grade_safely(notebook, assignment, options)
+    with Warm() as warm:
+        warm.image_for(assignment, options)  # the kernel image imports beside this process from here on
+        sweep_what_dead_graders_left()
+        warm_report_imports()
+        result = grade_safely(notebook, assignment, options, warm)
     from grader.reports.html import FEEDBACK_FILES
     from grader.reports.outputs import write_outputs
     from grader.reports.terminal import print_summary
@@ -104,18 +107,20 @@ def batch_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from grader.grading.batch import elapsed_text, grade_batch
+    from grader.grading.warm import Warm
 
-    options, assignment = _batch_setup(args)
-    out_dir = output_dir(args.out or Path("grader-out") / assignment.id)
-    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the grader's own: see grade_batch
-    console = Console(stderr=True, highlight=False)
-    intake = _intake(args.submissions, out_dir, console)
-    runner = _batch_runner(args)
-    start = time.monotonic()
-    console.print(f"grading {len(intake.items)} submission(s) of {assignment.id} {runner.describe()} "
-                  f"into {out_dir}")
-    report = grade_batch(intake, assignment, options, out_dir, runner=runner, staff=args.audience == "staff",
-                         on_done=lambda outcome, where: console.print(_progress_line(outcome, where)))
+    with Warm() as warm:  # this command's: with -j 1 it grades here, with -j N its workers fork from it
+        options, assignment = _batch_setup(args, warm)
+        out_dir = output_dir(args.out or Path("grader-out") / assignment.id)
+        out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the grader's own: see grade_batch
+        console = Console(stderr=True, highlight=False)
+        intake = _intake(args.submissions, out_dir, console)
+        runner = _batch_runner(args, warm)
+        start = time.monotonic()
+        console.print(f"grading {len(intake.items)} submission(s) of {assignment.id} {runner.describe()} "
+                      f"into {out_dir}")
+        report = grade_batch(intake, assignment, options, out_dir, runner=runner, staff=args.audience == "staff",
+                             on_done=lambda outcome, where: console.print(_progress_line(outcome, where)))
     _print_totals(console, report, f"in {elapsed_text(start)}; class summary: {out_dir / 'summary.html'}")
     if report.write_failures:
         raise GraderError(f"the results of {len(report.write_failures)} student(s) could not be written "
@@ -124,7 +129,7 @@ def batch_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _batch_setup(args: argparse.Namespace) -> tuple[GradeOptions, Assignment]:
+def _batch_setup(args: argparse.Namespace, warm: Warm) -> tuple[GradeOptions, Assignment]:
     """The batch's options and assignment, every usage error raised before anything is written."""
     from grader.course.assignment import find_assignment
     from grader.sandbox.detect import choose_isolation
@@ -147,10 +152,9 @@ def _batch_setup(args: argparse.Namespace) -> tuple[GradeOptions, Assignment]:
                          "user, so parallel jobs would clean up each other): use -j 1, or a sandbox with namespaces")
     assignment = find_assignment(options.course_root, args.assignment)
     if not args.scheduler:
-        from grader.grading.pipeline import image_for
         from grader.sandbox.reaping import sweep_what_dead_graders_left
 
-        image_for(assignment, options)  # its imports run beside the grader's own (-j N: for every worker)
+        warm.image_for(assignment, options)  # its imports run beside the grader's own (-j N: for every worker)
         sweep_what_dead_graders_left()
     return options, assignment
 
@@ -172,12 +176,12 @@ def _intake(submissions: Path, out_dir: Path, console: Console):
     return intake
 
 
-def _batch_runner(args: argparse.Namespace):
+def _batch_runner(args: argparse.Namespace, warm: Warm):
     """Where a batch grades: this machine (-j N), or the workers of a Dask cluster (--scheduler)."""
     if not args.scheduler:
         from grader.grading.batch import LocalRunner
 
-        return LocalRunner(args.jobs)
+        return LocalRunner(args.jobs, warm)
     from grader.grading.distributed import DaskRunner
 
     return DaskRunner(args.scheduler, device=args.device,

@@ -13,7 +13,7 @@ from grader.cli.options import add_grading, grade_options, warm_report_imports
 from grader.errors import GraderError, HarnessError
 
 if TYPE_CHECKING:
-    from grader.grading.pipeline import GradeOptions
+    from grader.grading.options import GradeOptions
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

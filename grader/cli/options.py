@@ -11,7 +11,7 @@ from grader.errors import UsageError
 from grader.locations import cache_dir, default_data_root
 
 if TYPE_CHECKING:
-    from grader.grading.pipeline import GradeOptions
+    from grader.grading.options import GradeOptions
 
 DEVICES = ("auto", "cpu", "cuda")
 SANDBOX_MODES = ("auto", "bwrap", "unshare", "user", "none")
@@ -91,7 +91,7 @@ def grade_options(args: argparse.Namespace, *, private: tuple[Path, ...] = (),
                   device: str | None = None) -> GradeOptions:
     """GradeOptions from the shared options; `private` paths (the outputs) are kept from the child.
     `device`, where given, is used as it is instead of resolving --device on this machine."""
-    from grader.grading.pipeline import GradeOptions
+    from grader.grading.options import GradeOptions
 
     return GradeOptions(course_root=course_root(args), data_root=data_root(args), cache_dir=cache_dir(),
                         device=device or resolve_device(args.device), isolation=args.sandbox,

@@ -45,7 +45,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def check_command(args: argparse.Namespace) -> int:
     """A student's check: the bundle's visible checks, graded on their own machine as the grader would."""
     from grader.course.bundle import assignment_from_bundle
-    from grader.grading.pipeline import GradeOptions, grade_safely
+    from grader.grading.options import GradeOptions
+    from grader.grading.pipeline import grade_safely
+    from grader.grading.warm import Warm
     from grader.intake.submit import write_submission
     from grader.reports.outputs import write_outputs
     from grader.reports.terminal import print_summary
@@ -56,7 +58,8 @@ def check_command(args: argparse.Namespace) -> int:
     options = GradeOptions(course_root=bundle_file.resolve().parent, data_root=data_root(args), cache_dir=cache_dir(),
                            device=resolve_device(args.device), isolation=args.sandbox, own_code=True)
     warm_report_imports()
-    result = grade_safely(notebook, assignment, options)
+    with Warm() as warm:
+        result = grade_safely(notebook, assignment, options, warm)
     out_dir = output_dir(args.out or Path("grader-check") / notebook.stem)
     write_outputs(result, out_dir)
     print_summary(result, score_line=check_score_line(result))

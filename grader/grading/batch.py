@@ -22,6 +22,7 @@ import contextlib
 import ctypes
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import signal
 import sys
@@ -33,10 +34,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from grader.course.assignment import Assignment, find_assignment
+from grader.course.assignment import Assignment
 from grader.errors import GraderError
 from grader.grading.ledger import Ledger
-from grader.grading.pipeline import GradeOptions, grade_safely, image_for, image_request, zero_result
+from grader.grading.options import GradeOptions
+from grader.grading.pipeline import grade_safely, zero_result
+from grader.grading.warm import Warm, image_request
 from grader.intake.collect import BatchItem, Intake
 from grader.intake.notebooks import sha256_of
 from grader.kernel.session import started_any_kernel, warm_up_kernel_start
@@ -44,7 +47,7 @@ from grader.reports.html import FEEDBACK_FILES, SummaryEntry, write_class_summar
 from grader.reports.outputs import Rendered, render_outputs, write_rendered
 from grader.reports.plain import printable
 from grader.results import GradeResult
-from grader.sandbox.image import ImageUnavailable, KernelImage, adopt_kernel_image, start_kernel_image
+from grader.sandbox.image import ImageUnavailable, KernelImage
 from grader.states import CheckStatus, ResultStatus
 
 log = logging.getLogger(__name__)
@@ -84,12 +87,12 @@ def previous_result(out_dir: Path, item: BatchItem, assignment_id: str, ledger: 
     return None
 
 
-def grade_item(item: BatchItem, assignment: Assignment, options: GradeOptions, audience: str, *,
+def grade_item(item: BatchItem, assignment: Assignment, options: GradeOptions, audience: str, warm: Warm, *,
                worker: str = "") -> Graded:
     """Grade one student and render their files; anything unexpected becomes an error result.
 
     `worker` names the cluster worker that graded it, recorded in result.json's environment."""
-    result = replace(grade_safely(item.notebook, assignment, options), student=item.identity.to_dict())
+    result = replace(grade_safely(item.notebook, assignment, options, warm), student=item.identity.to_dict())
     if worker:
         result = replace(result, environment={**result.environment, "worker": worker})
     return Graded(item.student, result, render_outputs(result, audience=audience))
@@ -108,15 +111,23 @@ def crashed(item: BatchItem, assignment: Assignment, options: GradeOptions, mess
     return Graded(item.student, result, render_outputs(result, audience=audience))
 
 
-# A worker process keeps its assignments loaded (and their datasets cached) between submissions.
-_WORKER_ASSIGNMENTS: dict[str, Assignment] = {}
+# A pool worker's one owner of what it keeps between submissions (its assignment, datasets, kernel image,
+# a waiting trainer), made by the pool's initializer and closed when the worker exits: a
+# ProcessPoolExecutor gives its tasks no other way to reach what their worker keeps.
+_pool_worker_warm: Warm | None = None
+
+
+def _own_worker_warm(warm: Warm) -> None:
+    global _pool_worker_warm
+    _pool_worker_warm = warm
+    multiprocessing.util.Finalize(warm, warm.close, exitpriority=10)  # run as the worker ends its loop
 
 
 def _worker_grade(item: BatchItem, assignment_id: str, options: GradeOptions, audience: str) -> Graded:
-    if assignment_id not in _WORKER_ASSIGNMENTS:
-        _WORKER_ASSIGNMENTS[assignment_id] = find_assignment(options.course_root, assignment_id)
+    warm = _pool_worker_warm
+    assert warm is not None, "a pool worker's initializer made its warm state"
     try:
-        return grade_item(item, _WORKER_ASSIGNMENTS[assignment_id], options, audience)
+        return grade_item(item, warm.assignment(options.course_root, assignment_id), options, audience, warm)
     except KeyboardInterrupt:  # a terminal's Ctrl-C reaches the workers too: the batch says "interrupted"
         quiet_interrupted_tasks()
         raise
@@ -179,10 +190,12 @@ class BatchProgress:
 
 
 class LocalRunner:
-    """Grade on this machine: in this process (jobs=1) or a pool of `jobs` processes."""
+    """Grade on this machine: in this process (jobs=1) or a pool of `jobs` processes, each with what it
+    keeps warm between submissions; with jobs=1, `warm`'s (the command's)."""
 
-    def __init__(self, jobs: int = 1):
+    def __init__(self, jobs: int = 1, warm: Warm | None = None):
         self.jobs = max(1, jobs)
+        self.warm = warm
         self._remaining = 0
 
     def describe(self) -> str:
@@ -200,11 +213,13 @@ class LocalRunner:
             self._remaining -= 1
             record(graded)
 
-        if self.jobs == 1:
-            for item in pending:
-                counted(grade_item(item, job.assignment, options, job.audience))
-        else:
-            _run_parallel(pending, job.assignment, options, self.jobs, job.audience, counted)
+        with contextlib.ExitStack() as stack:
+            warm = self.warm or stack.enter_context(Warm())
+            if self.jobs == 1:
+                for item in pending:
+                    counted(grade_item(item, job.assignment, options, job.audience, warm))
+            else:
+                _run_parallel(pending, job.assignment, options, self.jobs, job.audience, warm, counted)
 
 
 def grade_batch(intake: Intake, assignment: Assignment, options: GradeOptions, out_dir: Path, *, jobs: int = 1,
@@ -277,8 +292,8 @@ def _hand_back_reused(outcomes: dict[str, StudentOutcome], out_dir: Path) -> Non
 
 
 def _run_parallel(pending: Sequence[BatchItem], assignment: Assignment, options: GradeOptions, jobs: int,
-                  audience: str, record: Record) -> None:
-    pool, channels = _worker_pool(assignment, options, jobs)
+                  audience: str, warm: Warm, record: Record) -> None:
+    pool, channels = _worker_pool(assignment, options, jobs, warm)
     with pool:
         futures: dict[Future, BatchItem] = {
             pool.submit(_worker_grade, item, assignment.id, options, audience): item for item in pending}
@@ -313,42 +328,61 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
         process.kill()
 
 
-def _worker_pool(assignment: Assignment, options: GradeOptions,
-                 jobs: int) -> tuple[ProcessPoolExecutor, list[KernelImage]]:
+def _worker_pool(assignment: Assignment, options: GradeOptions, jobs: int,
+                 warm: Warm) -> tuple[ProcessPoolExecutor, list[KernelImage]]:
     """`jobs` worker processes. Forked from this one where that is safe (Linux; no thread but this one;
     no kernel started here, so no event loop or ZMQ socket to share): they start at once with this
-    process's imports and assignment, and every worker forks its kernels from this process's one
-    kernel image, each through a channel of its own (returned too: this process forgets them once
-    the workers exist). Otherwise spawned, each importing the grader and starting an image of its own."""
+    process's imports and assignment, and every worker forks its kernels from `warm`'s kernel image,
+    each through a channel of its own (returned too: this process forgets them once the workers
+    exist). Otherwise spawned, each importing the grader and starting an image of its own."""
     if sys.platform != "linux" or threading.active_count() != 1 or started_any_kernel():
-        wanted = image_request(assignment, options)
         spawn = multiprocessing.get_context("spawn")
-        if wanted:
-            return ProcessPoolExecutor(max_workers=jobs, mp_context=spawn, initializer=start_kernel_image,
-                                       initargs=wanted), []
-        return ProcessPoolExecutor(max_workers=jobs, mp_context=spawn), []
-    image = image_for(assignment, options)
+        return ProcessPoolExecutor(max_workers=jobs, mp_context=spawn, initializer=_spawned_worker,
+                                   initargs=(image_request(assignment, options),)), []
+    image = warm.image_for(assignment, options)
     try:
         channels = [image.attach() for _ in range(jobs)] if image is not None else []
     except ImageUnavailable:  # the workers start images of their own
         channels = []
     warm_up_kernel_start()
-    _WORKER_ASSIGNMENTS[assignment.id] = assignment
     context = multiprocessing.get_context("fork")
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_forked_worker,
-                               initargs=(channels, context.Value("i", 0), os.getpid()))
+                               initargs=(warm, assignment, options.course_root, channels,
+                                         context.Value("i", 0), os.getpid()))
     return pool, channels
 
 
-def _forked_worker(channels: list[KernelImage], handout, parent: int) -> None:
-    """A forked worker's start: die with the batch, and take one channel to the batch's kernel image."""
+def _spawned_worker(wanted: tuple[tuple[str, ...], tuple[str, ...]] | None) -> None:
+    """A spawned worker's start: warm state of its own, its kernel image importing at once. Never raises
+    (a failed image only means cold kernels, which the first sandbox records)."""
+    warm = Warm()
+    _own_worker_warm(warm)
+    if wanted:
+        with contextlib.suppress(Exception):  # see the docstring
+            warm.images.get(*wanted)
+
+
+def _forked_worker(batch: Warm, assignment: Assignment, course_root: Path, channels: list[KernelImage], handout,
+                   parent: int) -> None:
+    """A forked worker's start: die with the batch, let go of the batch's warm state (a copy, which
+    the batch owns), and keep warm state of its own: the batch's assignment, and one channel to the
+    batch's kernel image."""
     _die_with(parent)
     with handout.get_lock():
         index = handout.value
         handout.value += 1
+    batch.images.forget()
+    mine = channels[index] if index < len(channels) else None
+    for channel in channels:
+        if channel is not mine:
+            channel.forget()
+    warm = Warm()
+    _own_worker_warm(warm)
+    warm.keep(course_root, assignment)
     # a worker beyond the channels made (a pool that replaced a dead worker) must not share one, or
     # replies would cross: it starts an image of its own
-    adopt_kernel_image(channels[index] if index < len(channels) else None, channels)
+    if mine is not None:
+        warm.images.adopt(mine)
 
 
 def _die_with(parent: int) -> None:

@@ -34,6 +34,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -41,10 +42,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grader
-from grader.course.assignment import Assignment, find_assignment
+from grader.course.assignment import Assignment
 from grader.errors import GraderError, HarnessError, UsageError
 from grader.grading.batch import BatchJob, Graded, Record, crashed, grade_item
-from grader.grading.pipeline import GradeOptions
+from grader.grading.options import GradeOptions
+from grader.grading.warm import Warm
 from grader.intake.collect import BatchItem
 from grader.intake.notebooks import sha256_of
 from grader.sandbox.reaping import sweep_what_dead_graders_left
@@ -145,17 +147,24 @@ def place(assignment: Assignment, requested: str, workers: Mapping[str, Mapping[
 # The worker's side
 
 
-class _WorkerState:
-    """What one worker process keeps between submissions: unpacked courses, checks made once."""
+class WorkerState:
+    """What one Dask worker keeps between submissions: its warm state (grader.grading.warm), the courses
+    it unpacked, the checks it made once. Made and closed by the worker's plugin (dask_plugin.py)."""
 
     def __init__(self) -> None:
-        self.assignments: dict[str, Assignment] = {}
+        self.warm = Warm()
+        self.courses: dict[str, Path] = {}  # bundle digest -> the course root it was unpacked into
         self.checked: set[tuple] = set()
+        self._lock = threading.Lock()  # a worker grades in threads
+
+    def close(self) -> None:
+        self.warm.close()
 
     def assignment(self, bundle: CourseBundle, scratch: Path) -> Assignment:
-        if bundle.digest not in self.assignments:
-            self.assignments[bundle.digest] = find_assignment(bundle.unpack(scratch), bundle.assignment_id)
-        return self.assignments[bundle.digest]
+        with self._lock:
+            if bundle.digest not in self.courses:
+                self.courses[bundle.digest] = bundle.unpack(scratch)
+        return self.warm.assignment(self.courses[bundle.digest], bundle.assignment_id)
 
     def check_once(self, job: RemoteJob, nthreads: int, scheduler: str) -> None:
         """Refuse, with a reason, a worker that would grade wrongly or unsafely; each question asked once
@@ -184,9 +193,6 @@ class _WorkerState:
         self.checked.add(key)
 
 
-_STATE = _WorkerState()  # one per worker process, like the worker's own caches
-
-
 def _cuda_available() -> bool:
     import torch
 
@@ -197,12 +203,18 @@ def grade_on_worker(submission: Submission, job: RemoteJob) -> Graded:
     """The task: grade one submission on this worker and render its files (the client writes them)."""
     from distributed import get_worker
 
+    from grader.grading.dask_plugin import PLUGIN_NAME
+
     worker = get_worker()
     name = str(worker.name)
     scratch = Path(worker.local_directory)
+    state = getattr(worker.plugins.get(PLUGIN_NAME), "state", None)
     try:
-        _STATE.check_once(job, worker.state.nthreads, str(worker.scheduler.address))
-        assignment = _STATE.assignment(job.bundle, scratch)
+        if not isinstance(state, WorkerState):
+            raise HarnessError("this worker has no grader plugin (the batch's client registers it before "
+                               "submitting): was the worker restarted mid-batch? run the same command again")
+        state.check_once(job, worker.state.nthreads, str(worker.scheduler.address))
+        assignment = state.assignment(job.bundle, scratch)
         options = _worker_options(job, assignment, worker.state.nthreads)
         if _count_start(job.batch_id, submission.item.student) > MAX_STARTS:
             # the notebook's digest: a resumed batch keeps this zero rather than lose two more workers
@@ -212,7 +224,7 @@ def grade_on_worker(submission: Submission, job: RemoteJob) -> Graded:
             path = Path(folder) / Path(submission.item.notebook).name
             path.write_bytes(submission.content)
             return grade_item(replace(submission.item, notebook=path), assignment, options, job.audience,
-                              worker=name)
+                              state.warm, worker=name)
     except GraderError as exc:
         raise type(exc)(f"on worker {name}: {exc.message}") from None
 
@@ -272,7 +284,10 @@ class DaskRunner:
             client = Client(self.address, timeout=self.connect_timeout_s, set_as_default=False)
         except (OSError, TimeoutError) as exc:
             raise UsageError(f"cannot reach the Dask scheduler at {self.address} ({exc})") from None
+        from grader.grading.dask_plugin import WarmWorkerPlugin
+
         with client:
+            client.register_plugin(WarmWorkerPlugin(WorkerState))  # on every worker, now and later
             self._client = client
             try:
                 self._run(client, pending, job, record)
@@ -294,7 +309,8 @@ class DaskRunner:
         tasks = _Tasks(client, remote, placement)
         for item in pending:
             if not tasks.submit(item):
-                record(grade_item(item, job.assignment, job.options, job.audience))  # unreadable: graded here
+                with Warm() as warm:  # unreadable here: its result says so, made here
+                    record(grade_item(item, job.assignment, job.options, job.audience, warm))
         completed = as_completed(list(tasks.items), loop=client.loop)
         try:
             for future in completed:

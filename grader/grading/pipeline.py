@@ -15,7 +15,6 @@ import platform
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +23,16 @@ from grader.checks.catalog import ModelScore
 from grader.checks.context import CheckContext
 from grader.child import protocol
 from grader.course.assignment import Assignment, Check
-from grader.errors import GraderError, GraderFailure, HarnessError, NotebookError, StudentError
+from grader.errors import GraderError, GraderFailure, NotebookError, StudentError
+from grader.grading.options import GradeOptions
+from grader.grading.warm import Warm
 from grader.intake.notebooks import code_cells, read_submission, sha256_of, skipped_cells
 from grader.kernel.execution import Deadline, NotebookRunner
 from grader.kernel.session import KernelSession
-from grader.locations import ResourceRequest
-from grader.ml.datasets import DatasetMissing
-from grader.ml.training import prepare_trainer, training_setup
+from grader.ml.training import training_setup
 from grader.reports.plain import printable
 from grader.results import CheckResult, GradeResult
-from grader.sandbox.detect import unshare_available
 from grader.sandbox.exchange import write_value
-from grader.sandbox.image import KernelImage, kernel_image
 from grader.sandbox.jail import Sandbox
 from grader.scoring import Outcome, points, status_of
 from grader.states import LIMIT_KINDS, CheckStatus, ResultStatus
@@ -43,26 +40,12 @@ from grader.states import LIMIT_KINDS, CheckStatus, ResultStatus
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class GradeOptions:
-    course_root: Path
-    data_root: Path
-    cache_dir: Path
-    device: str = "cpu"
-    isolation: str = "auto"
-    threads: int | None = None
-    sandbox_user: str | None = None  # who a root grader runs student code as (default: nobody)
-    private_paths: tuple[Path, ...] = ()  # the grader's outputs: the child may neither read nor write them
-    own_code: bool = False  # a student's check of their own notebook: nothing to hide, no sandbox required
-    kernel_image: bool = True  # fork kernels from a pre-started image where the sandbox allows it
-
-
-def grade_safely(path: Path, assignment: Assignment, options: GradeOptions) -> GradeResult:
+def grade_safely(path: Path, assignment: Assignment, options: GradeOptions, warm: Warm) -> GradeResult:
     """`grade_submission`, with anything unexpected turned into an error result that says so: one
     submission can stop neither `grader grade` nor a batch. A broken installation (HarnessError) still
     stops the grader, because it would fail every submission the same way."""
     try:
-        return grade_submission(path, assignment, options)
+        return grade_submission(path, assignment, options, warm)
     except GraderError:
         raise
     except GraderFailure as exc:
@@ -85,7 +68,8 @@ def grader_failure(path: Path, assignment: Assignment, options: GradeOptions, wh
     return dataclasses.replace(result, status=ResultStatus.GRADER_ERROR)
 
 
-def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) -> GradeResult:
+def grade_submission(path: Path, assignment: Assignment, options: GradeOptions, warm: Warm) -> GradeResult:
+    """Grade the notebook at `path`, with what `warm` keeps between submissions."""
     started = time.monotonic()
     path = Path(path)
     try:
@@ -99,7 +83,7 @@ def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) 
                                  f"{printable(submission.assignment_hint, limit=80)!r} (its metadata says so), but "
                                  f"this assignment is {assignment.id!r} ({assignment.title}), so it was not graded "
                                  f"as this one. Hand in your notebook {assignment.notebook}.", options)
-    resources = _resources(assignment, options)
+    resources = warm.resources(assignment, options)
     prepared = time.monotonic()
     limits = assignment.limits
     hidden = () if options.own_code else (options.course_root / "solutions", options.data_root, options.cache_dir,
@@ -108,11 +92,11 @@ def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) 
                  blocked_modules=assignment.blocked_modules, hidden_paths=hidden,
                  private_paths=options.private_paths, threads=options.threads,
                  user=options.sandbox_user, own_code=options.own_code,
-                 image=image_for(assignment, options)) as sandbox:
+                 image=warm.image_for(assignment, options)) as sandbox:
         if trains_models(assignment):
             # torch's import, paid by the trainer and by this process (to inspect the model), runs
             # beside the notebook instead of after it
-            prepare_trainer(training_setup(sandbox, device=options.device, seed=assignment.seed))
+            warm.trainers.prepare(training_setup(sandbox, device=options.device, seed=assignment.seed))
             import_in_background("grader.ml.rebuild")
         sandboxed = time.monotonic()
         deadline = Deadline(limits.total_timeout_s)
@@ -125,7 +109,7 @@ def grade_submission(path: Path, assignment: Assignment, options: GradeOptions) 
             report.cells_skipped = skipped_cells(submission.notebook)
             executed = time.monotonic()
             context = CheckContext(runner=runner, sandbox=sandbox, seed=assignment.seed, device=options.device,
-                                   resources=resources, cell_problems=len(report.problems))
+                                   resources=resources, cell_problems=len(report.problems), trainers=warm.trainers)
             checks = [run_check(check, context) for check in assignment.checks]
         finally:
             runner.session.stop()
@@ -214,40 +198,6 @@ def import_in_background(module: str) -> None:
 
 def trains_models(assignment: Assignment) -> bool:
     return any(isinstance(check.run, ModelScore) for check in assignment.checks)
-
-
-def image_for(assignment: Assignment, options: GradeOptions) -> KernelImage | None:
-    """This process's kernel image for the assignment (see sandbox.KernelImage), started on first use."""
-    wanted = image_request(assignment, options)
-    return kernel_image(*wanted) if wanted else None
-
-
-def image_request(assignment: Assignment, options: GradeOptions) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
-    """What the assignment's kernel image imports and must never hold, where an image may be used: the
-    grader's own namespaces work here and no stronger or weaker mode was asked for."""
-    if not options.kernel_image or options.own_code or options.isolation not in ("auto", "unshare") \
-            or not unshare_available():
-        return None
-    wanted = ("numpy", "matplotlib.pyplot", "grader_child.prepare",
-              *(f"grader_child.{helper}" for helper in assignment.child_helpers))
-    return tuple(m for m in wanted if m.split(".")[0] not in assignment.blocked_modules), assignment.blocked_modules
-
-
-_RESOURCE_CACHE: dict[tuple, Any] = {}
-
-
-def _resources(assignment: Assignment, options: GradeOptions) -> Any:
-    """Datasets and baselines an assignment prepares in the parent, once per process."""
-    if assignment.resources is None:
-        return None
-    key = (assignment.id, assignment.resources, str(options.data_root), str(options.cache_dir), options.device)
-    if key not in _RESOURCE_CACHE:
-        try:
-            _RESOURCE_CACHE[key] = assignment.resources(
-                ResourceRequest(data_root=options.data_root, cache_dir=options.cache_dir, device=options.device))
-        except DatasetMissing as exc:
-            raise HarnessError(f"{assignment.id} needs data the grader does not have: {exc}") from None
-    return _RESOURCE_CACHE[key]
 
 
 def environment(options: GradeOptions, assignment: Assignment, sandbox: dict[str, Any]) -> dict[str, Any]:

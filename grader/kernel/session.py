@@ -89,7 +89,9 @@ class _CappedClient(NotebookClient):
         return super().output(outs, msg, display_id, cell_index)
 
 
-_started_any = False  # whether this process ever started a kernel (and so holds an event loop and ZMQ sockets)
+# A fact about this process, not warm state an owner could close: once it has started a kernel it holds
+# an event loop and ZMQ sockets, and must not fork workers (grader.grading.batch).
+_started_any = False
 
 
 def started_any_kernel() -> bool:

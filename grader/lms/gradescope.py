@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grader.grading.pipeline import GradeOptions
+from grader.grading.options import GradeOptions
 from grader.lms.grading import LmsGrade, close_tree, grade_upload, remove_stale, write_json
 from grader.reports.gradescope import results_json
 

@@ -27,7 +27,9 @@ from typing import Any
 from grader.course.assignment import Assignment, find_assignment, load_assignments
 from grader.errors import GraderError, UsageError
 from grader.files import write_atomically
-from grader.grading.pipeline import GradeOptions, grade_safely, grader_failure, unreadable_result
+from grader.grading.options import GradeOptions
+from grader.grading.pipeline import grade_safely, grader_failure, unreadable_result
+from grader.grading.warm import Warm
 from grader.lms.submission import find_notebook
 from grader.reports.outputs import write_outputs
 from grader.results import GradeResult
@@ -96,7 +98,8 @@ def _grade(upload_dir: Path, assignment: Assignment, options: GradeOptions) -> L
                         bad_upload=upload.problem)
     notebook = upload.notebook
     try:
-        result = grade_safely(notebook, assignment, options)
+        with Warm() as warm:  # one submission per run: nothing outlives it
+            result = grade_safely(notebook, assignment, options, warm)
     except GraderError as exc:  # the grader cannot work here: every submission would fail the same way
         result = grader_failure(notebook, assignment, options, exc.message)
     if result.status == ResultStatus.GRADER_ERROR:  # its message says it is not the student's fault

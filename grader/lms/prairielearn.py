@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.grading.pipeline import GradeOptions
+from grader.grading.options import GradeOptions
 from grader.lms.grading import LmsGrade, close_tree, grade_upload, remove_stale, write_json
 from grader.reports.prairielearn import not_gradable_json, results_json
 

@@ -5,7 +5,8 @@ regression and a random forest fitted on the same standardised arrays. The
 forest takes seconds, and every submission of a batch compares with the same
 one, so the baselines' test predictions are kept twice:
 
-- in memory, per process;
+- in memory, with the assignment's resources, by the process's warm state
+  (grader.grading.warm);
 - on disk under the grader's cache directory (batch workers are separate
   processes), one JSON file per key. The key is a hash of the exact arrays,
   the baseline settings and the scikit-learn version, so new data, new
@@ -71,11 +72,8 @@ class Baselines:
     linear: Baseline
     forest: Baseline
     key: str
-    source: str  # "fitted" | "disk" | "memory": where this call got them
+    source: str  # "fitted" | "disk": where this call got them (a process keeps them with its resources)
     seconds: float  # how long this call took
-
-
-_MEMORY: dict[str, tuple[Baseline, Baseline]] = {}
 
 
 def regression_baselines(data: TaskData, *, cache_dir: Path | None,
@@ -83,8 +81,6 @@ def regression_baselines(data: TaskData, *, cache_dir: Path | None,
     """Linear regression and random forest test predictions for `data`, fitted at most once per key."""
     started = time.monotonic()
     key = cache_key(data, forest)
-    if key in _MEMORY:
-        return _baselines(_MEMORY[key], key, "memory", started)
     path = Path(cache_dir) / "baselines" / f"{key}.json" if cache_dir is not None else None
     with _locked(path):
         found = _read(path, key, n_test=len(data.test_x)) if path is not None else None
@@ -93,7 +89,6 @@ def regression_baselines(data: TaskData, *, cache_dir: Path | None,
             found, source = _fit(data, forest), "fitted"
             if path is not None:
                 _write(path, key, found)
-    _MEMORY[key] = found
     return _baselines(found, key, source, started)
 
 
@@ -113,11 +108,6 @@ def cache_key(data: TaskData, forest: ForestSettings) -> str:
     settings = {"format": FORMAT, "sklearn": sklearn.__version__, "forest": forest.key_fields()}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()[:32]
-
-
-def clear_memory() -> None:
-    """Forget the in-memory copies (tests; a new process starts empty anyway)."""
-    _MEMORY.clear()
 
 
 # --------------------------------------------------------------------------

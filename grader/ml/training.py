@@ -10,7 +10,6 @@ training). A run that does not match the budget the grader set is refused.
 
 from __future__ import annotations
 
-import atexit
 import json
 import math
 import os
@@ -107,8 +106,9 @@ def not_trainable(description: ModelDescription, task: ModelTask, budget: Budget
 
 
 def train(description: ModelDescription, task: ModelTask, data: TaskData, budget: Budget,
-          setup: TrainingSetup) -> TrainingRun:
-    """Train the rebuild of the student's model with this budget; StudentError when it cannot be."""
+          setup: TrainingSetup, trainers: WaitingTrainers | None = None) -> TrainingRun:
+    """Train the rebuild of the student's model with this budget (in a trainer `trainers` holds ready, or
+    a new one); StudentError when it cannot be."""
     problem = not_trainable(description, task, budget)
     if problem:
         raise StudentError(f"the model was not trained: {problem}", kind=StudentErrorKind.EXCEPTION)
@@ -116,7 +116,8 @@ def train(description: ModelDescription, task: ModelTask, data: TaskData, budget
     try:
         _write_job(job, description, task, data, budget, setup)
         try:
-            done = finish_trusted(_take_trainer(setup), stdin=f"{job}\n", stall_s=TRAINER_STALL_S,
+            trainer = trainers.take(setup) if trainers is not None else _start_trainer(setup)
+            done = finish_trusted(trainer, stdin=f"{job}\n", stall_s=TRAINER_STALL_S,
                                   max_cpu_s=max_cpu_seconds(task, setup) + TRAINER_START_CPU_S)
         except Stalled as exc:
             raise GraderFailure(f"its training process was stopped by the grader's runaway guard ({exc})") from None
@@ -127,39 +128,40 @@ def train(description: ModelDescription, task: ModelTask, data: TaskData, budget
                        n_outputs=task.n_outputs, n_extra=None if data.extra_x is None else len(data.extra_x))
 
 
-# Trainers started early (prepare_trainer), each waiting for one job; by setup, since that fixes its
-# device, threads and memory. A Dask worker grades in threads, hence the lock.
-_WAITING: dict[TrainingSetup, subprocess.Popen] = {}
-_WAITING_LOCK = threading.Lock()
+class WaitingTrainers:
+    """Trainers started early, each waiting for one job, kept by one owner (see grader.grading.warm): by
+    setup, since that fixes a trainer's device, threads and memory. Each is used once: a trainer that
+    trained one student's model never trains another's."""
 
+    def __init__(self) -> None:
+        self._waiting: dict[TrainingSetup, subprocess.Popen] = {}
+        self._lock = threading.Lock()  # a Dask worker grades in threads
 
-def prepare_trainer(setup: TrainingSetup) -> None:
-    """Start a trainer for `setup` now, if none is waiting, so that it has imported torch by the time a
-    model is trained: grading starts it with the notebook, and its import runs beside the kernel."""
-    with _WAITING_LOCK:
-        waiting = _WAITING.get(setup)
-        if waiting is None or waiting.poll() is not None:
-            _WAITING[setup] = _start_trainer(setup)
+    def prepare(self, setup: TrainingSetup) -> None:
+        """Start a trainer for `setup` now, if none is waiting, so that it has imported torch by the time a
+        model is trained: grading starts it with the notebook, and its import runs beside the kernel."""
+        with self._lock:
+            waiting = self._waiting.get(setup)
+            if waiting is None or waiting.poll() is not None:
+                self._waiting[setup] = _start_trainer(setup)
 
+    def take(self, setup: TrainingSetup) -> subprocess.Popen:
+        """The waiting trainer for `setup`, or a new one."""
+        with self._lock:
+            waiting = self._waiting.pop(setup, None)
+        return waiting if waiting is not None and waiting.poll() is None else _start_trainer(setup)
 
-def _take_trainer(setup: TrainingSetup) -> subprocess.Popen:
-    with _WAITING_LOCK:
-        waiting = _WAITING.pop(setup, None)
-    return waiting if waiting is not None and waiting.poll() is None else _start_trainer(setup)
+    def close(self) -> None:
+        with self._lock:
+            while self._waiting:
+                process = self._waiting.popitem()[1]  # it has done nothing but import torch
+                process.kill()
+                process.communicate()
 
 
 def _start_trainer(setup: TrainingSetup) -> subprocess.Popen:
     return start_trusted([sys.executable, "-m", "grader.ml.trainer", WAIT_FOR_JOB], memory_mb=setup.memory_mb,
                          threads=setup.threads, device=setup.device)
-
-
-@atexit.register
-def _stop_waiting_trainers() -> None:
-    with _WAITING_LOCK:
-        while _WAITING:
-            process = _WAITING.popitem()[1]  # it has done nothing but import torch
-            process.kill()
-            process.communicate()
 
 
 def _write_job(job: Path, description: ModelDescription, task: ModelTask, data: TaskData, budget: Budget,

@@ -3,8 +3,6 @@ submission's kernel from itself, so a submission does not pay for importing torc
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import json
 import os
 import select
@@ -275,44 +273,41 @@ class ForkedKernel:
                 self.returncode = -signal.SIGKILL
 
 
-_IMAGES: dict[tuple[tuple[str, ...], tuple[str, ...]], KernelImage] = {}
 MAX_IMAGES = 4  # a worker grading several assignments keeps the latest (closing one ends its kernels)
-_IMAGES_LOCK = threading.Lock()
 
 
-def kernel_image(modules: tuple[str, ...], blocked: tuple[str, ...] = ()) -> KernelImage:
-    """This process's image for kernels that need `modules` (started on first use, kept until exit)."""
-    key = (tuple(modules), tuple(blocked))
-    with _IMAGES_LOCK:  # a Dask worker grades in threads
-        if key not in _IMAGES:  # one that failed stays failed: its sandboxes start their kernels cold
-            while len(_IMAGES) >= MAX_IMAGES:
-                _IMAGES.pop(next(iter(_IMAGES))).close()
-            _IMAGES[key] = KernelImage(*key).start()
-        return _IMAGES[key]
+class KernelImages:
+    """The kernel images one owner keeps (a command, a batch worker, a Dask worker: see
+    grader.grading.warm), by what they import: each started on first use, all closed with `close`."""
 
+    def __init__(self) -> None:
+        self._images: dict[tuple[tuple[str, ...], tuple[str, ...]], KernelImage] = {}
+        self._lock = threading.Lock()  # a Dask worker grades in threads
 
-def adopt_kernel_image(image: KernelImage | None, inherited: list[KernelImage]) -> None:
-    """In a process just forked from the grader: `image` (a channel attached for this process) is the
-    one it uses; what it inherited of other images and channels is forgotten, not closed. Without
-    one, it starts an image of its own when it needs one."""
-    with _IMAGES_LOCK:
-        for other in [*_IMAGES.values(), *inherited]:
-            if other is not image:
-                other.forget()
-        _IMAGES.clear()
-        if image is not None:
-            _IMAGES[(image.modules, image.blocked)] = image
+    def get(self, modules: tuple[str, ...], blocked: tuple[str, ...] = ()) -> KernelImage:
+        """The image for kernels that need `modules`, started now if this owner has none. One that
+        failed stays failed: its sandboxes start their kernels cold."""
+        key = (tuple(modules), tuple(blocked))
+        with self._lock:
+            if key not in self._images:
+                while len(self._images) >= MAX_IMAGES:
+                    self._images.pop(next(iter(self._images))).close()
+                self._images[key] = KernelImage(*key).start()
+            return self._images[key]
 
+    def adopt(self, image: KernelImage) -> None:
+        """Keep `image` (a channel attached for this process by the one that forked it) as this owner's."""
+        with self._lock:
+            self._images[(image.modules, image.blocked)] = image
 
-def start_kernel_image(modules: tuple[str, ...], blocked: tuple[str, ...] = ()) -> None:
-    """kernel_image() as a worker pool's initializer: imports little, and never raises (a failed image
-    only means cold kernels, which the first sandbox records)."""
-    with contextlib.suppress(Exception):  # see the docstring
-        kernel_image(modules, blocked)
+    def forget(self) -> None:
+        """In a process forked from this owner's: let go of the copies without closing the images, which
+        belong to the process that started them."""
+        with self._lock:
+            while self._images:
+                self._images.popitem()[1].forget()
 
-
-@atexit.register
-def close_kernel_images() -> None:
-    with _IMAGES_LOCK:
-        while _IMAGES:
-            _IMAGES.popitem()[1].close()
+    def close(self) -> None:
+        with self._lock:
+            while self._images:
+                self._images.popitem()[1].close()

@@ -1,0 +1,88 @@
+"""What a process keeps warm between submissions, and its one owner.
+
+Each command, batch worker and Dask worker creates one `Warm` and passes it down to every grade: the
+kernel images its kernels fork from, trainers that have already imported torch, the assignments it
+loaded and their datasets and baselines. Closing it (the end of its `with` block) ends the images and
+the waiting trainers; nothing is left to a module global or an exit hook.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from grader.course.assignment import Assignment, find_assignment
+from grader.errors import HarnessError
+from grader.grading.options import GradeOptions
+from grader.locations import ResourceRequest
+from grader.ml.datasets import DatasetMissing
+from grader.ml.training import WaitingTrainers
+from grader.sandbox.detect import unshare_available
+from grader.sandbox.image import KernelImage, KernelImages
+
+
+class Warm:
+    """One process's warm state (see the module's docstring). Safe to share between the threads of a
+    Dask worker; never between processes (a forked batch worker adopts a channel instead: `images.adopt`)."""
+
+    def __init__(self) -> None:
+        self.images = KernelImages()
+        self.trainers = WaitingTrainers()
+        self._resources: dict[tuple, Any] = {}
+        self._assignments: dict[tuple[str, str], Assignment] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Warm:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.trainers.close()
+        self.images.close()
+
+    def image_for(self, assignment: Assignment, options: GradeOptions) -> KernelImage | None:
+        """The kernel image for the assignment's kernels (started on first use), or None where kernels
+        start cold."""
+        wanted = image_request(assignment, options)
+        return self.images.get(*wanted) if wanted else None
+
+    def resources(self, assignment: Assignment, options: GradeOptions) -> Any:
+        """The datasets and baselines an assignment prepares in the grader, once per owner."""
+        if assignment.resources is None:
+            return None
+        key = (assignment.id, assignment.resources, str(options.data_root), str(options.cache_dir), options.device)
+        with self._lock:  # two threads of a Dask worker prepare them once
+            if key not in self._resources:
+                try:
+                    self._resources[key] = assignment.resources(ResourceRequest(
+                        data_root=options.data_root, cache_dir=options.cache_dir, device=options.device))
+                except DatasetMissing as exc:
+                    raise HarnessError(f"{assignment.id} needs data the grader does not have: {exc}") from None
+            return self._resources[key]
+
+    def assignment(self, course_root: Path, assignment_id: str) -> Assignment:
+        """The course's assignment, loaded once by this owner."""
+        key = (str(course_root), assignment_id)
+        with self._lock:
+            if key not in self._assignments:
+                self._assignments[key] = find_assignment(course_root, assignment_id)
+            return self._assignments[key]
+
+    def keep(self, course_root: Path, assignment: Assignment) -> None:
+        """Hold an assignment already loaded (a batch hands its own to the workers it forks)."""
+        with self._lock:
+            self._assignments[(str(course_root), assignment.id)] = assignment
+
+
+def image_request(assignment: Assignment, options: GradeOptions) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """What the assignment's kernel image imports and must never hold, where an image may be used: the
+    grader's own namespaces work here and no stronger or weaker mode was asked for."""
+    if not options.kernel_image or options.own_code or options.isolation not in ("auto", "unshare") \
+            or not unshare_available():
+        return None
+    wanted = ("numpy", "matplotlib.pyplot", "grader_child.prepare",
+              *(f"grader_child.{helper}" for helper in assignment.child_helpers))
+    return tuple(m for m in wanted if m.split(".")[0] not in assignment.blocked_modules), assignment.blocked_modules
