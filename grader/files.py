@@ -9,11 +9,16 @@ import uuid
 from pathlib import Path
 
 
-def write_atomically(path: Path, content: bytes) -> Path:
-    """Write `content` to a partial file beside `path`, then move it into place in one step."""
+def write_atomically(path: Path, content: bytes, *, durable: bool = False) -> Path:
+    """Write `content` to a partial file beside `path`, then move it into place in one step; `durable`:
+    on the disk itself before it is moved (what a crash right after must not lose)."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        partial.write_bytes(content)
+        with open(partial, "wb") as file:
+            file.write(content)
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

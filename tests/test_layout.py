@@ -27,6 +27,7 @@ LEVELS = (
     ("grader.reports",),
     ("grader.grading",),
     ("grader.lms",),
+    ("grader.service",),  # grader serve: the database, the queue, the web application
     ("grader.cli", "grader.student", "grader.__main__"),  # the doors for TAs and students
 )
 

@@ -6,6 +6,7 @@
     course.py    assign, data, gradescope build
     reports.py   report, export
     lms.py       gradescope run, prairielearn (inside an LMS's container)
+    service.py   serve (the grading service), submit (a notebook to it)
 
 Each command module adds its parsers with `add_commands` and sets `run` to the function that carries
 the command out. Exit status: 0 whenever a submission was graded, whatever its score; 2 for a usage
@@ -19,7 +20,7 @@ import logging
 import os
 import sys
 
-from grader.cli import course, grading, lms, reports, student
+from grader.cli import course, grading, lms, reports, service, student
 from grader.errors import GraderError
 
 
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the grader does")
     parser.add_argument("--version", action="version", version=f"grader {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for commands in (grading, reports, course, student, lms):
+    for commands in (grading, reports, course, student, lms, service):
         commands.add_commands(sub)
     return parser
 

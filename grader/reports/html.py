@@ -79,7 +79,7 @@ def render_feedback(result: GradeResult, *, audience: str = "student") -> str:
     """The feedback page for one submission; "staff" also shows hidden checks in full."""
     if audience not in AUDIENCES:
         raise ValueError(f"audience must be one of {', '.join(AUDIENCES)}, not {audience!r}")
-    return _template("feedback.html.j2").render(page=feedback_page(result, audience=audience))
+    return template("feedback.html.j2").render(page=feedback_page(result, audience=audience))
 
 
 def write_feedback(result: GradeResult, out_dir: Path, *, audience: str = "student") -> Path:
@@ -98,7 +98,7 @@ class SummaryEntry:
 
 
 def render_class_summary(entries: list[SummaryEntry], *, title: str) -> str:
-    return _template("summary.html.j2").render(page=summary_page(entries, title=title))
+    return template("summary.html.j2").render(page=summary_page(entries, title=title))
 
 
 def write_class_summary(entries: list[SummaryEntry], path: Path, *, title: str) -> Path:
@@ -109,7 +109,7 @@ def write_class_summary(entries: list[SummaryEntry], path: Path, *, title: str) 
 # Templates
 
 
-def _template(name: str) -> jinja2.Template:
+def template(name: str) -> jinja2.Template:
     directory = templates_dir()
     if not (directory / name).is_file():
         # a wheel ships them, so this is a broken install or a GRADER_TEMPLATES that points elsewhere

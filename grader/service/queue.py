@@ -1,0 +1,105 @@
+"""The grading queue, in the database: what was accepted is graded once, whatever dies on the way.
+
+A submission is QUEUED when its upload is on disk and its row committed. A worker claims the oldest
+with one conditional UPDATE (only one claimer's succeeds), grades it, and stores its result and
+feedback in the same transaction that marks it GRADED. A server killed mid-grade leaves rows in
+GRADING: the next start puts them back in the queue, once. A submission whose grading was started
+MAX_ATTEMPTS times (it stopped the grader each time) is not started again: it is FAILED, with a
+reason, as `grader batch` does with a notebook that killed two workers.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from grader.service.db import Submission, now
+
+QUEUED, GRADING, GRADED, FAILED = "queued", "grading", "graded", "failed"
+MAX_ATTEMPTS = 2
+STOPPED_TWICE = "this notebook stopped the grader twice while it was being graded; it was not tried again"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A submission a worker took from the queue."""
+
+    id: int
+    public_id: str
+    assignment: str
+    filename: str
+    sha256: str
+    attempts: int
+
+
+def enqueue(session: Session, *, student_id: int, assignment: str, filename: str, sha256: str,
+            size: int) -> Submission:
+    """A new QUEUED submission, committed: the caller answers the upload only after this returns."""
+    row = Submission(public_id=secrets.token_hex(16), student_id=student_id, assignment=assignment,
+                     filename=filename, sha256=sha256, size=size, status=QUEUED, attempts=0, message="")
+    session.add(row)
+    session.commit()
+    return row
+
+
+def claim(sessions: sessionmaker) -> Claimed | None:
+    """The oldest queued submission, now GRADING and this caller's; None when the queue is empty."""
+    with sessions() as session:
+        while True:
+            candidate = session.scalar(select(Submission.id).where(Submission.status == QUEUED)
+                                       .order_by(Submission.id).limit(1))
+            if candidate is None:
+                return None
+            taken = session.execute(update(Submission)
+                                    .where(Submission.id == candidate, Submission.status == QUEUED)
+                                    .values(status=GRADING, attempts=Submission.attempts + 1, started_at=now()))
+            session.commit()
+            if taken.rowcount == 1:  # another worker may have taken it first
+                row = session.get_one(Submission, candidate)
+                return Claimed(row.id, row.public_id, row.assignment, row.filename, row.sha256, row.attempts)
+
+
+def finish(sessions: sessionmaker, claimed: Claimed, *, score: float | None, max_score: float | None,
+           result_status: str, message: str, result_json: str, feedback_html: str) -> None:
+    """Store a graded submission's result and feedback, and mark it GRADED, in one transaction."""
+    with sessions() as session:
+        session.execute(update(Submission).where(Submission.id == claimed.id, Submission.status == GRADING)
+                        .values(status=GRADED, finished_at=now(), score=score, max_score=max_score,
+                                result_status=result_status, message=message, result_json=result_json,
+                                feedback_html=feedback_html))
+        session.commit()
+
+
+def give_back(sessions: sessionmaker, claimed: Claimed, why: str) -> None:
+    """The grader could not finish (not the student's fault): queued again, or FAILED after MAX_ATTEMPTS."""
+    with sessions() as session:
+        row = session.get_one(Submission, claimed.id)
+        if row.attempts >= MAX_ATTEMPTS:
+            row.status, row.finished_at, row.message = FAILED, now(), f"not graded: {why}"
+        else:
+            row.status, row.message = QUEUED, why
+        session.commit()
+
+
+def recover(sessions: sessionmaker) -> tuple[int, int]:
+    """At start: what a dead server left GRADING goes back to the queue, or to FAILED once it was started
+    MAX_ATTEMPTS times. (requeued, failed)."""
+    with sessions() as session:
+        stopped = session.execute(update(Submission)
+                                  .where(Submission.status == GRADING, Submission.attempts >= MAX_ATTEMPTS)
+                                  .values(status=FAILED, finished_at=now(), message=STOPPED_TWICE))
+        requeued = session.execute(update(Submission).where(Submission.status == GRADING)
+                                   .values(status=QUEUED, started_at=None))
+        session.commit()
+        return requeued.rowcount, stopped.rowcount
+
+
+def position(session: Session, row: Submission) -> int:
+    """How many queued submissions are ahead of `row` (0: next)."""
+    if row.status != QUEUED:
+        return 0
+    return session.scalar(select(func.count()).select_from(Submission)
+                          .where(Submission.status == QUEUED, Submission.id < row.id)) or 0

@@ -1,0 +1,91 @@
+"""One `grader serve`: the database brought up to date, the queue recovered, the graders and the web
+server started, and all of it stopped together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from grader.grading.options import GradeOptions
+from grader.service import auth, queue
+from grader.service.app import ServiceSettings, create_app
+from grader.service.db import Staff, engine_for, migrate, session_factory
+from grader.service.storage import UploadStore
+from grader.service.worker import Graders
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    state_dir: Path
+    options: GradeOptions
+    database: str | None = None  # default: SQLite in the state directory
+    host: str = "127.0.0.1"
+    port: int = 8000
+    jobs: int = 1
+    max_upload_mb: int = 5
+    submissions_per_minute: int = 6
+
+    @property
+    def database_url(self) -> str:
+        return self.database or f"sqlite:///{self.state_dir / 'grader.sqlite3'}"
+
+
+def serve(config: ServiceConfig, *, say=lambda text: print(text, flush=True)) -> None:
+    """Run the service until interrupted (Ctrl-C or SIGTERM); what was accepted stays queued for the next start."""
+    import uvicorn
+
+    config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    engine = engine_for(config.database_url)
+    migrate(engine)
+    sessions = session_factory(engine)
+    requeued, failed = queue.recover(sessions)
+    if requeued or failed:
+        say(f"recovered the queue: {requeued} submission(s) graded again, {failed} stopped the grader twice")
+    first_login = _first_staff(sessions)
+    store = UploadStore(config.state_dir / "uploads")
+    graders = Graders(sessions, store, config.options, jobs=config.jobs, scratch=config.state_dir / "work")
+    settings = ServiceSettings(course_root=config.options.course_root, max_upload_mb=config.max_upload_mb,
+                               submissions_per_minute=config.submissions_per_minute,
+                               secret=_secret(config.state_dir))
+    app = create_app(sessions, store, settings, on_queued=graders.wake)
+    url = f"http://{config.host}:{config.port}/"
+    say(f"grader serve: {url} (course {config.options.course_root}, database {engine.url.render_as_string()}, "
+        f"{config.jobs} grading thread(s))")
+    if first_login:
+        say(f"first staff login (shown once): {url}login#{first_login}")
+    graders.start()
+    try:
+        uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)
+    finally:
+        graders.stop()
+        engine.dispose()
+
+
+def _first_staff(sessions) -> str | None:
+    """A new database's staff account; its token, or None when there is staff already."""
+    with sessions() as session:
+        if session.scalar(select(Staff.id).limit(1)) is not None:
+            return None
+        token = auth.new_token()
+        session.add(Staff(name="staff", token_hash=auth.token_hash(token)))
+        session.commit()
+        return token
+
+
+def _secret(state_dir: Path) -> bytes:
+    """The key of the forms' CSRF tokens, made once and kept in the state directory (owner-only)."""
+    path = state_dir / "secret"
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(secrets.token_bytes(32))
+    return path.read_bytes()

@@ -1,0 +1,95 @@
+"""The threads that grade what the queue holds: each claims one submission at a time and grades it with
+the service's one owner of warm state (kernel image, waiting trainers, loaded assignments)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from sqlalchemy.orm import sessionmaker
+
+from grader.errors import GraderError
+from grader.grading.options import GradeOptions
+from grader.grading.pipeline import grade_safely
+from grader.grading.warm import Warm
+from grader.reports.html import FEEDBACK_FILES
+from grader.reports.outputs import render_outputs
+from grader.service import queue
+from grader.service.storage import UploadStore
+from grader.states import ResultStatus
+
+log = logging.getLogger(__name__)
+IDLE_POLL_S = 1.0  # how often an idle worker looks at the queue without being woken (another server's work)
+
+
+class Graders:
+    """`jobs` grading threads, started and stopped with the service."""
+
+    def __init__(self, sessions: sessionmaker, store: UploadStore, options: GradeOptions, *, jobs: int,
+                 scratch: Path):
+        self.sessions = sessions
+        self.store = store
+        self.options = options
+        self.jobs = jobs
+        self.scratch = scratch
+        self.warm = Warm()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self.scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for index in range(self.jobs):
+            thread = threading.Thread(target=self._loop, name=f"grader-{index + 1}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def wake(self) -> None:
+        """Something was queued: an idle worker looks now, not at its next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Let each thread finish the submission it holds, then end; close the warm state."""
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join()
+        self.warm.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            claimed = queue.claim(self.sessions)
+            if claimed is None:
+                self._wake.wait(IDLE_POLL_S)
+                self._wake.clear()
+                continue
+            try:
+                self.grade(claimed)
+            except Exception as exc:  # one submission never stops the service
+                log.exception("grading submission %s failed", claimed.public_id)
+                queue.give_back(self.sessions, claimed, f"the grader failed ({type(exc).__name__})")
+
+    def grade(self, claimed: queue.Claimed) -> None:
+        folder = Path(tempfile.mkdtemp(prefix="submission-", dir=self.scratch))
+        try:
+            notebook = folder / Path(claimed.filename).name
+            notebook.write_bytes(self.store.get(claimed.sha256))
+            assignment = self.warm.assignment(self.options.course_root, claimed.assignment)
+            try:
+                result = grade_safely(notebook, assignment, self.options, self.warm)
+            except GraderError as exc:  # a broken installation: every submission would fail the same way
+                queue.give_back(self.sessions, claimed, exc.message)
+                return
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        if result.status == ResultStatus.GRADER_ERROR:  # not the student's fault: graded again
+            queue.give_back(self.sessions, claimed, result.message)
+            return
+        page = render_outputs(result, audience="student")[FEEDBACK_FILES["student"]]
+        queue.finish(self.sessions, claimed, score=result.score if result.has_grade else None,
+                     max_score=result.max_score, result_status=str(result.status), message=result.message,
+                     result_json=result.to_json(), feedback_html=page.decode("utf-8"))
+        log.info("graded %s (%s): %s/%s", claimed.public_id, claimed.assignment, result.score, result.max_score)
