@@ -1,8 +1,9 @@
 """`check()` in a student's own notebook: the assignment's visible checks, in the student's kernel.
 
-    from grader.student import check
+    from grader.student import check, submit
     check()              # all visible checks
     check("fit-linear")  # one
+    submit(to="https://grader.example.edu/")  # the saved notebook, to the course's grading service
 
 It reads the student bundle beside the notebook (NAME.checks.json, see
 grader/course/bundle.py) and runs each visible check the way the grader does: the
@@ -102,6 +103,60 @@ def check(check_id: str | None = None, *, bundle: str | Path | None = None, name
     report = Report(data["assignment"], results)
     _show(report)
     return report
+
+
+def submit(notebook: str | Path | None = None, *, to: str | None = None, token: str | None = None,
+           wait: bool = True):
+    """Submit the notebook this is called from (as last saved) to the course's grading service
+    (`grader serve`): print its score and feedback link once graded, and return the record.
+
+    `to` defaults to GRADER_SERVICE and `token` to GRADER_TOKEN; the token is on the service's page."""
+    from grader.intake.submit import write_submission
+    from grader.service.client import submit_to_service
+
+    url, token = to or os.environ.get("GRADER_SERVICE"), token or os.environ.get("GRADER_TOKEN")
+    try:
+        if not url or not token:
+            raise GraderError("say where and who: submit(to=\"https://…\", token=\"…\") (or set GRADER_SERVICE and "
+                              "GRADER_TOKEN); your token is on the grading service's page")
+        path = Path(notebook) if notebook else this_notebook()
+        if not path.is_file():
+            raise GraderError(f"{path}: no such notebook (save it first, or pass submit(notebook=\"NAME.ipynb\"))")
+        with tempfile.TemporaryDirectory(prefix="grader-submit-") as folder:
+            try:  # with the bundle beside it: outputs cleared and the assignment named, as `grader check --submit`
+                bundle = read_bundle(find_bundle(path, None))
+                upload = write_submission(path, bundle, Path(folder) / path.name)
+            except GraderError:
+                bundle, upload = None, path
+            print(f"submitting {path.name} as last saved ({_saved_ago(path)})")
+            outcome = submit_to_service(upload, url, token, assignment=bundle["assignment"] if bundle else None,
+                                        wait=wait, progress=print)
+    except GraderError as exc:
+        print("submit: " + exc.message)
+        return None
+    print(outcome.describe())
+    return outcome
+
+
+def this_notebook() -> Path:
+    """The notebook file of the running kernel, as Jupyter (JPY_SESSION_NAME, __session__) or VS Code
+    (__vsc_ipynb_file__) names it."""
+    import __main__
+
+    for found in (os.environ.get("JPY_SESSION_NAME"), getattr(__main__, "__session__", None),
+                  getattr(__main__, "__vsc_ipynb_file__", None)):
+        if found and str(found).endswith(".ipynb"):
+            return Path(found)
+    raise GraderError("this kernel does not say which notebook it runs: pass submit(notebook=\"NAME.ipynb\")")
+
+
+def _saved_ago(path: Path) -> str:
+    import time
+
+    seconds = max(0, time.time() - path.stat().st_mtime)
+    if seconds < 120:
+        return f"saved {seconds:.0f} s ago"
+    return f"saved {seconds / 60:.0f} min ago: save first if you changed it since"
 
 
 def _run(check, context: LocalContext, *, blocked: list[str]) -> CheckResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -166,3 +167,47 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(f"{item.path.name} belongs to no test layer: add it to LAYERS in "
                                     f"tests/conftest.py")
         item.add_marker(getattr(pytest.mark, layer))
+
+
+# --------------------------------------------------------------------------
+# A real browser: headless Chromium driven by Selenium (tests skip without them; .ci/run installs them)
+
+
+def _executable(*names: str) -> str | None:
+    for name in names:
+        found = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").is_file() else None)
+        if found:
+            return found
+    return None
+
+
+def _chromium() -> tuple[str, str]:
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+    del webdriver
+    browser = _executable("chromium", "chromium-browser")
+    driver = _executable("chromedriver")
+    if not browser or not driver:
+        pytest.skip("Chromium and chromedriver are needed (apt-get install chromium chromium-driver)")
+    return browser, driver
+
+
+@pytest.fixture
+def chrome(tmp_path):
+    browser, driver_path = _chromium()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    # an explicit driver path: Selenium Manager must never try to download a browser or driver
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+    driver.set_page_load_timeout(20)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -14,7 +14,6 @@ import itertools
 import json
 import math
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -533,46 +532,6 @@ def test_classes_with_different_maxima_are_compared_in_percent():
 
 # --------------------------------------------------------------------------
 # A real browser
-
-
-def _executable(*names: str) -> str | None:
-    for name in names:
-        found = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").is_file() else None)
-        if found:
-            return found
-    return None
-
-
-def _chromium() -> tuple[str, str]:
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
-    del webdriver
-    browser = _executable("chromium", "chromium-browser")
-    driver = _executable("chromedriver")
-    if not browser or not driver:
-        pytest.skip("Chromium and chromedriver are needed (apt-get install chromium chromium-driver)")
-    return browser, driver
-
-
-@pytest.fixture
-def chrome(tmp_path):
-    browser, driver_path = _chromium()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    # an explicit driver path: Selenium Manager must never try to download a browser or driver
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
-    driver.set_page_load_timeout(20)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def _open_and_screenshot(driver, page: Path, screenshot: Path, *, width: int = 1280) -> dict:

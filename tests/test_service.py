@@ -3,6 +3,8 @@ use it: the API, `grader submit --to`, the pages' forms; and killed outright mid
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 import signal
@@ -11,12 +13,15 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
+import nbformat
 import pytest
 
-from conftest import REPO, SOLUTIONS, TEMPLATES, data_root
+from conftest import REPO, SOLUTIONS, TEMPLATES, data_root, load
+from postgres import PostgresServer, binaries
 
 GRADER = [sys.executable, "-m", "grader"]
 SOLUTION = SOLUTIONS / "gradient_descent.ipynb"
@@ -24,16 +29,18 @@ TEMPLATE = TEMPLATES / "gradient_descent.ipynb"
 
 
 class Service:
-    """A `grader serve` process on a free loopback port, its state in `state`."""
+    """A `grader serve` process on a free loopback port, its state in `state`, its database `database`
+    (None: SQLite in the state directory)."""
 
-    def __init__(self, state: Path, *extra: str):
+    def __init__(self, state: Path, *extra: str, database: str | None = None):
+        self.database = database or f"sqlite:///{state / 'grader.sqlite3'}"
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/"
         self.process = subprocess.Popen(
             [*GRADER, "serve", "--state", str(state), "--port", str(self.port), "--course", str(REPO),
-             "--data-root", str(data_root()), "--device", "cpu", *extra],
+             "--data-root", str(data_root()), "--device", "cpu", "--database", self.database, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         self.lines: list[str] = []
         threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True).start()
@@ -78,9 +85,28 @@ class Service:
                 self.kill()
 
 
+@pytest.fixture(scope="module")
+def postgres():
+    """One real PostgreSQL server for this module's tests (not beyond: it runs as the sandbox's user)."""
+    if binaries() is None:
+        pytest.skip("PostgreSQL is not installed here (apt-get install postgresql); .ci/run installs it")
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request) -> str | None:
+    """The same test on each database the service supports: None (SQLite, the default) or a new
+    PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres").create_database(f"grader_{uuid.uuid4().hex[:12]}")
+
+
 @pytest.fixture
-def service(tmp_path):
-    running = Service(tmp_path / "state")
+def service(tmp_path, database):
+    running = Service(tmp_path / "state", database=database)
     yield running
     running.stop()
 
@@ -134,8 +160,8 @@ def test_a_student_submits_from_the_command_line_and_reads_only_their_own_feedba
         assert staff.get(f"submissions/{submission_id}/feedback").status_code == 200
 
 
-def test_bad_uploads_are_refused_with_a_message_naming_the_file(tmp_path):
-    service = Service(tmp_path / "state", "--per-minute", "2", "--max-upload-mb", "1")
+def test_bad_uploads_are_refused_with_a_message_naming_the_file(tmp_path, database):
+    service = Service(tmp_path / "state", "--per-minute", "2", "--max-upload-mb", "1", database=database)
     try:
         token = roster(service, "id,name\ns1,Sam\n")["s1"]
         junk = tmp_path / "gradient_descent.ipynb"
@@ -171,11 +197,14 @@ def test_the_page_form_needs_its_csrf_token(service):
         accepted = browser.post("submit", files=upload, data={"csrf": csrf, "assignment": "gradient-descent"})
         assert accepted.status_code == 303
         assert len(browser.get("api/submissions").json()) == 1
+        # the API's changes, with the login cookie alone: refused without the page's token
+        assert browser.post("api/submissions", files=upload).status_code == 403
+        assert browser.post("api/submissions", files=upload, headers={"X-CSRF-Token": csrf}).status_code == 202
 
 
-def test_a_server_killed_mid_queue_grades_every_accepted_submission_once(tmp_path):
+def test_a_server_killed_mid_queue_grades_every_accepted_submission_once(tmp_path, database):
     state = tmp_path / "state"
-    service = Service(state)
+    service = Service(state, database=database)
     tokens = roster(service, "id,name\n" + "".join(f"s{i},Student {i}\n" for i in range(3)))
     accepted = {}
     for key, token in tokens.items():
@@ -190,7 +219,7 @@ def test_a_server_killed_mid_queue_grades_every_accepted_submission_once(tmp_pat
             time.sleep(0.1)
     service.kill()  # mid-grade: no handler runs, nothing is flushed
 
-    restarted = Service(state)
+    restarted = Service(state, database=database)
     try:
         assert restarted.staff_token is None  # the same database: its staff account stands
         for key, token in tokens.items():
@@ -202,12 +231,194 @@ def test_a_server_killed_mid_queue_grades_every_accepted_submission_once(tmp_pat
         assert sorted(r["id"] for r in rows) == sorted(accepted.values())  # each once: none lost, none doubled
     finally:
         restarted.stop()
-    attempts = _attempts(state)
+    attempts = _attempts(service.database)
     assert sorted(attempts.values())[-1] == 2 and sum(attempts.values()) <= len(accepted) + 1, attempts
 
 
-def _attempts(state: Path) -> dict[str, int]:
-    import sqlite3
+def _attempts(database: str) -> dict[str, int]:
+    """How many times each submission's grading was started, from the database itself."""
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.orm import Session
 
-    with sqlite3.connect(state / "grader.sqlite3") as db:
-        return dict(db.execute("SELECT public_id, attempts FROM submissions"))
+    from grader.service.db import Submission
+
+    engine = create_engine(database)
+    try:
+        with Session(engine) as session:
+            return {row.public_id: row.attempts for row in session.scalars(select(Submission))}
+    finally:
+        engine.dispose()
+
+
+def test_a_notebook_submits_itself_with_the_in_notebook_api(service, tmp_path, monkeypatch, capsys):
+    from grader.student import submit as submit_from_notebook
+
+    token = roster(service, "id,name\ns1,Sam\n")["s1"]
+    folder = tmp_path / "work"
+    folder.mkdir()
+    notebook = folder / "my copy.ipynb"  # a renamed copy: the bundle beside it names the assignment
+    notebook.write_bytes(SOLUTION.read_bytes())
+    (folder / "gradient_descent.checks.json").write_bytes((TEMPLATES / "gradient_descent.checks.json").read_bytes())
+    assert submit_from_notebook(to=service.url, token=token) is None  # no notebook named by the kernel: said
+    assert "pass submit(notebook=" in capsys.readouterr().out
+    monkeypatch.setenv("JPY_SESSION_NAME", str(notebook))  # what Jupyter sets in the kernel it starts
+    outcome = submit_from_notebook(to=service.url, token=token)
+    printed = capsys.readouterr().out
+    assert outcome is not None and outcome.score == 14, printed
+    assert "submitting my copy.ipynb as last saved" in printed and "score: 14 / 14" in printed
+    with service.client(token) as sam:
+        (record,) = sam.get("api/submissions").json()
+    assert record["assignment"] == "gradient-descent" and record["filename"] == "my copy.ipynb"
+
+
+def test_staff_run_the_course_deadline_policy_summary_regrade_and_exports(service):
+    tokens = roster(service, "Student,ID,SIS User ID\nAda Lovelace,101,ada\nBob,102,bob\n")  # a Canvas export
+    with service.client(tokens["101"]) as ada, service.client(tokens["102"]) as bob, \
+            service.client(service.staff_token) as staff:
+        early = submit(ada, TEMPLATE).json()["id"]  # nothing implemented yet: 0 / 14
+        assert wait_for(ada, early)["score"] == 0
+        assert bob.put("api/staff/assignments/gradient-descent", json={"policy": "best"}).status_code == 403
+        deadline = staff.put("api/staff/assignments/gradient-descent",
+                             json={"deadline": "2000-01-01T00:00:00Z", "policy": "last-before-deadline"})
+        assert deadline.status_code == 200, deadline.text
+        assert staff.put("api/staff/assignments/gradient-descent", json={"policy": "first"}).status_code == 422
+        late = submit(ada, SOLUTION).json()["id"]
+        on_time = submit(bob, SOLUTION).json()["id"]
+        assert wait_for(ada, late)["late"] is True and wait_for(bob, on_time)["score"] == 14
+
+        def counted(policy: str, deadline: str | None) -> dict[str, str]:
+            assert staff.put("api/staff/assignments/gradient-descent",
+                             json={"policy": policy, "deadline": deadline}).status_code == 200
+            export = staff.get("api/staff/assignments/gradient-descent/export", params={"format": "canvas"})
+            assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
+            header, *rows = csv.reader(io.StringIO(export.text))
+            assert header[:6] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "gradient-descent"]
+            return {row[1]: row[5] for row in rows}
+
+        # every submission came after a deadline in 2000: none counts under last-before-deadline
+        assert counted("last-before-deadline", "2000-01-01T00:00:00Z") == {}
+        assert counted("last-before-deadline", None) == {"101": "14", "102": "14"}  # no deadline: the last
+        assert counted("best", None) == {"101": "14", "102": "14"}
+        summary = staff.get("api/staff/assignments/gradient-descent/summary")
+        assert summary.status_code == 200 and "Ada Lovelace" in summary.text and "Bob" in summary.text
+        assert bob.get("api/staff/assignments/gradient-descent/summary").status_code == 403
+        junit = staff.get("api/staff/assignments/gradient-descent/export", params={"format": "junit"})
+        assert junit.status_code == 200 and "<testsuite" in junit.text
+        assert "101" in staff.get("api/staff/assignments/gradient-descent/export").text  # csv by default
+
+        # one student's history, then a regrade of one submission and of the whole assignment
+        assert [s["id"] for s in staff.get("api/submissions", params={"student": "101"}).json()] == [late, early]
+        assert staff.post(f"api/staff/submissions/{early}/regrade").status_code == 202
+        assert wait_for(ada, early)["score"] == 0
+        assert staff.post("api/staff/assignments/gradient-descent/regrade").json() == {"requeued": 3}
+        assert [wait_for(staff, i)["score"] for i in (early, late, on_time)] == [0, 14, 14]
+        assert bob.post(f"api/staff/submissions/{early}/regrade").status_code == 403
+        staff_page = staff.get(f"submissions/{on_time}/feedback").text
+        assert staff_page != bob.get(f"submissions/{on_time}/feedback").text  # staff see hidden checks in full
+
+        # a lost token replaced (the old one stops working), and a second staff account
+        renewed = staff.post("api/staff/students/102/token").json()["token"]
+        assert bob.get("api/me").status_code == 401
+        with service.client(renewed) as bob_again:
+            assert bob_again.get("api/me").json() == {"role": "student", "name": "Bob"}
+            assert bob_again.post("api/staff/staff", json={"name": "me"}).status_code == 403
+        ta = staff.post("api/staff/staff", json={"name": "TA"}).json()["token"]
+        assert staff.post("api/staff/staff", json={"name": "TA"}).status_code == 409
+        with service.client(ta) as second:
+            assert second.get("api/me").json() == {"role": "staff", "name": "TA"}
+
+
+def test_a_student_and_the_staff_in_a_browser(service, chrome, tmp_path):
+    """The staff's flow (roster, then summary, regrade, export) around a student's (upload, queued,
+    graded, feedback), each in the browser as its user sees it."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    def page_text():
+        return chrome.find_element(By.TAG_NAME, "body").text
+
+    def history(driver) -> str:
+        """The submissions table's text; "" while the page is being replaced (a redirect, a reload)."""
+        try:
+            return driver.find_element(By.ID, "history").text
+        except (NoSuchElementException, StaleElementReferenceException):
+            return ""
+
+    def no_errors_in_the_console():
+        assert [entry for entry in chrome.get_log("browser") if entry["level"] == "SEVERE"] == []  # CSP included
+
+    chrome.get(f"{service.url}login#{service.staff_token}")  # a personal link: the page signs in by itself
+    WebDriverWait(chrome, 30).until(lambda d: d.find_elements(By.ID, "roster"))
+    class_list = tmp_path / "class.csv"
+    class_list.write_text("id,name\ns1,Sam Student\n")
+    chrome.find_element(By.ID, "roster-file").send_keys(str(class_list))
+    chrome.find_element(By.CSS_SELECTOR, "#roster button").click()
+    WebDriverWait(chrome, 30).until(lambda d: d.find_elements(By.ID, "tokens"))
+    link = chrome.find_element(By.CSS_SELECTOR, "#tokens code").text
+    assert link.startswith(f"{service.url}login#")
+    no_errors_in_the_console()
+
+    chrome.delete_all_cookies()
+    chrome.get(link)
+    WebDriverWait(chrome, 30).until(lambda d: d.find_elements(By.ID, "upload"))
+    assert "#" not in chrome.current_url and link.split("#")[1] not in chrome.page_source
+    Select(chrome.find_element(By.ID, "assignment")).select_by_value("gradient-descent")
+    chrome.find_element(By.ID, "notebook").send_keys(str(SOLUTION))
+    chrome.find_element(By.CSS_SELECTOR, "#upload button").click()
+    WebDriverWait(chrome, 30).until(lambda d: "gradient_descent.ipynb" in history(d))
+    chrome.execute_script("window.notReloaded = true")
+    # queued, then graded: the list updates itself, without a reload
+    WebDriverWait(chrome, 300).until(lambda d: d.find_elements(By.LINK_TEXT, "feedback"))
+    assert chrome.execute_script("return window.notReloaded") is True
+    assert "14 / 14" in history(chrome)
+    chrome.find_element(By.LINK_TEXT, "feedback").click()
+    WebDriverWait(chrome, 30).until(lambda d: "/feedback" in d.current_url)
+    assert "14" in page_text()
+    no_errors_in_the_console()
+
+    chrome.delete_all_cookies()
+    chrome.get(f"{service.url}login#{service.staff_token}")
+    WebDriverWait(chrome, 30).until(lambda d: d.find_elements(By.ID, "assignments"))
+    chrome.find_element(By.CSS_SELECTOR, 'a[href="/api/staff/assignments/gradient-descent/summary"]').click()
+    WebDriverWait(chrome, 30).until(lambda d: "Sam Student" in page_text())
+    chrome.back()
+    WebDriverWait(chrome, 30).until(lambda d: d.find_elements(By.ID, "regrade-gradient-descent"))
+    chrome.find_element(By.ID, "regrade-gradient-descent").click()
+    WebDriverWait(chrome, 30).until(lambda d: "queued" in history(d) or "grading" in history(d))
+    WebDriverWait(chrome, 300).until(lambda d: "graded" in history(d) and "queued" not in history(d)
+                                     and "grading" not in history(d))
+    export = chrome.execute_async_script(
+        "const done = arguments[0];"
+        "fetch('/api/staff/assignments/gradient-descent/export?format=csv').then(r => r.text()).then(done);")
+    header, row = csv.reader(io.StringIO(export))
+    assert row[:2] == ["s1", "Sam Student"] and dict(zip(header, row, strict=True))["gradient-descent"] == "14"
+    no_errors_in_the_console()
+
+
+def test_a_service_stopped_mid_grade_hands_the_submission_back_uncounted(tmp_path):
+    slow = tmp_path / "gradient_descent.ipynb"
+    notebook = load(SOLUTION)
+    notebook.cells.insert(1, nbformat.v4.new_code_cell("import time\ntime.sleep(25)"))
+    nbformat.write(notebook, slow)
+    state = tmp_path / "state"
+    service = Service(state)
+    token = roster(service, "id,name\ns1,Sam\n")["s1"]
+    with service.client(token) as sam:
+        submission = submit(sam, slow).json()["id"]
+        deadline = time.monotonic() + 120
+        while sam.get(f"api/submissions/{submission}").json()["status"] != "grading":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    stopping = time.monotonic()
+    service.stop()  # Ctrl-C
+    assert service.process.returncode == 0 and time.monotonic() - stopping < 45
+    assert _attempts(service.database) == {submission: 0}  # back in the queue, this start not counted
+
+    restarted = Service(state)
+    try:
+        with restarted.client(token) as sam:
+            assert wait_for(sam, submission)["score"] == 14
+    finally:
+        restarted.stop()
+    assert _attempts(service.database) == {submission: 1}

@@ -30,7 +30,7 @@ class Warm:
         self.images = KernelImages()
         self.trainers = WaitingTrainers()
         self._resources: dict[tuple, Any] = {}
-        self._assignments: dict[tuple[str, str], Assignment] = {}
+        self._assignments: dict[tuple[str, str], tuple[Assignment, int]] = {}  # with its spec's mtime
         self._lock = threading.Lock()
 
     def __enter__(self) -> Warm:
@@ -64,17 +64,27 @@ class Warm:
             return self._resources[key]
 
     def assignment(self, course_root: Path, assignment_id: str) -> Assignment:
-        """The course's assignment, loaded once by this owner."""
+        """The course's assignment, loaded once by this owner, and again when its spec file changes (a
+        long-running service regrading after a fix)."""
         key = (str(course_root), assignment_id)
         with self._lock:
-            if key not in self._assignments:
-                self._assignments[key] = find_assignment(course_root, assignment_id)
-            return self._assignments[key]
+            kept = self._assignments.get(key)
+            if kept is None or kept[1] != _modified(kept[0]):
+                loaded = find_assignment(course_root, assignment_id)
+                self._assignments[key] = kept = (loaded, _modified(loaded))
+            return kept[0]
 
     def keep(self, course_root: Path, assignment: Assignment) -> None:
         """Hold an assignment already loaded (a batch hands its own to the workers it forks)."""
         with self._lock:
-            self._assignments[(str(course_root), assignment.id)] = assignment
+            self._assignments[(str(course_root), assignment.id)] = (assignment, _modified(assignment))
+
+
+def _modified(assignment: Assignment) -> int:
+    try:
+        return Path(assignment.source).stat().st_mtime_ns if assignment.source else 0
+    except OSError:
+        return 0
 
 
 def image_request(assignment: Assignment, options: GradeOptions) -> tuple[tuple[str, ...], tuple[str, ...]] | None:

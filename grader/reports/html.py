@@ -95,6 +95,7 @@ class SummaryEntry:
 
     result: GradeResult
     feedback_href: str
+    label: str = ""  # shown beside the submission's name (default: the folder of feedback_href)
 
 
 def render_class_summary(entries: list[SummaryEntry], *, title: str) -> str:
@@ -532,7 +533,7 @@ def summary_page(entries: list[SummaryEntry], *, title: str) -> SummaryPage:
 def student_row(entry: SummaryEntry) -> StudentRow:
     result = entry.result
     total = result.timings.get("total_s")
-    folder = str(Path(entry.feedback_href).parent)
+    folder = entry.label or str(Path(entry.feedback_href).parent)
     return StudentRow(
         submission=result.submission,
         href=quote(entry.feedback_href, safe="/#"),  # "a:b" can never become a javascript: link

@@ -32,6 +32,17 @@ class Student(Base):
     name: Mapped[str] = mapped_column(String(200))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the student's token
     created_at: Mapped[dt.datetime] = mapped_column(default=now)
+    lms: Mapped[str] = mapped_column(String(20), default="", server_default="")  # "canvas" | "moodle" | ""
+
+
+class AssignmentSettings(Base):
+    """What staff decided for one assignment: its deadline, and which submission's grade counts."""
+
+    __tablename__ = "assignment_settings"
+
+    assignment: Mapped[str] = mapped_column(String(100), primary_key=True)
+    deadline: Mapped[dt.datetime | None]  # UTC
+    policy: Mapped[str] = mapped_column(String(30), default="last")  # grades.POLICIES
 
 
 class Staff(Base):

@@ -77,10 +77,21 @@ def give_back(sessions: sessionmaker, claimed: Claimed, why: str) -> None:
     """The grader could not finish (not the student's fault): queued again, or FAILED after MAX_ATTEMPTS."""
     with sessions() as session:
         row = session.get_one(Submission, claimed.id)
+        if row.status != GRADING:  # released by a stopping server, or regraded meanwhile: not ours now
+            return
         if row.attempts >= MAX_ATTEMPTS:
             row.status, row.finished_at, row.message = FAILED, now(), f"not graded: {why}"
         else:
             row.status, row.message = QUEUED, why
+        session.commit()
+
+
+def release(sessions: sessionmaker, claimed: Claimed) -> None:
+    """A submission this server stops grading on purpose (it is shutting down): queued again, and this
+    start not counted against it."""
+    with sessions() as session:
+        session.execute(update(Submission).where(Submission.id == claimed.id, Submission.status == GRADING)
+                        .values(status=QUEUED, attempts=Submission.attempts - 1, started_at=None))
         session.commit()
 
 
@@ -103,3 +114,15 @@ def position(session: Session, row: Submission) -> int:
         return 0
     return session.scalar(select(func.count()).select_from(Submission)
                           .where(Submission.status == QUEUED, Submission.id < row.id)) or 0
+
+
+def regrade(session: Session, rows: list[Submission]) -> int:
+    """Put these submissions back in the queue (after a fix to the assignment's spec): their old result
+    stays shown until the new one replaces it. One being graded now is left to finish. How many."""
+    count = 0
+    for row in rows:
+        if row.status != GRADING:
+            row.status, row.attempts, row.message = QUEUED, 0, ""
+            count += 1
+    session.commit()
+    return count

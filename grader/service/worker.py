@@ -7,6 +7,7 @@ import logging
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from sqlalchemy.orm import sessionmaker
@@ -23,6 +24,7 @@ from grader.states import ResultStatus
 
 log = logging.getLogger(__name__)
 IDLE_POLL_S = 1.0  # how often an idle worker looks at the queue without being woken (another server's work)
+STOP_WAIT_S = 10.0  # how long a stopping service waits for the grades in flight before handing them back
 
 
 class Graders:
@@ -39,6 +41,8 @@ class Graders:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._in_flight: dict[int, queue.Claimed] = {}  # by submission id
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         self.scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -52,11 +56,17 @@ class Graders:
         self._wake.set()
 
     def stop(self) -> None:
-        """Let each thread finish the submission it holds, then end; close the warm state."""
+        """End the threads: a grade that finishes within STOP_WAIT_S is kept, the others go back to the
+        queue uncounted (the next start grades them); then close the warm state, which ends their kernels."""
         self._stop.set()
         self._wake.set()
+        deadline = time.monotonic() + STOP_WAIT_S
         for thread in self._threads:
-            thread.join()
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            unfinished = list(self._in_flight.values())
+        for claimed in unfinished:
+            queue.release(self.sessions, claimed)
         self.warm.close()
 
     def _loop(self) -> None:
@@ -66,11 +76,18 @@ class Graders:
                 self._wake.wait(IDLE_POLL_S)
                 self._wake.clear()
                 continue
+            with self._lock:
+                self._in_flight[claimed.id] = claimed
             try:
                 self.grade(claimed)
             except Exception as exc:  # one submission never stops the service
+                if self._stop.is_set():
+                    return  # its kernel ended with the service: stop() handed it back
                 log.exception("grading submission %s failed", claimed.public_id)
                 queue.give_back(self.sessions, claimed, f"the grader failed ({type(exc).__name__})")
+            finally:
+                with self._lock:
+                    self._in_flight.pop(claimed.id, None)
 
     def grade(self, claimed: queue.Claimed) -> None:
         folder = Path(tempfile.mkdtemp(prefix="submission-", dir=self.scratch))
