@@ -112,7 +112,11 @@ def main() -> None:
                 added = staff.post("api/staff/roster", files={"roster": ("roster.csv", roster.encode())}).json()
             tokens = {row["key"]: row["token"] for row in added["added"]}
             started = time.perf_counter()
-            latencies, owner = asyncio.run(upload_all(service, tokens, notebooks, args.clients))
+            try:
+                latencies, owner = asyncio.run(upload_all(service, tokens, notebooks, args.clients))
+            except AssertionError:
+                Path("/tmp/service-errors.log").write_text("".join(service.errors))
+                raise
             accepted = time.perf_counter()
             finished = wait_until_graded(service, args.uploads, args.timeout)
             checked(service, tokens, owner)

@@ -134,7 +134,8 @@ def edit_source(notebook, name: str, old: str, new: str):
 # also belongs in each sandbox mode, say).
 LAYERS = {
     # values in, values out: no kernel, no sandbox
-    "unit": ("test_authoring", "test_checks_numeric", "test_course_door", "test_exchange", "test_exports",
+    "unit": ("test_authoring", "test_checks_numeric", "test_compat", "test_course_door", "test_exchange",
+             "test_exports",
              "test_forged_answers", "test_layout", "test_notebook_io", "test_outputs", "test_result_schema",
              "test_states",
              "test_wheel"),

@@ -16,7 +16,7 @@ PACKAGE = REPO / "grader"
 # lowest first: a stage may import only from its own level and the levels before it
 LEVELS = (
     ("grader", "grader.errors", "grader.states", "grader.scoring", "grader.results", "grader.locations",
-     "grader.files"),
+     "grader.files", "grader.compat"),
     ("grader.child",),  # runs in the student's kernel: imports nothing of the grader at all
     ("grader.intake",),
     ("grader.sandbox",),  # the only place that starts processes

@@ -43,7 +43,9 @@ class Service:
              "--data-root", str(data_root()), "--device", "cpu", "--database", self.database, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         self.lines: list[str] = []
+        self.errors: list[str] = []  # its log: read as it comes, so that a full pipe never blocks it
         threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True).start()
+        threading.Thread(target=lambda: self.errors.extend(self.process.stderr), daemon=True).start()
         self._wait_until_up()
         # what it printed before it began to listen: its address, and a new database's staff login
         logins = [line.rsplit("#", 1)[1].strip() for line in self._printed() if "first staff login" in line]
@@ -60,7 +62,8 @@ class Service:
         deadline = time.monotonic() + 120  # imports on a busy machine
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"grader serve exited: {self.process.stderr.read()[-3000:]}")
+                time.sleep(0.5)  # its last words reach self.errors
+                raise AssertionError(f"grader serve exited: {''.join(self.errors)[-3000:]}")
             try:
                 if httpx.get(self.url + "api/health", timeout=5).status_code == 200:
                     return
@@ -422,3 +425,42 @@ def test_a_service_stopped_mid_grade_hands_the_submission_back_uncounted(tmp_pat
     finally:
         restarted.stop()
     assert _attempts(service.database) == {submission: 1}
+
+
+def test_a_grading_process_that_dies_costs_its_submission_one_retry(tmp_path):
+    slow = tmp_path / "gradient_descent.ipynb"
+    notebook = load(SOLUTION)
+    notebook.cells.insert(1, nbformat.v4.new_code_cell("import time\ntime.sleep(8)"))
+    nbformat.write(notebook, slow)
+    service = Service(tmp_path / "state")
+    try:
+        token = roster(service, "id,name\ns1,Sam\n")["s1"]
+        with service.client(token) as sam:
+            submission = submit(sam, slow).json()["id"]
+            deadline = time.monotonic() + 120
+            while sam.get(f"api/submissions/{submission}").json()["status"] != "grading":
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            time.sleep(1)
+            workers = _grading_processes(service.process.pid)
+            assert len(workers) == 1, workers  # -j 1: one grading process
+            os.kill(workers[0], signal.SIGKILL)  # out of memory, say
+            assert wait_for(sam, submission)["score"] == 14
+        assert _grading_processes(service.process.pid) not in ([], workers)  # a new process took over
+    finally:
+        service.stop()
+    assert _attempts(service.database) == {submission: 2}
+
+
+def _grading_processes(parent: int) -> list[int]:
+    """The server's spawned grading processes (not its resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text()
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if f"\nPPid:\t{parent}\n" in status and "spawn_main" in command:
+            found.append(int(entry.name))
+    return found

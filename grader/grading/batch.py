@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -350,6 +351,41 @@ def _worker_pool(assignment: Assignment, options: GradeOptions, jobs: int,
                                initargs=(warm, assignment, options.course_root, channels,
                                          context.Value("i", 0), os.getpid()))
     return pool, channels
+
+
+class GradingProcess:
+    """A spawned worker process, for a long-running caller that grades any assignment of a course as it
+    comes (the service), one submission at a time: warm state of its own, its kernel images started as
+    its assignments need them, its grading's CPU work off the caller's interpreter. If it dies, the
+    submission it held fails with BrokenProcessPool, and the next one gets a new process."""
+
+    def __init__(self, audience: str):
+        self.audience = audience
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        """Start the process now (it imports the grader), not with the first submission."""
+        self._started().submit(os.getpid)
+
+    def _started(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_spawned_worker, initargs=(None,))
+        return self._pool
+
+    def grade(self, item: BatchItem, assignment_id: str, options: GradeOptions) -> Graded:
+        try:
+            return self._started().submit(_worker_grade, item, assignment_id, options, self.audience).result()
+        except BrokenProcessPool:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """End the process now, whatever it is doing (its kernels end with its kernel image)."""
+        if self._pool is not None:
+            _stop_workers(self._pool)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
 
 def _spawned_worker(wanted: tuple[tuple[str, ...], tuple[str, ...]] | None) -> None:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grader
+from grader.compat import serialize_ast_parsing
 from grader.course.assignment import Assignment
 from grader.errors import GraderError, HarnessError, UsageError
 from grader.grading.batch import BatchJob, Graded, Record, crashed, grade_item
@@ -152,6 +153,7 @@ class WorkerState:
     it unpacked, the checks it made once. Made and closed by the worker's plugin (dask_plugin.py)."""
 
     def __init__(self) -> None:
+        serialize_ast_parsing()  # a worker with --nthreads above 1 grades in threads
         self.warm = Warm()
         self.courses: dict[str, Path] = {}  # bundle digest -> the course root it was unpacked into
         self.checked: set[tuple] = set()

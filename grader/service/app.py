@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import io
 import tempfile
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -74,6 +75,7 @@ def create_app(sessions: sessionmaker, store: UploadStore, settings: ServiceSett
         header = request.headers.get("authorization", "")
         bearer = header.lower().startswith("bearer ")
         found = auth.caller_of(session, header[7:].strip() if bearer else request.cookies.get(auth.COOKIE))
+        session.rollback()  # read only: its connection goes back to the pool while the upload is read
         if found is None:
             raise HTTPException(401, "sign in with your token (the link or token your course staff gave you)",
                                 headers={"WWW-Authenticate": "Bearer"})
@@ -299,6 +301,8 @@ def create_app(sessions: sessionmaker, store: UploadStore, settings: ServiceSett
             raise HTTPException(413, f"{name}: an upload may be at most {settings.max_upload_mb} MB")
         if not name.endswith(".ipynb"):
             raise HTTPException(400, f"{name}: upload your notebook (a .ipynb file)")
+        # in the event loop, not a worker thread: the request already holds a database connection, and
+        # requests queued for threads while holding connections can exhaust the pool (tried: they did)
         hint = _checked_notebook(name, content)
         assignment = assignments.pick(assignment_id or hint, name)
         recent = session.scalar(select(func.count()).select_from(Submission).where(
@@ -328,27 +332,40 @@ def _checked_notebook(name: str, content: bytes) -> str | None:
 
 
 class _Assignments:
-    """The course's assignments, loaded once each."""
+    """The course's assignments, each loaded once and again when the course's specs change (reading
+    them costs 16 ms: not once per upload)."""
 
     def __init__(self, course_root: Path):
         self.course_root = course_root
+        self._specs: tuple = ()
+        self._ids: list[str] = []
         self._loaded: dict[str, Assignment] = {}
+        self._lock = threading.Lock()  # requests run in several threads
+
+    def ids(self) -> list[str]:
+        specs = tuple(sorted((p.name, p.stat().st_mtime_ns) for p in (self.course_root / "solutions").glob("*.py")))
+        with self._lock:
+            if specs != self._specs:
+                self._specs, self._ids, self._loaded = specs, assignment_ids(self.course_root), {}
+            return self._ids
 
     def get(self, assignment_id: str) -> Assignment:
-        if assignment_id not in self._loaded:
-            self._loaded[assignment_id] = find_assignment(self.course_root, assignment_id)
-        return self._loaded[assignment_id]
+        self.ids()  # forgets what a changed spec held
+        with self._lock:
+            if assignment_id not in self._loaded:
+                self._loaded[assignment_id] = find_assignment(self.course_root, assignment_id)
+            return self._loaded[assignment_id]
 
     def get_or_404(self, assignment_id: str) -> Assignment:
-        if assignment_id not in assignment_ids(self.course_root):
+        if assignment_id not in self.ids():
             raise HTTPException(404, f"no assignment {assignment_id!r} in this course")
         return self.get(assignment_id)
 
     def all(self) -> list[Assignment]:
-        return [self.get(i) for i in assignment_ids(self.course_root)]
+        return [self.get(i) for i in self.ids()]
 
     def pick(self, assignment_id: str | None, file_name: str) -> Assignment:
-        ids = assignment_ids(self.course_root)
+        ids = self.ids()
         if assignment_id in ids:
             return self.get(assignment_id)
         by_file = [a for a in self.all() if a.notebook == file_name]

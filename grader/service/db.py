@@ -80,7 +80,9 @@ class Submission(Base):
 def engine_for(url: str) -> Engine:
     """An engine for `url`; SQLite waits for a lock instead of failing at once, and keeps foreign keys."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        # a connection per request in flight (a class uploading at once): SQLite's are cheap
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=20,
+                               max_overflow=80)
 
         @event.listens_for(engine, "connect")
         def _pragmas(connection, _record) -> None:
@@ -90,7 +92,7 @@ def engine_for(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=30)
 
 
 def migrate(engine: Engine) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from grader.compat import serialize_ast_parsing
 from grader.grading.options import GradeOptions
 from grader.service import auth, queue
 from grader.service.app import ServiceSettings, create_app
@@ -41,6 +42,7 @@ def serve(config: ServiceConfig, *, say=lambda text: print(text, flush=True)) ->
     """Run the service until interrupted (Ctrl-C or SIGTERM); what was accepted stays queued for the next start."""
     import uvicorn
 
+    serialize_ast_parsing()  # requests and grading threads share this process
     config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     engine = engine_for(config.database_url)
     migrate(engine)

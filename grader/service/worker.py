@@ -1,5 +1,7 @@
-"""The threads that grade what the queue holds: each claims one submission at a time and grades it with
-the service's one owner of warm state (kernel image, waiting trainers, loaded assignments)."""
+"""The threads that grade what the queue holds: each claims one submission at a time and has its own
+grading process grade it (grader.grading.batch.GradingProcess: warm state of its own, and the CPU
+work of grading away from the web server's interpreter). A grading process that dies costs the
+submission it held one attempt, as a dead worker does in `grader batch`."""
 
 from __future__ import annotations
 
@@ -8,16 +10,16 @@ import shutil
 import tempfile
 import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from sqlalchemy.orm import sessionmaker
 
 from grader.errors import GraderError
+from grader.grading.batch import GradingProcess
 from grader.grading.options import GradeOptions
-from grader.grading.pipeline import grade_safely
-from grader.grading.warm import Warm
+from grader.intake.collect import BatchItem
 from grader.reports.html import FEEDBACK_FILES
-from grader.reports.outputs import render_outputs
 from grader.service import queue
 from grader.service.storage import UploadStore
 from grader.states import ResultStatus
@@ -25,10 +27,11 @@ from grader.states import ResultStatus
 log = logging.getLogger(__name__)
 IDLE_POLL_S = 1.0  # how often an idle worker looks at the queue without being woken (another server's work)
 STOP_WAIT_S = 10.0  # how long a stopping service waits for the grades in flight before handing them back
+WORKER_DIED = "the grader's worker process died while grading it"
 
 
 class Graders:
-    """`jobs` grading threads, started and stopped with the service."""
+    """`jobs` grading threads, each with its grading process, started and stopped with the service."""
 
     def __init__(self, sessions: sessionmaker, store: UploadStore, options: GradeOptions, *, jobs: int,
                  scratch: Path):
@@ -37,7 +40,7 @@ class Graders:
         self.options = options
         self.jobs = jobs
         self.scratch = scratch
-        self.warm = Warm()
+        self._processes = [GradingProcess("student") for _ in range(jobs)]
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -46,8 +49,9 @@ class Graders:
 
     def start(self) -> None:
         self.scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for index in range(self.jobs):
-            thread = threading.Thread(target=self._loop, name=f"grader-{index + 1}", daemon=True)
+        for index, process in enumerate(self._processes):
+            process.start()
+            thread = threading.Thread(target=self._loop, args=(process,), name=f"grader-{index + 1}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -57,7 +61,7 @@ class Graders:
 
     def stop(self) -> None:
         """End the threads: a grade that finishes within STOP_WAIT_S is kept, the others go back to the
-        queue uncounted (the next start grades them); then close the warm state, which ends their kernels."""
+        queue uncounted (the next start grades them); then end the grading processes and their kernels."""
         self._stop.set()
         self._wake.set()
         deadline = time.monotonic() + STOP_WAIT_S
@@ -67,9 +71,10 @@ class Graders:
             unfinished = list(self._in_flight.values())
         for claimed in unfinished:
             queue.release(self.sessions, claimed)
-        self.warm.close()
+        for process in self._processes:
+            process.close()
 
-    def _loop(self) -> None:
+    def _loop(self, process: GradingProcess) -> None:
         while not self._stop.is_set():
             claimed = queue.claim(self.sessions)
             if claimed is None:
@@ -79,33 +84,38 @@ class Graders:
             with self._lock:
                 self._in_flight[claimed.id] = claimed
             try:
-                self.grade(claimed)
+                self.grade(claimed, process)
             except Exception as exc:  # one submission never stops the service
                 if self._stop.is_set():
-                    return  # its kernel ended with the service: stop() handed it back
+                    return  # its process ended with the service: stop() handed it back
                 log.exception("grading submission %s failed", claimed.public_id)
                 queue.give_back(self.sessions, claimed, f"the grader failed ({type(exc).__name__})")
             finally:
                 with self._lock:
                     self._in_flight.pop(claimed.id, None)
 
-    def grade(self, claimed: queue.Claimed) -> None:
+    def grade(self, claimed: queue.Claimed, process: GradingProcess) -> None:
         folder = Path(tempfile.mkdtemp(prefix="submission-", dir=self.scratch))
         try:
             notebook = folder / Path(claimed.filename).name
             notebook.write_bytes(self.store.get(claimed.sha256))
-            assignment = self.warm.assignment(self.options.course_root, claimed.assignment)
             try:
-                result = grade_safely(notebook, assignment, self.options, self.warm)
+                graded = process.grade(BatchItem(claimed.public_id, notebook), claimed.assignment, self.options)
+            except BrokenProcessPool:
+                if not self._stop.is_set():
+                    log.warning("%s: %s", claimed.public_id, WORKER_DIED)
+                    queue.give_back(self.sessions, claimed, WORKER_DIED)
+                return
             except GraderError as exc:  # a broken installation: every submission would fail the same way
                 queue.give_back(self.sessions, claimed, exc.message)
                 return
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+        result = graded.result
         if result.status == ResultStatus.GRADER_ERROR:  # not the student's fault: graded again
             queue.give_back(self.sessions, claimed, result.message)
             return
-        page = render_outputs(result, audience="student")[FEEDBACK_FILES["student"]]
+        page = graded.rendered[FEEDBACK_FILES["student"]]
         queue.finish(self.sessions, claimed, score=result.score if result.has_grade else None,
                      max_score=result.max_score, result_status=str(result.status), message=result.message,
                      result_json=result.to_json(), feedback_html=page.decode("utf-8"))
