@@ -399,20 +399,30 @@ def test_a_student_and_the_staff_in_a_browser(service, chrome, tmp_path):
     no_errors_in_the_console()
 
 
-def test_a_service_stopped_mid_grade_hands_the_submission_back_uncounted(tmp_path):
-    slow = tmp_path / "gradient_descent.ipynb"
+def slow_solution(tmp_path: Path, seconds: int) -> Path:
+    """The reference solution with a first cell that sleeps: a grade that is in flight long enough."""
     notebook = load(SOLUTION)
-    notebook.cells.insert(1, nbformat.v4.new_code_cell("import time\ntime.sleep(25)"))
-    nbformat.write(notebook, slow)
+    notebook.cells.insert(1, nbformat.v4.new_code_cell(f"import time\ntime.sleep({seconds})"))
+    nbformat.write(notebook, tmp_path / SOLUTION.name)
+    return tmp_path / SOLUTION.name
+
+
+def submit_and_wait_until_grading(client: httpx.Client, notebook: Path) -> str:
+    submission = submit(client, notebook).json()["id"]
+    deadline = time.monotonic() + 120
+    while client.get(f"api/submissions/{submission}").json()["status"] != "grading":
+        assert time.monotonic() < deadline, "it was not taken from the queue"
+        time.sleep(0.2)
+    return submission
+
+
+def test_a_service_stopped_mid_grade_hands_the_submission_back_uncounted(tmp_path):
+    slow = slow_solution(tmp_path, 25)
     state = tmp_path / "state"
     service = Service(state)
     token = roster(service, "id,name\ns1,Sam\n")["s1"]
     with service.client(token) as sam:
-        submission = submit(sam, slow).json()["id"]
-        deadline = time.monotonic() + 120
-        while sam.get(f"api/submissions/{submission}").json()["status"] != "grading":
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        submission = submit_and_wait_until_grading(sam, slow)
     stopping = time.monotonic()
     service.stop()  # Ctrl-C
     assert service.process.returncode == 0 and time.monotonic() - stopping < 45
@@ -428,19 +438,12 @@ def test_a_service_stopped_mid_grade_hands_the_submission_back_uncounted(tmp_pat
 
 
 def test_a_grading_process_that_dies_costs_its_submission_one_retry(tmp_path):
-    slow = tmp_path / "gradient_descent.ipynb"
-    notebook = load(SOLUTION)
-    notebook.cells.insert(1, nbformat.v4.new_code_cell("import time\ntime.sleep(8)"))
-    nbformat.write(notebook, slow)
+    slow = slow_solution(tmp_path, 8)
     service = Service(tmp_path / "state")
     try:
         token = roster(service, "id,name\ns1,Sam\n")["s1"]
         with service.client(token) as sam:
-            submission = submit(sam, slow).json()["id"]
-            deadline = time.monotonic() + 120
-            while sam.get(f"api/submissions/{submission}").json()["status"] != "grading":
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+            submission = submit_and_wait_until_grading(sam, slow)
             time.sleep(1)
             workers = _grading_processes(service.process.pid)
             assert len(workers) == 1, workers  # -j 1: one grading process

@@ -38,6 +38,9 @@ SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DEN
                                                "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'"}
 
 
+UPLOAD_ROUTES = ("/api/submissions", "/submit", "/api/staff/roster", "/staff/roster")  # refused before reading
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     course_root: Path
@@ -54,7 +57,7 @@ def create_app(sessions: sessionmaker, store: UploadStore, settings: ServiceSett
 
     @app.middleware("http")
     async def headers_and_size(request: Request, call_next):
-        if request.method == "POST" and request.url.path in ("/api/submissions", "/submit", "/api/staff/roster"):
+        if request.method == "POST" and request.url.path in UPLOAD_ROUTES:
             length = request.headers.get("content-length")
             if length is None or not length.isdigit():
                 return JSONResponse({"detail": "an upload must say its size (Content-Length)"}, status_code=411)
