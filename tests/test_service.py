@@ -467,3 +467,27 @@ def _grading_processes(parent: int) -> list[int]:
         if f"\nPPid:\t{parent}\n" in status and "spawn_main" in command:
             found.append(int(entry.name))
     return found
+
+
+def test_bad_input_to_the_commands_gets_one_clear_line(tmp_path):
+    def grader(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*GRADER, *argv], capture_output=True, text=True, timeout=120)
+
+    (tmp_path / "empty" / "solutions").mkdir(parents=True)
+    done = grader("serve", "--course", str(tmp_path / "empty"), "--state", str(tmp_path / "s1"))
+    assert done.returncode == 2 and "no assignments in" in done.stderr, done.stderr
+    done = grader("serve", "--course", str(REPO), "--database", "not a url", "--state", str(tmp_path / "s2"))
+    assert done.returncode == 2 and "is not a database URL" in done.stderr, done.stderr
+    done = grader("serve", "--course", str(REPO), "--state", str(tmp_path / "s3"),
+                  "--database", f"postgresql+psycopg://nobody@/grader?host={tmp_path}")  # no server there
+    assert done.returncode == 3 and "cannot use the database" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]  # nothing listens once the probe is closed
+    for to, said in ((f"http://127.0.0.1:{closed}/", "cannot reach the grading service"),
+                     ("grader.example.edu", "starting with https://")):
+        done = grader("submit", str(SOLUTION), "--to", to, "--token", "t")
+        assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr, done.stderr
+    done = grader("submit", str(tmp_path / "missing.ipynb"), "--to", "http://127.0.0.1:1/", "--token", "t")
+    assert done.returncode == 2 and "no such file" in done.stderr

@@ -48,8 +48,23 @@ def serve_command(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    if args.max_upload_mb < 1 or args.per_minute < 1:
+        raise UsageError("--max-upload-mb and --per-minute must be at least 1")
     state = args.state.resolve()
     options = grade_options(args, private=(state,))
+    from grader.course.assignment import assignment_ids
+
+    if not assignment_ids(options.course_root):
+        raise UsageError(f"no assignments in {options.course_root}/solutions: name the course with --course DIR")
+    if args.database:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(args.database)
+        except ArgumentError:
+            raise UsageError(f"--database {args.database!r} is not a database URL (e.g. "
+                             "postgresql+psycopg://user@host/grader)") from None
     try:
         serve(ServiceConfig(state_dir=state, options=options, database=args.database, host=args.host,
                             port=args.port, jobs=args.jobs, max_upload_mb=args.max_upload_mb,

@@ -39,20 +39,25 @@ def submit_to_service(notebook: Path, url: str, token: str, *, assignment: str |
     import httpx
 
     base = url if url.endswith("/") else url + "/"
+    if not base.startswith(("http://", "https://")):
+        raise UsageError(f"--to {url}: give the service's address, starting with https:// (or http://)")
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
         try:
             with open(notebook, "rb") as file:
                 answer = client.post("api/submissions", files={"notebook": (Path(notebook).name, file)},
                                      data={"assignment": assignment} if assignment else {})
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise UsageError(f"cannot reach the grading service at {url} ({exc})") from None
         record = _json_or_error(answer, notebook)
         progress(f"{Path(notebook).name}: accepted ({record['status']})")
         started = time.monotonic()
         while wait and record["status"] in ("queued", "grading") and time.monotonic() - started < WAIT_LIMIT_S:
             time.sleep(poll_s)
-            record = _json_or_error(client.get(f"api/submissions/{record['id']}"), notebook)
+            try:
+                record = _json_or_error(client.get(f"api/submissions/{record['id']}"), notebook)
+            except httpx.HTTPError:  # a busy or restarting service: the upload is safe there, ask again
+                continue
     feedback = urljoin(base, record["feedback"].lstrip("/")) if record.get("feedback") else None
     return Submitted(record["id"], record["status"], record.get("score"), record.get("max_score"),
                      record.get("message", ""), feedback)

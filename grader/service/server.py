@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from grader.compat import serialize_ast_parsing
+from grader.errors import HarnessError
 from grader.grading.options import GradeOptions
 from grader.service import auth, queue
 from grader.service.app import ServiceSettings, create_app
@@ -45,7 +47,11 @@ def serve(config: ServiceConfig, *, say=lambda text: print(text, flush=True)) ->
     serialize_ast_parsing()  # requests and grading threads share this process
     config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     engine = engine_for(config.database_url)
-    migrate(engine)
+    try:
+        migrate(engine)
+    except OperationalError as exc:
+        raise HarnessError(f"cannot use the database {engine.url.render_as_string()}: "
+                           f"{str(exc.orig).strip().splitlines()[0]}") from None
     sessions = session_factory(engine)
     requeued, failed = queue.recover(sessions)
     if requeued or failed:
