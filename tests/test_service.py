@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 import signal
@@ -238,8 +239,8 @@ def test_a_server_killed_mid_queue_grades_every_accepted_submission_once(tmp_pat
     assert sorted(attempts.values())[-1] == 2 and sum(attempts.values()) <= len(accepted) + 1, attempts
 
 
-def _attempts(database: str) -> dict[str, int]:
-    """How many times each submission's grading was started, from the database itself."""
+def _submissions(database: str) -> dict:
+    """public id -> its row, read from the database itself."""
     from sqlalchemy import create_engine, select
     from sqlalchemy.orm import Session
 
@@ -248,9 +249,14 @@ def _attempts(database: str) -> dict[str, int]:
     engine = create_engine(database)
     try:
         with Session(engine) as session:
-            return {row.public_id: row.attempts for row in session.scalars(select(Submission))}
+            return {row.public_id: row for row in session.scalars(select(Submission))}
     finally:
         engine.dispose()
+
+
+def _attempts(database: str) -> dict[str, int]:
+    """How many times each submission's grading was started."""
+    return {public_id: row.attempts for public_id, row in _submissions(database).items()}
 
 
 def test_a_notebook_submits_itself_with_the_in_notebook_api(service, tmp_path, monkeypatch, capsys):
@@ -491,3 +497,119 @@ def test_bad_input_to_the_commands_gets_one_clear_line(tmp_path):
         assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr, done.stderr
     done = grader("submit", str(tmp_path / "missing.ipynb"), "--to", "http://127.0.0.1:1/", "--token", "t")
     assert done.returncode == 2 and "no such file" in done.stderr
+
+
+# --------------------------------------------------------------------------
+# Several servers on one database; grading on a Dask cluster
+
+
+def _holder(services: list[Service], server_id: str) -> Service:
+    """Which service process holds the lock named `server_id` (servers.py)."""
+    for service in services:
+        for descriptor in Path(f"/proc/{service.process.pid}/fd").iterdir():
+            try:
+                if os.readlink(descriptor).endswith(f"/{server_id}.lock"):
+                    return service
+            except OSError:
+                continue
+    raise AssertionError(f"no service holds the lock of {server_id}")
+
+
+def test_two_servers_share_a_database_and_one_grades_what_the_other_left_when_killed(tmp_path, postgres):
+    database = postgres.create_database(f"grader_{uuid.uuid4().hex[:12]}")
+    slow = slow_solution(tmp_path, 10)
+    state = tmp_path / "state"
+    first = Service(state, database=database)
+    second = Service(state, database=database)
+    survivor = None
+    try:
+        assert second.staff_token is None  # the first made the staff account; the second shares it
+        tokens = roster(first, "id,name\ns1,Sam\ns2,Kim\n")
+        with first.client(tokens["s1"]) as sam:
+            held = submit_and_wait_until_grading(sam, slow)
+        with second.client(tokens["s2"]) as kim:
+            other = submit(kim, SOLUTION).json()["id"]
+        server = _submissions(database)[held].claimed_by
+        victim = _holder([first, second], server)
+        survivor = second if victim is first else first
+        victim.kill()  # no restart: the other server learns of its death from its free lock
+        for token, submission in ((tokens["s1"], held), (tokens["s2"], other)):
+            with survivor.client(token) as student:
+                assert wait_for(student, submission, timeout_s=180)["score"] == 14
+        rows = _submissions(database)
+        assert (rows[held].attempts, rows[other].attempts) == (2, 1)  # the killed grade cost one attempt
+        assert rows[held].claimed_by != server  # graded by the survivor
+        assert sorted(p.stem for p in (state / "servers").glob("*.lock")) == [rows[held].claimed_by]
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_a_claim_whose_lease_lapsed_goes_back_to_the_queue_and_its_late_result_is_dropped(tmp_path):
+    """A server on another machine that stopped renewing (dead, or cut off): its claims lapse; if it comes
+    back and finishes, the grade it stores is refused, so the submission is still graded once."""
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from grader.service import queue
+    from grader.service.db import Student, Submission, engine_for, migrate, session_factory
+
+    engine = engine_for(f"sqlite:///{tmp_path / 'q.sqlite3'}")
+    migrate(engine)
+    sessions = session_factory(engine)
+    with sessions() as session:
+        session.add(Student(key="s1", name="Sam", token_hash="0" * 64))
+        session.commit()
+        queue.enqueue(session, student_id=1, assignment="gradient-descent", filename="n.ipynb", sha256="0" * 64,
+                      size=1)
+    away = queue.claim(sessions, "away")
+    assert away is not None and queue.claim(sessions, "here") is None
+    queue.renew(sessions, "away")
+    assert queue.recover(sessions, dead=[]) == (0, 0)  # alive: left alone
+    with sessions() as session:
+        session.execute(update(Submission).values(lease_expires=queue.now() - dt.timedelta(seconds=1)))
+        session.commit()
+    assert queue.recover(sessions, dead=[]) == (1, 0)
+    here = queue.claim(sessions, "here")
+    assert here is not None and here.attempts == 2
+    late = dict(score=0.0, max_score=14.0, result_status="graded", message="", result_json="{}", feedback_html="")
+    queue.finish(sessions, away, **late)  # the lapsed claim: refused
+    queue.give_back(sessions, away, "too late")  # likewise
+    with sessions() as session:
+        row = session.get_one(Submission, here.id)
+        assert (row.status, row.claimed_by, row.score) == (queue.GRADING, "here", None)
+    queue.finish(sessions, here, **{**late, "score": 14.0})
+    with sessions() as session:
+        assert session.get_one(Submission, here.id).score == 14.0
+    engine.dispose()
+
+
+def test_a_service_grades_on_a_dask_cluster_and_a_killed_worker_loses_nothing(tmp_path):
+    pytest.importorskip("distributed")
+    from loopback_cluster import LoopbackCluster
+
+    cluster = LoopbackCluster(tmp_path / "cluster")
+    (tmp_path / "cluster").mkdir()
+    service = None
+    try:
+        cluster.start()
+        service = Service(tmp_path / "state", "--scheduler", cluster.address)
+        assert any("2 grading thread(s) on the Dask cluster" in line for line in service.lines), service.lines
+        tokens = roster(service, "id,name\ns1,Sam\ns2,Kim\n")
+        with service.client(tokens["s1"]) as sam:
+            held = submit_and_wait_until_grading(sam, slow_solution(tmp_path, 8))
+        with service.client(tokens["s2"]) as kim:
+            other = submit(kim, SOLUTION).json()["id"]
+        cluster.kill_worker_running(held, spared=set())  # its nanny starts a new worker; the task moves
+        for token, submission in ((tokens["s1"], held), (tokens["s2"], other)):
+            with service.client(token) as student:
+                assert wait_for(student, submission, timeout_s=240)["score"] == 14
+        rows = _submissions(service.database)
+        workers = {json.loads(rows[s].result_json)["environment"]["worker"] for s in (held, other)}
+        assert workers <= {"w1", "w2"}, workers  # graded on the cluster's workers, not by the server
+    finally:
+        if service is not None:
+            service.stop()
+        cluster.close()
+

@@ -23,7 +23,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        help="a database URL instead of SQLite in --state, e.g. postgresql+psycopg://user@/grader")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    serve.add_argument("-j", "--jobs", type=int, default=1, help="submissions graded at once (default: 1)")
+    serve.add_argument("-j", "--jobs", type=int, default=None,
+                       help="submissions graded at once (default: 1; with --scheduler, the cluster's threads)")
+    serve.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                       help="grade on the workers of this Dask scheduler instead of this machine (docs/scale.md); "
+                            "--device auto sends model training to workers started with --resources GPU=1")
     serve.add_argument("--max-upload-mb", type=int, default=5, help="largest notebook accepted (default: 5)")
     serve.add_argument("--per-minute", type=int, default=6,
                        help="submissions a student may make per minute (default: 6)")
@@ -46,12 +50,17 @@ def serve_command(args: argparse.Namespace) -> int:
     _require_service_extra()
     from grader.service.server import ServiceConfig, serve
 
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    if args.scheduler:
+        from grader.grading.distributed import require_dask
+
+        require_dask()
     if args.max_upload_mb < 1 or args.per_minute < 1:
         raise UsageError("--max-upload-mb and --per-minute must be at least 1")
     state = args.state.resolve()
-    options = grade_options(args, private=(state,))
+    # On a cluster each worker resolves the device on its own machine (distributed.place).
+    options = grade_options(args, private=(state,), device="cpu" if args.scheduler else None)
     from grader.course.assignment import assignment_ids
 
     if not assignment_ids(options.course_root):
@@ -68,7 +77,9 @@ def serve_command(args: argparse.Namespace) -> int:
     try:
         serve(ServiceConfig(state_dir=state, options=options, database=args.database, host=args.host,
                             port=args.port, jobs=args.jobs, max_upload_mb=args.max_upload_mb,
-                            submissions_per_minute=args.per_minute))
+                            submissions_per_minute=args.per_minute, scheduler=args.scheduler,
+                            cluster_device=args.device,
+                            cluster_data_root=args.data_root.resolve() if args.scheduler and args.data_root else None))
     except KeyboardInterrupt:
         print("grader serve: stopped; what was accepted and not graded is graded at the next start")
     return 0

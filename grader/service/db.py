@@ -66,6 +66,8 @@ class Submission(Base):
     size: Mapped[int]
     status: Mapped[str] = mapped_column(String(20), index=True)  # queue.QUEUED, GRADING, GRADED, FAILED
     attempts: Mapped[int] = mapped_column(default=0)  # grading starts: a crash mid-grade costs one
+    claimed_by: Mapped[str | None] = mapped_column(String(32))  # the server grading it (servers.py)
+    lease_expires: Mapped[dt.datetime | None]  # its claim lapses then unless that server renews it
     received_at: Mapped[dt.datetime] = mapped_column(default=now, index=True)
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]

@@ -1,5 +1,5 @@
-"""One `grader serve`: the database brought up to date, the queue recovered, the graders and the web
-server started, and all of it stopped together."""
+"""One `grader serve`: the database brought up to date, what dead servers left handed back, the graders
+(on this machine, or on a Dask cluster) and the web server started, and all of it stopped together."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from sqlalchemy.exc import OperationalError
 from grader.compat import serialize_ast_parsing
 from grader.errors import HarnessError
 from grader.grading.options import GradeOptions
-from grader.service import auth, queue
+from grader.service import auth
 from grader.service.app import ServiceSettings, create_app
 from grader.service.db import Staff, engine_for, migrate, session_factory
+from grader.service.servers import ServerLock
 from grader.service.storage import UploadStore
-from grader.service.worker import Graders
+from grader.service.worker import Graders, Lane, LocalLane
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,12 @@ class ServiceConfig:
     database: str | None = None  # default: SQLite in the state directory
     host: str = "127.0.0.1"
     port: int = 8000
-    jobs: int = 1
+    jobs: int | None = None  # submissions graded at once; default 1, or the cluster's threads
     max_upload_mb: int = 5
     submissions_per_minute: int = 6
+    scheduler: str | None = None  # a Dask scheduler's address: grade on its workers
+    cluster_device: str = "auto"  # --device, for the cluster's workers to resolve (distributed.place)
+    cluster_data_root: Path | None = None  # --data-root, where the workers share this machine's
 
     @property
     def database_url(self) -> str:
@@ -53,19 +57,31 @@ def serve(config: ServiceConfig, *, say=lambda text: print(text, flush=True)) ->
         raise HarnessError(f"cannot use the database {engine.url.render_as_string()}: "
                            f"{str(exc.orig).strip().splitlines()[0]}") from None
     sessions = session_factory(engine)
-    requeued, failed = queue.recover(sessions)
+    cluster = None
+    if config.scheduler:
+        from grader.service.cluster import Cluster
+
+        cluster = Cluster(config.scheduler, device=config.cluster_device, data_root=config.cluster_data_root)
+        threads = cluster.connect()
+        lanes: list[Lane] = [cluster.lane() for _ in range(config.jobs or threads)]
+        where = f"on the Dask cluster at {config.scheduler}"
+    else:
+        lanes = [LocalLane() for _ in range(config.jobs or 1)]
+        where = "here"
+    server = ServerLock(config.state_dir / "servers")
+    graders = Graders(sessions, UploadStore(config.state_dir / "uploads"), config.options, lanes=lanes,
+                      scratch=config.state_dir / "work", server=server)
+    requeued, failed = graders.recover()
     if requeued or failed:
         say(f"recovered the queue: {requeued} submission(s) graded again, {failed} stopped the grader twice")
     first_login = _first_staff(sessions)
-    store = UploadStore(config.state_dir / "uploads")
-    graders = Graders(sessions, store, config.options, jobs=config.jobs, scratch=config.state_dir / "work")
     settings = ServiceSettings(course_root=config.options.course_root, max_upload_mb=config.max_upload_mb,
                                submissions_per_minute=config.submissions_per_minute,
                                secret=_secret(config.state_dir))
-    app = create_app(sessions, store, settings, on_queued=graders.wake)
+    app = create_app(sessions, graders.store, settings, on_queued=graders.wake)
     url = f"http://{config.host}:{config.port}/"
     say(f"grader serve: {url} (course {config.options.course_root}, database {engine.url.render_as_string()}, "
-        f"{config.jobs} grading thread(s))")
+        f"{graders.jobs} grading thread(s) {where})")
     if first_login:
         say(f"first staff login (shown once): {url}login#{first_login}")
     graders.start()
@@ -73,6 +89,9 @@ def serve(config: ServiceConfig, *, say=lambda text: print(text, flush=True)) ->
         uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)
     finally:
         graders.stop()
+        if cluster is not None:
+            cluster.close()
+        server.close()
         engine.dispose()
 
 
