@@ -1,9 +1,12 @@
 """Grading the deep-mlp reference against a plain PyTorch script doing the same training.
 
 Run by hand: `GRADER_DATA=../shared/data python benchmarks/train_deep_mlp.py [--repeat 3]
-[--baseline-checkout DIR]`. With --baseline-checkout (another checkout of the
+[--baseline-checkout DIR] [--batch N]`. With --baseline-checkout (another checkout of the
 grader, e.g. `git worktree add /tmp/before <commit>`), that version grades
 the same notebook in the same interleaved run, for a before/after ratio.
+With --batch N it also grades N copies of the reference with `grader batch -j 1`
+and `-j 2` and runs the plain script N times in a row, and prints the
+throughputs (models a minute) and their ratios.
 
 Both sides train the reference architecture (784-512-256-10, ReLU) with Adam
 at 1e-3 for 10 epochs of batch 64, evaluate on the test set after every
@@ -77,12 +80,40 @@ def graded(data_root: str, out: Path, checkout: Path = REPO) -> tuple[float, flo
     return total, training["wall_s"]
 
 
+def batch_throughput(data_root: str, copies: int, tmp: Path) -> None:
+    """N deep-mlp submissions: `grader batch -j 1` and `-j 2` against N plain scripts in a row."""
+    folder = tmp / "class"
+    folder.mkdir()
+    for i in range(copies):
+        (folder / f"student{i:02d}.ipynb").write_bytes((REPO / "solutions" / "deep_mlp.ipynb").read_bytes())
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    for _ in range(copies):
+        plain(data_root)
+    seconds["plain script x N"] = time.perf_counter() - start
+    for jobs in (1, 2):
+        out = tmp / f"batch-j{jobs}"
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "grader", "batch", str(folder), "--assignment", "deep-mlp",
+                        "--out", str(out), "-j", str(jobs), "--data-root", data_root, "--device", "cpu",
+                        "--course", str(REPO)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        seconds[f"grader batch -j {jobs}"] = time.perf_counter() - start
+        scores = {json.loads(p.read_text())["score"] for p in out.glob("*/result.json")}
+        assert len(list(out.glob("*/result.json"))) == copies and scores == {10.0}, scores
+    base = seconds["plain script x N"]
+    for name, total in seconds.items():
+        print(f"{name:18s} {copies} models in {total:6.1f} s: {60 * copies / total:5.1f} a minute "
+              f"({base / total:4.2f}x the plain scripts' throughput)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--data-root", default=os.environ.get("GRADER_DATA", str(REPO.parent / "shared" / "data")))
     parser.add_argument("--baseline-checkout", type=Path, default=None,
                         help="another checkout of the grader to grade the same notebook in the same run")
+    parser.add_argument("--batch", type=int, default=0, metavar="N",
+                        help="also grade N copies with grader batch -j 1 and -j 2 against N plain scripts")
     args = parser.parse_args()
     runs: dict[str, list[tuple[float, float]]] = {"plain script": [], "grader grade": []}
     if args.baseline_checkout:
@@ -100,6 +131,9 @@ def main() -> None:
         print(f"{name:14s} whole process {total:6.1f} s ({total / base_total:4.2f}x)   "
               f"training loop {train:6.1f} s ({train / base_train:4.2f}x)   "
               f"runs: {', '.join(f'{t:.1f}' for t, _ in runs[name])}")
+    if args.batch:
+        with tempfile.TemporaryDirectory() as tmp:
+            batch_throughput(args.data_root, args.batch, Path(tmp))
 
 
 if __name__ == "__main__":

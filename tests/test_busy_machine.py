@@ -107,12 +107,12 @@ def test_a_training_run_the_guard_stops_is_not_scored_and_a_batch_grades_it_agai
 def test_a_trainer_that_dies_is_the_grader_s_failure(options, monkeypatch):
     from grader.ml import training
 
-    real = training.finish_trusted
+    real = training.run_job
 
-    def killed(process, **kwargs):
+    def killed(process, line, **kwargs):
         process.kill()
-        return real(process, **kwargs)
+        return real(process, line, **kwargs)
 
-    monkeypatch.setattr(training, "finish_trusted", killed)
+    monkeypatch.setattr(training, "run_job", killed)
     with pytest.raises(GraderFailure, match="training process failed"):
         grade_submission(SOLUTIONS / "toy_2d.ipynb", assignment("toy-2d"), options, SESSION_WARM)

@@ -1,4 +1,5 @@
-"""Trainers started before they are needed (grader/ml/training.py): used once, never left behind."""
+"""Long-lived trainers (grader/ml/training.py): started before they are needed, training one model at a
+time and many in turn with the same record as a new trainer's, never left behind."""
 
 from __future__ import annotations
 
@@ -8,40 +9,91 @@ import time
 
 import pytest
 
-from grader.ml.training import TrainingSetup, WaitingTrainers
-from grader.sandbox.trusted import finish_trusted
+from conftest import SOLUTIONS, assignment, edit_source, load, save
+from grader.grading.pipeline import grade_submission
+from grader.grading.warm import Warm
+from grader.ml import training
+from grader.ml.training import Trainers, TrainingSetup
 
 
-def test_a_prepared_trainer_is_the_one_training_takes_and_is_used_once():
+def test_a_prepared_trainer_is_the_one_training_takes_and_comes_back_for_the_next_job():
     setup = TrainingSetup(threads=1, memory_mb=2048, seed=7)
-    trainers = WaitingTrainers()
-    trainers.prepare(setup)
-    waiting = trainers._waiting[setup]
-    trainers.prepare(setup)  # one is waiting already: no second
-    assert trainers._waiting[setup] is waiting
-    assert trainers.take(setup) is waiting and setup not in trainers._waiting
-    other = trainers.take(setup)  # none waiting: a new one
-    assert other is not waiting
-    for process in (waiting, other):
-        done = finish_trusted(process, stdin="\n", stall_s=60)  # an empty line: not needed after all
-        assert done.returncode == 0, done.stderr
+    with Trainers() as trainers:
+        trainers.prepare(setup)
+        (waiting,) = trainers._idle[setup]
+        trainers.prepare(setup)  # one is idle already: no second
+        assert trainers._idle[setup] == [waiting]
+        assert trainers.take(setup) is waiting and trainers._idle[setup] == []
+        other = trainers.take(setup)  # none idle: a new one, for a job at the same time
+        assert other is not waiting
+        trainers.give_back(setup, waiting)
+        trainers.give_back(setup, other)
+        assert trainers._idle[setup] == [waiting, other] and waiting.jobs == other.jobs == 1
+        assert trainers.take(setup) is other  # the latest back: the warmest
+        other.close()  # taken: the caller's to end
+    assert not waiting.alive() and not other.alive()
 
 
-def test_closing_the_owner_kills_its_waiting_trainer():
-    trainers = WaitingTrainers()
+def test_a_trainer_is_replaced_after_its_share_of_jobs_or_when_it_died(monkeypatch):
+    monkeypatch.setattr(training, "JOBS_PER_TRAINER", 2)
+    setup = TrainingSetup(threads=1)
+    with Trainers() as trainers:
+        trainer = trainers.take(setup)
+        trainers.give_back(setup, trainer)
+        assert trainers.take(setup) is trainer
+        trainers.give_back(setup, trainer)  # its second job: ended, not kept
+        assert trainers._idle[setup] == [] and not trainer.alive()
+        dead = trainers.take(setup)
+        dead.process.kill()
+        dead.process.wait()
+        trainers.give_back(setup, dead)
+        assert trainers._idle[setup] == []
+        fresh = trainers.take(setup)
+        assert fresh is not dead
+        fresh.close()
+
+
+def _training_records(result) -> dict[str, dict]:
+    """Each trained check's record, without its timings."""
+    return {check.id: {key: value for key, value in check.details["training"].items() if key not in ("wall_s", "cpu_s")}
+            for check in result.checks if check.details.get("training")}
+
+
+def test_a_trainer_that_trained_other_models_gives_the_record_of_a_new_one(options, tmp_path, monkeypatch):
+    """The same seed gives the same grade to the last digit, whatever the trainer trained before."""
+    spec = assignment("toy-2d")
+    other = tmp_path / "other.ipynb"
+    notebook = load(SOLUTIONS / "toy_2d.ipynb")
+    save(edit_source(notebook, "build_model", "nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, outputs)",
+                     "nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, outputs)"), other)
+    with Warm() as warm:
+        grade_submission(other, spec, options, warm)  # a different model first, in the same trainers
+        reused = grade_submission(SOLUTIONS / "toy_2d.ipynb", spec, options, warm)
+        (trainer,) = [t for idle in warm.trainers._idle.values() for t in idle]
+        assert trainer.jobs >= 2 * len(_training_records(reused))  # every job of both grades in one process
+    monkeypatch.setattr(training, "JOBS_PER_TRAINER", 1)  # each job in a new trainer
+    with Warm() as warm:
+        fresh = grade_submission(SOLUTIONS / "toy_2d.ipynb", spec, options, warm)
+        assert not any(warm.trainers._idle.values())
+    assert _training_records(reused) and _training_records(reused) == _training_records(fresh)
+    assert reused.score == fresh.score == spec.max_score
+
+
+def test_closing_the_owner_kills_its_idle_trainers():
+    trainers = Trainers()
     trainers.prepare(TrainingSetup())
-    (process,) = trainers._waiting.values()
+    (process,) = [trainer.process for idle in trainers._idle.values() for trainer in idle]
     trainers.close()
-    assert process.poll() is not None and trainers._waiting == {}
+    assert process.poll() is not None and trainers._idle == {}
 
 
 @pytest.mark.parametrize("ending", ["returns", "killed"])
-def test_an_unused_trainer_dies_with_the_grader_however_it_ends(ending):
-    # without an exit hook: its job comes on a pipe from the grader, and a pipe whose writer is gone
-    # (an unclosed owner at exit, or a grader killed outright) reads as "no job"
+def test_an_idle_trainer_dies_with_the_grader_however_it_ends(ending):
+    # without an exit hook: its jobs come on a pipe from the grader, and a pipe whose writer is gone
+    # (an unclosed owner at exit, or a grader killed outright) reads as "no more jobs"
     script = ("import os, signal\nfrom grader.ml import training\n"
-              "trainers = training.WaitingTrainers()\ntrainers.prepare(training.TrainingSetup())\n"
-              "print(next(iter(trainers._waiting.values())).pid, flush=True)\n"
+              "trainers = training.Trainers()\ntrainers.prepare(training.TrainingSetup())\n"
+              "print(next(iter(trainers._idle.values()))[0].process.pid, flush=True)\n"
               + ("os.kill(os.getpid(), signal.SIGKILL)\n" if ending == "killed" else ""))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     pid = int(done.stdout.split()[-1])
@@ -57,29 +109,3 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def test_task_data_is_written_once_to_the_cache_and_shared(tmp_path, monkeypatch):
-    # it was one temporary folder per process, removed at its exit: a batch's forked workers and killed Dask
-    # workers never exit that way, and left a copy of the training set each in /tmp
-    import tempfile
-
-    import numpy as np
-
-    from grader.ml.task import TaskData
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
-
-    def task(offset: float) -> TaskData:
-        x = np.arange(12, dtype=np.float32).reshape(6, 2) + offset
-        return TaskData(name="t", version="1", train_x=x, train_y=np.arange(6), test_x=x[:2], test_y=np.arange(2))
-
-    first, again, other = task(0).files(), task(0).files(), task(1).files()
-    assert first == again and first["train_x"] != other["train_x"]
-    assert set(first) == {"train_x", "train_y", "test_x"}  # never the test labels
-    assert np.array_equal(np.load(first["test_x"]), task(0).test_x)
-    assert first["train_x"].parent.parent == tmp_path / "cache" / "grader" / "task-data"
-    assert list((tmp_path / "tmp").iterdir()) == []
-    assert not [p for p in first["train_x"].parent.iterdir() if p.name.startswith(".")]  # no partial file left

@@ -22,7 +22,7 @@ from grader.sandbox.jail import Sandbox
 from grader.states import RunStatus, StudentErrorKind
 
 if TYPE_CHECKING:
-    from grader.ml.training import TrainingSetup, WaitingTrainers
+    from grader.ml.training import Trainers, TrainingSetup
 
 
 class AnswerExchange(Protocol):
@@ -37,7 +37,7 @@ class AnswerExchange(Protocol):
 
 class CheckContext:
     def __init__(self, *, runner: NotebookRunner | None, sandbox: Sandbox | AnswerExchange, seed: int, device: str,
-                 resources: Any = None, cell_problems: int = 0, trainers: WaitingTrainers | None = None):
+                 resources: Any = None, cell_problems: int = 0, trainers: Trainers | None = None):
         self.runner = runner
         self.trainers = trainers  # the grading process's trainers, ready before they are needed (None: start one)
         self.sandbox = sandbox

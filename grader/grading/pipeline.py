@@ -97,7 +97,8 @@ def grade_submission(path: Path, assignment: Assignment, options: GradeOptions, 
             # torch's import, paid by the trainer and by this process (to inspect the model), runs
             # beside the notebook instead of after it
             warm.trainers.prepare(training_setup(sandbox, device=options.device, seed=assignment.seed))
-            import_in_background("grader.ml.rebuild")
+            # and what torch imports the first time the model runs on its meta device (the cost analysis)
+            import_in_background("grader.ml.rebuild", "torch._dynamo")
         sandboxed = time.monotonic()
         deadline = Deadline(limits.total_timeout_s)
         runner = NotebookRunner(KernelSession(sandbox), preamble=_preamble(sandbox, assignment),
@@ -190,10 +191,14 @@ def _preamble(sandbox: Sandbox, assignment: Assignment) -> str:
     ])
 
 
-def import_in_background(module: str) -> None:
-    """Import `module` in a thread, while this process waits on a kernel; whoever needs it first waits
-    for the import to finish (Python's import lock)."""
-    threading.Thread(target=importlib.import_module, args=(module,), daemon=True).start()
+def import_in_background(*modules: str) -> None:
+    """Import `modules` in a thread, in order, while this process waits on a kernel; whoever needs one
+    first waits for its import to finish (Python's import lock)."""
+    def run() -> None:
+        for module in modules:
+            importlib.import_module(module)
+
+    threading.Thread(target=run, daemon=True).start()
 
 
 def trains_models(assignment: Assignment) -> bool:

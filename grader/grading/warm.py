@@ -17,7 +17,7 @@ from grader.errors import HarnessError
 from grader.grading.options import GradeOptions
 from grader.locations import ResourceRequest
 from grader.ml.datasets import DatasetMissing
-from grader.ml.training import WaitingTrainers
+from grader.ml.training import Trainers
 from grader.sandbox.detect import unshare_available
 from grader.sandbox.image import KernelImage, KernelImages
 
@@ -28,7 +28,7 @@ class Warm:
 
     def __init__(self) -> None:
         self.images = KernelImages()
-        self.trainers = WaitingTrainers()
+        self.trainers = Trainers()
         self._resources: dict[tuple, Any] = {}
         self._assignments: dict[tuple[str, str], tuple[Assignment, int]] = {}  # with its spec's mtime
         self._lock = threading.Lock()

@@ -1,7 +1,9 @@
 """The grader's training run, in a process that never ran student code.
 
     python -m grader.ml.trainer JOB
-    python -m grader.ml.trainer --wait-for-job     (then JOB on standard input)
+    python -m grader.ml.trainer --wait-for-job     (then one JOB a line on standard input; after each,
+                                                    JOB_DONE on standard output; an empty line or the
+                                                    end of the input ends it)
 
 JOB is a directory the grader wrote (grader/ml/training.py): job.json with the
 model's description in the child's format, the budget, the seed, the device,
@@ -13,6 +15,12 @@ training and after each epoch, with the history (and, when the task has extra
 inputs, its outputs on them after training): JOB/out/ in the exchange format
 (value.json and .npy files), which the grader reads as untrusted data all the
 same and checks against the budget it set.
+
+A trainer that waits for jobs trains many models in turn and keeps the task's
+data between them (on the GPU, as device tensors). Each job sets its own seeds,
+threads and, on a GPU, a share of the device's memory (the submission's memory
+limit), so a job trains as it would in a new process and no model can take
+the memory the trainers beside it on the same device need.
 """
 
 from __future__ import annotations
@@ -29,6 +37,27 @@ import numpy as np
 LOG_EPSILON = 1e-12
 DEVICE_DATA_BYTES = 2 << 30  # each data array larger than this stays in host memory, copied a batch at a time
 WAIT_FOR_JOB = "--wait-for-job"  # the job directory comes on standard input (a trainer started early)
+JOB_DONE = "grader-trainer: job done"  # what a waiting trainer writes when a job's answer is in its out/
+MB = 1 << 20
+
+
+class TaskArrays:
+    """The data arrays of the jobs a trainer trains, loaded once: a batch's jobs share one task's data.
+    Only the latest job's arrays are kept (a new task's replace them)."""
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple, object] = {}
+
+    def get(self, path: str, make):
+        """`make(array)` of the .npy at `path`, made once while its file is unchanged."""
+        stat = Path(path).stat()
+        key = (path, stat.st_size, stat.st_mtime_ns, make)
+        if key not in self._kept:
+            self._kept[key] = make(np.load(path, allow_pickle=False))
+        return self._kept[key]
+
+    def keep_only(self, paths: set[str]) -> None:
+        self._kept = {key: value for key, value in self._kept.items() if key[0] in paths}
 
 
 def _loss(kind: str, scores, targets):
@@ -96,6 +125,53 @@ def _on_device(tensor, device: str):
     return tensor.to(device)
 
 
+class _Inputs:
+    """An input array as the model is fed it, on the device where it fits (a key of TaskArrays)."""
+
+    def __init__(self, style: str, device: str):
+        self.style, self.device = style, device
+
+    def __call__(self, array: np.ndarray):
+        from grader.ml.analysis import shaped
+
+        return _on_device(shaped(array, self.style), self.device)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Inputs) and (self.style, self.device) == (other.style, other.device)
+
+    def __hash__(self) -> int:
+        return hash((_Inputs, self.style, self.device))
+
+
+class _Labels:
+    def __init__(self, dtype: str, device: str):
+        self.dtype, self.device = dtype, device
+
+    def __call__(self, array: np.ndarray):
+        import torch
+
+        labels = torch.from_numpy(array)
+        return _on_device(labels.float() if self.dtype == "float" else labels.long(), self.device)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Labels) and (self.dtype, self.device) == (other.dtype, other.device)
+
+    def __hash__(self) -> int:
+        return hash((_Labels, self.dtype, self.device))
+
+
+def _share_device(device: str, memory_mb: int | None) -> None:
+    """This job may hold at most the submission's memory limit of the GPU's memory: trainers beside it
+    on the same device keep theirs (a model past it fails with an out-of-memory error, its own)."""
+    import torch
+
+    if not memory_mb or not device.startswith("cuda"):
+        return
+    index = torch.device(device).index or 0
+    total = torch.cuda.get_device_properties(index).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, memory_mb * MB / total), index)
+
+
 def _outputs(model, x, job, device, batch_size=1000) -> np.ndarray:
     import torch
 
@@ -104,21 +180,22 @@ def _outputs(model, x, job, device, batch_size=1000) -> np.ndarray:
     chunks = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            scores = _scores(model(x[start:start + batch_size].to(device)), job["tuple_index"])
+            # a copy: a model that changes its input in place must not change the kept test inputs
+            scores = _scores(model(x[start:start + batch_size].to(device, copy=True)), job["tuple_index"])
             chunks.append(scores.reshape(-1, n_outputs).float().cpu().numpy())
     model.train()
     return np.concatenate(chunks) if chunks else np.zeros((0, n_outputs), dtype=np.float32)
 
 
-def train(job_dir: Path) -> dict:
+def train(job_dir: Path, arrays: TaskArrays | None = None) -> dict:
     import torch
 
-    from grader.ml.analysis import shaped
     from grader.ml.graph import graph_from
     from grader.ml.rebuild import rebuild
 
     started, cpu_started = time.monotonic(), time.process_time()
     job = json.loads((job_dir / "job.json").read_text())
+    arrays = arrays or TaskArrays()
     torch.set_num_threads(max(1, int(job["threads"])))
     state = {name: np.load(job_dir / file, allow_pickle=False) for name, file in job["state_files"].items()}
     graph = graph_from({**job["model"], "state": state})
@@ -130,15 +207,16 @@ def train(job_dir: Path) -> dict:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+        _share_device(device, job.get("memory_mb"))
     model = rebuild(graph).to(device)
     style, index, kind = job["input_style"], job["tuple_index"], job["loss_kind"]
-    train_x = shaped(np.load(job["data"]["train_x"], allow_pickle=False), style)
-    train_y = torch.from_numpy(np.load(job["data"]["train_y"], allow_pickle=False))
-    train_y = train_y.float() if kind.startswith(("regression", "binary")) else train_y.long()
-    test_x = shaped(np.load(job["data"]["test_x"], allow_pickle=False), style)
-    extra_x = (shaped(np.load(job["data"]["extra_x"], allow_pickle=False), style)
-               if "extra_x" in job["data"] else None)
-    train_x, train_y, test_x = (_on_device(t, device) for t in (train_x, train_y, test_x))
+    labels = "float" if kind.startswith(("regression", "binary")) else "long"
+    paths = job["data"]
+    arrays.keep_only(set(paths.values()))
+    train_x = arrays.get(paths["train_x"], _Inputs(style, device))
+    train_y = arrays.get(paths["train_y"], _Labels(labels, device))
+    test_x = arrays.get(paths["test_x"], _Inputs(style, device))
+    extra_x = arrays.get(paths["extra_x"], _Inputs(style, "cpu")) if "extra_x" in paths else None
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = _optimizer(budget["optimizer"], trainable, budget["lr"]) if trainable else None
     generator = torch.Generator().manual_seed(seed)
@@ -187,9 +265,29 @@ def train(job_dir: Path) -> dict:
     return {**answer, "wall_s": time.monotonic() - started, "cpu_s": time.process_time() - cpu_started}
 
 
-def main(argv: list[str]) -> int:
+def run(job_dir: Path, arrays: TaskArrays | None = None) -> None:
+    """Train one job and write its answer (or the error that stopped it) into JOB/out/."""
     from grader.child import wire
 
+    out_dir = job_dir / "out"
+    out_dir.mkdir(exist_ok=True)
+    try:
+        answer = {"ok": train(job_dir, arrays)}
+    except Exception as exc:  # reported to the grader as data
+        answer = {"error": {"type": type(exc).__name__, "message": str(exc)[:1000]}}
+    finally:
+        _release_device_memory()
+    wire.dump(answer, str(out_dir))
+
+
+def _release_device_memory() -> None:
+    """What a job left in torch's GPU cache goes back to the device, for the trainers beside this one."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def main(argv: list[str]) -> int:
     if argv[1:] == [WAIT_FOR_JOB]:
         # started before the job exists: pay the imports while the grader still runs the notebook.
         # What torch imports lazily the first time an optimizer is made (torch._dynamo) or determinism is
@@ -202,19 +300,14 @@ def main(argv: list[str]) -> int:
         import grader.ml.graph
         import grader.ml.rebuild  # noqa: F401
 
-        line = sys.stdin.readline().strip()
-        if not line:
-            return 0  # not needed after all
-        job_dir = Path(line)
-    else:
-        job_dir = Path(argv[1])
-    out_dir = job_dir / "out"
-    out_dir.mkdir(exist_ok=True)
-    try:
-        answer = {"ok": train(job_dir)}
-    except Exception as exc:  # reported to the grader as data
-        answer = {"error": {"type": type(exc).__name__, "message": str(exc)[:1000]}}
-    wire.dump(answer, str(out_dir))
+        arrays = TaskArrays()
+        while True:
+            line = sys.stdin.readline().strip()
+            if not line:
+                return 0  # no more jobs (or not needed after all)
+            run(Path(line), arrays)
+            print(JOB_DONE, flush=True)
+    run(Path(argv[1]))
     return 0
 
 

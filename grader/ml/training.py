@@ -1,7 +1,8 @@
 """The grader's side of a training run: the job it writes, the trainer it starts, the record it checks.
 
 The trainer (grader/ml/trainer.py) runs in a process of its own that never ran
-student code, on the rebuilt model. Its answer is read as untrusted data all
+student code, on the rebuilt model; a long-lived one trains one job at a time and
+many in turn, keeping the task's data in memory. Its answer is read as untrusted data all
 the same, and the grader counts for itself: the epochs, the optimizer steps
 every epoch must take, one set of test outputs before training and one after
 each epoch (and, for a task with extra inputs, one set of outputs on them after
@@ -18,9 +19,9 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -29,14 +30,15 @@ from grader.ml.budget import Budget
 from grader.ml.description import ModelDescription
 from grader.ml.graph import chain_problem
 from grader.ml.task import ModelTask, TaskData
-from grader.ml.trainer import WAIT_FOR_JOB
+from grader.ml.trainer import JOB_DONE, WAIT_FOR_JOB
 from grader.sandbox.exchange import ExchangeError, read_value
 from grader.sandbox.jail import Sandbox
-from grader.sandbox.trusted import Stalled, finish_trusted, start_trusted
+from grader.sandbox.trusted import Stalled, run_job, start_trusted
 from grader.states import StudentErrorKind
 
 TRAINER_STALL_S = 300.0  # no CPU used at all for this long: the trainer hangs
 TRAINER_START_CPU_S = 120.0  # what the trainer spends before training (imports, data), on top of the budget
+JOBS_PER_TRAINER = 200  # a long-lived trainer is replaced after this many jobs: whatever it accumulates, bounded
 
 
 def max_cpu_seconds(task: ModelTask, setup: TrainingSetup) -> float:
@@ -106,62 +108,128 @@ def not_trainable(description: ModelDescription, task: ModelTask, budget: Budget
 
 
 def train(description: ModelDescription, task: ModelTask, data: TaskData, budget: Budget,
-          setup: TrainingSetup, trainers: WaitingTrainers | None = None) -> TrainingRun:
-    """Train the rebuild of the student's model with this budget (in a trainer `trainers` holds ready, or
-    a new one); StudentError when it cannot be."""
+          setup: TrainingSetup, trainers: Trainers | None = None) -> TrainingRun:
+    """Train the rebuild of the student's model with this budget, in one of `trainers` (or a trainer of
+    its own); StudentError when it cannot be."""
     problem = not_trainable(description, task, budget)
     if problem:
         raise StudentError(f"the model was not trained: {problem}", kind=StudentErrorKind.EXCEPTION)
+    if trainers is None:
+        with Trainers() as own:
+            return train(description, task, data, budget, setup, own)
     job = Path(tempfile.mkdtemp(prefix="grader-train-"))
     try:
         _write_job(job, description, task, data, budget, setup)
+        trainer = trainers.take(setup)
         try:
-            trainer = trainers.take(setup) if trainers is not None else _start_trainer(setup)
-            done = finish_trusted(trainer, stdin=f"{job}\n", stall_s=TRAINER_STALL_S,
-                                  max_cpu_s=max_cpu_seconds(task, setup) + TRAINER_START_CPU_S)
+            answered = run_job(trainer.process, f"{job}\n", done=JOB_DONE, stall_s=TRAINER_STALL_S,
+                               max_cpu_s=max_cpu_seconds(task, setup) + TRAINER_START_CPU_S)
         except Stalled as exc:
+            trainer.close()
             raise GraderFailure(f"its training process was stopped by the grader's runaway guard ({exc})") from None
-        answer = _answer(job, done)
+        try:
+            answer = _answer(job, trainer)
+        finally:
+            if answered:
+                trainers.give_back(setup, trainer)
+            else:
+                trainer.close()
     finally:
         shutil.rmtree(job, ignore_errors=True)
     return checked_run(answer, budget=budget, n_train=len(data.train_y), n_test=len(data.test_y),
                        n_outputs=task.n_outputs, n_extra=None if data.extra_x is None else len(data.extra_x))
 
 
-class WaitingTrainers:
-    """Trainers started early, each waiting for one job, kept by one owner (see grader.grading.warm): by
-    setup, since that fixes a trainer's device, threads and memory. Each is used once: a trainer that
-    trained one student's model never trains another's."""
+@dataclass(eq=False)
+class Trainer:
+    """One trainer process, its messages kept in a file (many jobs' worth would fill a pipe)."""
 
-    def __init__(self) -> None:
-        self._waiting: dict[TrainingSetup, subprocess.Popen] = {}
-        self._lock = threading.Lock()  # a Dask worker grades in threads
+    process: subprocess.Popen
+    log: IO[bytes]
+    jobs: int = 0
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def messages(self) -> str:
+        """The end of what it wrote to its standard error."""
+        self.log.seek(0, os.SEEK_END)
+        self.log.seek(max(0, self.log.tell() - 4000))
+        return self.log.read().decode(errors="replace")
+
+    def close(self) -> None:
+        if self.alive():
+            self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+        self.log.close()
+
+
+@dataclass
+class Trainers:
+    """Long-lived trainers kept by one owner (see grader.grading.warm), by setup, since that fixes a
+    trainer's device, threads and memory: started early (`prepare`: its torch import runs beside the
+    notebook), then each training one model at a time and many in turn (`take`, `give_back`), keeping the
+    task's data in memory between jobs. A trainer never runs student code (it rebuilds the model from a
+    description) and each job starts from its own seed, so one student's model leaves nothing behind that
+    changes the next one's grade (tested: the same record as a new trainer's). Jobs at once (a Dask
+    worker's threads) each get a trainer of their own, which share the device."""
+
+    _idle: dict[TrainingSetup, list[Trainer]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # a Dask worker grades in threads
+
+    def __enter__(self) -> Trainers:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def prepare(self, setup: TrainingSetup) -> None:
-        """Start a trainer for `setup` now, if none is waiting, so that it has imported torch by the time a
+        """Start a trainer for `setup` now, if none is idle, so that it has imported torch by the time a
         model is trained: grading starts it with the notebook, and its import runs beside the kernel."""
         with self._lock:
-            waiting = self._waiting.get(setup)
-            if waiting is None or waiting.poll() is not None:
-                self._waiting[setup] = _start_trainer(setup)
+            idle = self._idle.setdefault(setup, [])
+            for trainer in [trainer for trainer in idle if not trainer.alive()]:
+                idle.remove(trainer)
+                trainer.close()
+            if not idle:
+                idle.append(_start_trainer(setup))
 
-    def take(self, setup: TrainingSetup) -> subprocess.Popen:
-        """The waiting trainer for `setup`, or a new one."""
+    def take(self, setup: TrainingSetup) -> Trainer:
+        """An idle trainer for `setup`, or a new one; it is the caller's until `give_back`."""
         with self._lock:
-            waiting = self._waiting.pop(setup, None)
-        return waiting if waiting is not None and waiting.poll() is None else _start_trainer(setup)
+            idle = self._idle.get(setup, [])
+            while idle:
+                trainer = idle.pop()
+                if trainer.alive():
+                    return trainer
+                trainer.close()
+        return _start_trainer(setup)
+
+    def give_back(self, setup: TrainingSetup, trainer: Trainer) -> None:
+        """A trainer that finished its job, kept for the next one (or ended, after JOBS_PER_TRAINER)."""
+        trainer.jobs += 1
+        if not trainer.alive() or trainer.jobs >= JOBS_PER_TRAINER:
+            trainer.close()
+            return
+        with self._lock:
+            self._idle.setdefault(setup, []).append(trainer)
 
     def close(self) -> None:
         with self._lock:
-            while self._waiting:
-                process = self._waiting.popitem()[1]  # it has done nothing but import torch
-                process.kill()
-                process.communicate()
+            trainers = [trainer for idle in self._idle.values() for trainer in idle]
+            self._idle.clear()
+        for trainer in trainers:  # idle: nothing of a job is lost
+            trainer.close()
 
 
-def _start_trainer(setup: TrainingSetup) -> subprocess.Popen:
-    return start_trusted([sys.executable, "-m", "grader.ml.trainer", WAIT_FOR_JOB], memory_mb=setup.memory_mb,
-                         threads=setup.threads, device=setup.device)
+def _start_trainer(setup: TrainingSetup) -> Trainer:
+    log = tempfile.TemporaryFile(prefix="grader-trainer-")  # noqa: SIM115 - the Trainer closes it
+    process = start_trusted([sys.executable, "-m", "grader.ml.trainer", WAIT_FOR_JOB], memory_mb=setup.memory_mb,
+                            threads=setup.threads, device=setup.device, stderr=log)
+    return Trainer(process, log)
 
 
 def _write_job(job: Path, description: ModelDescription, task: ModelTask, data: TaskData, budget: Budget,
@@ -173,7 +241,8 @@ def _write_job(job: Path, description: ModelDescription, task: ModelTask, data: 
         np.save(job / f"state-{i}.npy", array, allow_pickle=False)
         state_files[name] = f"state-{i}.npy"
     spec = {"model": graph.to_answer(), "state_files": state_files, "seed": setup.seed, "device": setup.device,
-            "threads": setup.threads, "input_style": description.input_style, "tuple_index": description.tuple_index,
+            "threads": setup.threads, "memory_mb": setup.memory_mb, "input_style": description.input_style,
+            "tuple_index": description.tuple_index,
             "loss_kind": loss_kind(task, description, budget), "n_outputs": task.n_outputs,
             "max_cpu_seconds": max_cpu_seconds(task, setup), "data": {k: str(v) for k, v in data.files().items()},
             "budget": {"optimizer": budget.optimizer, "lr": budget.lr, "epochs": budget.epochs,
@@ -181,13 +250,13 @@ def _write_job(job: Path, description: ModelDescription, task: ModelTask, data: 
     (job / "job.json").write_text(json.dumps(spec))
 
 
-def _answer(job: Path, done: subprocess.CompletedProcess) -> Any:
+def _answer(job: Path, trainer: Trainer) -> Any:
     fd = os.open(job, os.O_RDONLY | os.O_DIRECTORY)
     try:
         answer = read_value(fd, "out")
     except ExchangeError:
-        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-        raise GraderFailure(f"its training process failed (exit status {done.returncode}"
+        tail = " | ".join(trainer.messages().strip().splitlines()[-3:])
+        raise GraderFailure(f"its training process failed (exit status {trainer.process.returncode}"
                             + (f": {tail[:300]}" if tail else "") + ")") from None
     finally:
         os.close(fd)

@@ -3,6 +3,7 @@ reports share."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,19 @@ MAX_MESSAGE_BYTES = 32 * MB  # a kernel message larger than this is dropped befo
 # per core, and 25 s of CPU instead of 1 (which the runaway guard counts). Idle, it costs toy-2d's tiny
 # steps a few tenths of a second.
 OMP_WAIT_POLICY = "PASSIVE"
+# Sleeping costs every small step a wake-up, though: the deep-mlp reference trained 1.6-1.9x slower with
+# two sleeping threads than with threads that spin a little. So the trainer (the grader's own code) spins
+# for about 30 µs (GOMP_SPINCOUNT) where it has several threads and the machine's load average says each
+# process has a core; beside toy-2d's trainer under four busy processes per core a 10 µs spin cost 1.6x
+# and a 100 µs one 4.8x. How threads wait changes only the speed, never the numbers.
+BRIEF_SPIN = "3000"
+
+
+def trainer_waiting(threads: int) -> dict[str, str]:
+    """How a trainer's OpenMP threads wait for work, on this machine as loaded now."""
+    if threads > 1 and os.getloadavg()[0] <= (os.cpu_count() or 1):
+        return {"GOMP_SPINCOUNT": BRIEF_SPIN}
+    return {"OMP_WAIT_POLICY": OMP_WAIT_POLICY}
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 
 

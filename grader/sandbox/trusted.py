@@ -4,30 +4,34 @@ student's kernel, watched by the CPU time they use, not the wall clock."""
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import time
 from pathlib import Path
+from typing import IO
 
 from grader.sandbox.detect import launcher_command
-from grader.sandbox.limits import MB, OMP_WAIT_POLICY
+from grader.sandbox.limits import MB, trainer_waiting
 
 
-def start_trusted(argv: list[str], *, memory_mb: int | None, threads: int, device: str = "cpu") -> subprocess.Popen:
+def start_trusted(argv: list[str], *, memory_mb: int | None, threads: int, device: str = "cpu",
+                  stderr: IO[bytes] | int = subprocess.PIPE) -> subprocess.Popen:
     """Start the grader's own code in a child process (the trainer): not sandboxed, since no student code
     runs there and it reads only validated data, but memory-limited where the device allows; it may
-    wait on its standard input (finish_trusted gives it and waits, killing it at the timeout)."""
+    wait on its standard input (finish_trusted gives it and waits; run_job gives a long-lived one a job
+    at a time). `stderr`: a file for a long-lived one, whose messages would fill a pipe nobody reads."""
     rlimits = {"RLIMIT_CORE": 0}
     if memory_mb and device == "cpu":
         rlimits["RLIMIT_DATA"] = memory_mb * MB
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": OMP_WAIT_POLICY,
-           "MKL_NUM_THREADS": str(threads),
+    inherited = {name: value for name, value in os.environ.items() if name not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env = {**inherited, **trainer_waiting(threads), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "OPENBLAS_NUM_THREADS": str(threads), "PYTHONHASHSEED": "0"}
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     else:
         env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"  # deterministic cuBLAS, for the same grade on every run
     return subprocess.Popen(launcher_command({"rlimits": rlimits}, argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+                            stderr=stderr, text=True, env=env, start_new_session=True)
 
 
 class Stalled(Exception):
@@ -57,6 +61,42 @@ def finish_trusted(process: subprocess.Popen, *, stall_s: float, max_cpu_s: floa
         if why:
             process.kill()
             process.communicate()
+            raise Stalled(why)
+
+
+def run_job(process: subprocess.Popen, line: str, *, done: str, stall_s: float,
+            max_cpu_s: float | None = None) -> bool:
+    """Give a long-lived start_trusted process one job (`line` on its standard input) and wait until it
+    writes the line `done` (other lines it writes are passed over), with finish_trusted's guards counted
+    from this job's start. False when the process ended instead (its exit status and messages say why)."""
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        process.stdin.write(line)
+        process.stdin.flush()
+    except (BrokenPipeError, ValueError):  # it died before this job
+        process.wait()
+        return False
+    started = last_cpu = cpu_seconds(process.pid)
+    last_progress = time.monotonic()
+    while True:
+        ready, _, _ = select.select([process.stdout], [], [], TRUSTED_POLL_S)
+        if ready:
+            said = process.stdout.readline()
+            if not said:  # its end of the pipe closed: it died mid-job
+                process.wait()
+                return False
+            if said.rstrip("\n") == done:
+                return True
+            continue
+        cpu, now = cpu_seconds(process.pid), time.monotonic()
+        if cpu > last_cpu:
+            last_cpu, last_progress = cpu, now
+        why = (f"it used no CPU for {stall_s:.0f} s" if now - last_progress > stall_s
+               else f"it used more than {max_cpu_s:.0f} s of CPU time" if max_cpu_s and cpu - started > max_cpu_s
+               else "")
+        if why:
+            process.kill()
+            process.wait()
             raise Stalled(why)
 
 
