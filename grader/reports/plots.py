@@ -105,8 +105,20 @@ def _range(*arrays: np.ndarray) -> tuple[float, float]:
 # Figures
 
 
-def _figure(width: float, height: float) -> Figure:
-    figure = Figure(figsize=(width, height), layout="constrained")
+# Margins in inches for a chart whose labels have a known size: one axis, short axis labels, numeric ticks
+# (matplotlib switches to an offset or scientific notation before they grow long), the legend inside.
+# The constrained layout that fits any other chart measures every label in an extra drawing pass: 40 %
+# of a curve chart's time, drawn twice for every gradient-descent submission.
+PLAIN_MARGINS = (0.72, 0.5, 0.15, 0.28)  # left, bottom, right, top (room for an offset such as "1e10")
+
+
+def _figure(width: float, height: float, *, margins: tuple[float, float, float, float] | None = None) -> Figure:
+    """A figure whose layout is fitted to its labels, or fixed by `margins` (inches)."""
+    figure = Figure(figsize=(width, height), layout=None if margins else "constrained")
+    if margins:
+        left, bottom, right, top = margins
+        figure.subplots_adjust(left=left / width, bottom=bottom / height, right=1 - right / width,
+                               top=1 - top / height)
     FigureCanvasAgg(figure)
     return figure
 
@@ -289,7 +301,7 @@ def curve_chart(data: Any) -> str | None:
     fit = _pair(data.get("fit_x"), data.get("fit_y"))
     if points is None and fit is None:
         return None
-    figure = _figure(4.6, 3.0)
+    figure = _figure(4.6, 3.0, margins=PLAIN_MARGINS)
     axes = figure.add_subplot()
     if points is not None:
         axes.scatter(*points, s=7, color=DATA_COLOUR, alpha=0.6, linewidths=0, label="data")
