@@ -50,7 +50,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def grade_command(args: argparse.Namespace) -> int:
-    from grader.grading.pipeline import grade_safely
     from grader.grading.warm import Warm
     from grader.sandbox.reaping import sweep_what_dead_graders_left
 
@@ -60,6 +59,8 @@ def grade_command(args: argparse.Namespace) -> int:
     assignment = _assignment_of(notebook, args.assignment, options.course_root)
     with Warm() as warm:
         warm.image_for(assignment, options)  # the kernel image imports beside this process from here on
+        from grader.grading.pipeline import grade_safely
+
         sweep_what_dead_graders_left()
         warm_report_imports()
         result = grade_safely(notebook, assignment, options, warm)
@@ -104,13 +105,15 @@ def _assignment_of(notebook: Path, assignment_id: str | None, course: Path) -> A
 
 
 def batch_command(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from grader.grading.batch import elapsed_text, grade_batch
     from grader.grading.warm import Warm
 
     with Warm() as warm:  # this command's: with -j 1 it grades here, with -j N its workers fork from it
         options, assignment = _batch_setup(args, warm)
+        # imported once the kernel image has started: its imports and these run side by side
+        from rich.console import Console
+
+        from grader.grading.batch import elapsed_text, grade_batch
+
         out_dir = output_dir(args.out or Path("grader-out") / assignment.id)
         out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the grader's own: see grade_batch
         console = Console(stderr=True, highlight=False)
