@@ -18,9 +18,10 @@ from conftest import SESSION_WARM, SOLUTIONS, assignment
 from grader.errors import GraderFailure
 from grader.grading.pipeline import grade_safely, grade_submission
 from grader.kernel.clients import kernel_manager
+from grader.sandbox import limits
 from grader.sandbox.jail import Sandbox
 from grader.sandbox.limits import Limits
-from grader.sandbox.trusted import Stalled, cpu_seconds, finish_trusted
+from grader.sandbox.trusted import Stalled, cpu_seconds, finish_trusted, run_job
 from grader.states import CheckStatus, ResultStatus
 
 
@@ -89,6 +90,69 @@ def test_the_runaway_guard_waits_for_a_busy_process_and_stops_a_hung_one():
     with pytest.raises(Stalled, match="more than 1 s of CPU time"):
         finish_trusted(runaway, stall_s=60.0, max_cpu_s=1.0)
     assert runaway.poll() is not None and cpu_seconds(runaway.pid) == 0.0
+
+
+JOBS = """import sys, time
+def burn(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+burn(2)  # before any job: not the job's
+print("ready", flush=True)
+for line in sys.stdin:
+    job = line.strip()
+    if job == "busy":
+        burn(3)
+    elif job == "hang":
+        time.sleep(60)
+    elif job == "runaway":
+        burn(600)
+    print("chatter from a library")
+    print("done", flush=True)
+"""
+
+
+def test_a_long_lived_helper_s_guards_count_each_job_from_its_start():
+    helper = subprocess.Popen([sys.executable, "-c", JOBS], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert helper.stdout.readline() == "ready\n"
+        # 3 s of CPU: within 4, though the helper used 2 more before the job; chatter is passed over
+        assert run_job(helper, "busy\n", done="done", stall_s=2.0, max_cpu_s=4.0)
+        assert run_job(helper, "quick\n", done="done", stall_s=2.0, max_cpu_s=4.0)
+        with pytest.raises(Stalled, match="used no CPU for 2 s"):
+            run_job(helper, "hang\n", done="done", stall_s=2.0)
+        assert helper.poll() is not None
+    finally:
+        helper.kill()
+        helper.wait()
+    runaway = subprocess.Popen([sys.executable, "-c", JOBS], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    with pytest.raises(Stalled, match="more than 1 s of CPU time"):
+        run_job(runaway, "runaway\n", done="done", stall_s=60.0, max_cpu_s=1.0)
+    assert runaway.poll() is not None
+    ended = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    ended.wait()
+    assert run_job(ended, "busy\n", done="done", stall_s=2.0) is False  # gone before or during its job
+
+
+@pytest.mark.parametrize("pressure, loadavg, threads, spins", [
+    ("some avg10=0.50 avg60=3.00 avg300=1.00 total=1", 9.0, 2, True),  # pressure, not the lagging load
+    ("some avg10=45.00 avg60=3.00 avg300=1.00 total=1", 0.1, 2, False),
+    ("some avg10=0.00 avg60=0.00 avg300=0.00 total=1", 0.0, 1, False),  # one thread: nothing to wait for
+    (None, 0.5, 2, True),  # no pressure information: the load average against the cores
+    (None, 64.0, 2, False),
+])
+def test_a_trainer_s_threads_spin_briefly_only_on_a_machine_that_is_not_contended(
+        tmp_path, monkeypatch, pressure, loadavg, threads, spins):
+    path = tmp_path / "cpu"
+    if pressure is not None:
+        path.write_text(pressure + "\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    monkeypatch.setattr(limits, "CPU_PRESSURE", path)
+    monkeypatch.setattr(limits.os, "getloadavg", lambda: (loadavg, loadavg, loadavg))
+    monkeypatch.setattr(limits.os, "cpu_count", lambda: 2)
+    waiting = limits.trainer_waiting(threads)
+    assert waiting == ({"GOMP_SPINCOUNT": limits.BRIEF_SPIN} if spins else {"OMP_WAIT_POLICY": "PASSIVE"})
 
 
 def test_a_training_run_the_guard_stops_is_not_scored_and_a_batch_grades_it_again(options, monkeypatch):

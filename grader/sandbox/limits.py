@@ -25,17 +25,29 @@ MAX_MESSAGE_BYTES = 32 * MB  # a kernel message larger than this is dropped befo
 OMP_WAIT_POLICY = "PASSIVE"
 # Sleeping costs every small step a wake-up, though: the deep-mlp reference trained 1.6-1.9x slower with
 # two sleeping threads than with threads that spin a little. So the trainer (the grader's own code) spins
-# for about 30 µs (GOMP_SPINCOUNT) where it has several threads and the machine's load average says each
-# process has a core; beside toy-2d's trainer under four busy processes per core a 10 µs spin cost 1.6x
-# and a 100 µs one 4.8x. How threads wait changes only the speed, never the numbers.
+# for about 30 µs (GOMP_SPINCOUNT) where it has several threads and the machine is not contended: beside
+# toy-2d's trainer under four busy processes per core a 10 µs spin cost 1.6x and a 100 µs one 4.8x. How
+# threads wait changes only the speed, never the numbers.
 BRIEF_SPIN = "3000"
+CONTENDED_PERCENT = 10.0  # tasks waited for a CPU this share of the last 10 s: the machine is busy
+CPU_PRESSURE = Path("/proc/pressure/cpu")
 
 
 def trainer_waiting(threads: int) -> dict[str, str]:
     """How a trainer's OpenMP threads wait for work, on this machine as loaded now."""
-    if threads > 1 and os.getloadavg()[0] <= (os.cpu_count() or 1):
+    if threads > 1 and not cpu_contended():
         return {"GOMP_SPINCOUNT": BRIEF_SPIN}
     return {"OMP_WAIT_POLICY": OMP_WAIT_POLICY}
+
+
+def cpu_contended() -> bool:
+    """Whether runnable tasks lately waited for a CPU: the kernel's pressure stall information (the share
+    of the last 10 s), where it has it; else the 1-minute load average against the cores, which lags."""
+    try:
+        some = CPU_PRESSURE.read_text().splitlines()[0].split()  # "some avg10=0.32 avg60=... total=..."
+        return float(some[1].removeprefix("avg10=")) > CONTENDED_PERCENT
+    except (OSError, IndexError, ValueError):
+        return os.getloadavg()[0] > (os.cpu_count() or 1)
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 
 

@@ -78,14 +78,16 @@ def run_job(process: subprocess.Popen, line: str, *, done: str, stall_s: float,
         return False
     started = last_cpu = cpu_seconds(process.pid)
     last_progress = time.monotonic()
+    output, unfinished = process.stdout.fileno(), b""  # read raw: a buffered reader would hide lines from select
     while True:
-        ready, _, _ = select.select([process.stdout], [], [], TRUSTED_POLL_S)
+        ready, _, _ = select.select([output], [], [], TRUSTED_POLL_S)
         if ready:
-            said = process.stdout.readline()
-            if not said:  # its end of the pipe closed: it died mid-job
+            chunk = os.read(output, 65536)
+            if not chunk:  # its end of the pipe closed: it died mid-job
                 process.wait()
                 return False
-            if said.rstrip("\n") == done:
+            *lines, unfinished = (unfinished + chunk).split(b"\n")
+            if done.encode() in lines:
                 return True
             continue
         cpu, now = cpu_seconds(process.pid), time.monotonic()
