@@ -30,6 +30,7 @@ import math
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -125,39 +126,31 @@ def _on_device(tensor, device: str):
     return tensor.to(device)
 
 
+@dataclass(frozen=True)
 class _Inputs:
-    """An input array as the model is fed it, on the device where it fits (a key of TaskArrays)."""
+    """An input array as the model is fed it, on the device where it fits (with its path, a TaskArrays key)."""
 
-    def __init__(self, style: str, device: str):
-        self.style, self.device = style, device
+    style: str
+    device: str
 
     def __call__(self, array: np.ndarray):
         from grader.ml.analysis import shaped
 
         return _on_device(shaped(array, self.style), self.device)
 
-    def __eq__(self, other) -> bool:
-        return isinstance(other, _Inputs) and (self.style, self.device) == (other.style, other.device)
 
-    def __hash__(self) -> int:
-        return hash((_Inputs, self.style, self.device))
-
-
+@dataclass(frozen=True)
 class _Labels:
-    def __init__(self, dtype: str, device: str):
-        self.dtype, self.device = dtype, device
+    """Labels as the loss takes them: float for regression and binary tasks, else class indices."""
+
+    dtype: str  # "float" | "long"
+    device: str
 
     def __call__(self, array: np.ndarray):
         import torch
 
         labels = torch.from_numpy(array)
         return _on_device(labels.float() if self.dtype == "float" else labels.long(), self.device)
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, _Labels) and (self.dtype, self.device) == (other.dtype, other.device)
-
-    def __hash__(self) -> int:
-        return hash((_Labels, self.dtype, self.device))
 
 
 def _share_device(device: str, memory_mb: int | None) -> None:
