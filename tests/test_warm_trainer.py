@@ -53,6 +53,25 @@ def test_a_trainer_is_replaced_after_its_share_of_jobs_or_when_it_died(monkeypat
         fresh.close()
 
 
+def test_a_spinning_trainer_is_not_kept_once_the_machine_is_busy(monkeypatch):
+    setup = TrainingSetup(threads=2)
+    monkeypatch.setattr(training, "trainer_waiting", lambda threads: {"GOMP_SPINCOUNT": "3000"})
+    with Trainers() as trainers:
+        spinning = trainers.take(setup)
+        assert spinning.spins
+        trainers.give_back(setup, spinning)
+        monkeypatch.setattr(training, "cpu_contended", lambda: False)
+        assert trainers.take(setup) is spinning  # quiet: kept
+        trainers.give_back(setup, spinning)
+        monkeypatch.setattr(training, "cpu_contended", lambda: True)
+        monkeypatch.setattr(training, "trainer_waiting", lambda threads: {"OMP_WAIT_POLICY": "PASSIVE"})
+        sleeping = trainers.take(setup)  # busy now: a new one whose threads sleep
+        assert sleeping is not spinning and not spinning.alive() and not sleeping.spins
+        trainers.give_back(setup, sleeping)
+        assert trainers.take(setup) is sleeping  # and that one stays, busy or not
+        sleeping.close()
+
+
 def _training_records(result) -> dict[str, dict]:
     """Each trained check's record, without its timings."""
     return {check.id: {key: value for key, value in check.details["training"].items() if key not in ("wall_s", "cpu_s")}

@@ -15,16 +15,18 @@ from grader.sandbox.limits import MB, trainer_waiting
 
 
 def start_trusted(argv: list[str], *, memory_mb: int | None, threads: int, device: str = "cpu",
-                  stderr: IO[bytes] | int = subprocess.PIPE) -> subprocess.Popen:
+                  stderr: IO[bytes] | int = subprocess.PIPE, waiting: dict[str, str] | None = None) -> subprocess.Popen:
     """Start the grader's own code in a child process (the trainer): not sandboxed, since no student code
     runs there and it reads only validated data, but memory-limited where the device allows; it may
     wait on its standard input (finish_trusted gives it and waits; run_job gives a long-lived one a job
-    at a time). `stderr`: a file for a long-lived one, whose messages would fill a pipe nobody reads."""
+    at a time). `stderr`: a file for a long-lived one, whose messages would fill a pipe nobody reads;
+    `waiting`: how its OpenMP threads wait (default: limits.trainer_waiting for the machine as it is now)."""
     rlimits = {"RLIMIT_CORE": 0}
     if memory_mb and device == "cpu":
         rlimits["RLIMIT_DATA"] = memory_mb * MB
     inherited = {name: value for name, value in os.environ.items() if name not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    env = {**inherited, **trainer_waiting(threads), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+    waiting = waiting if waiting is not None else trainer_waiting(threads)
+    env = {**inherited, **waiting, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "OPENBLAS_NUM_THREADS": str(threads), "PYTHONHASHSEED": "0"}
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""

@@ -35,7 +35,8 @@ TASK_PREFIX = "grader-serve"
 
 
 class Cluster:
-    """One client of the scheduler at `address`, shared by the service's grading threads."""
+    """One client of the scheduler at `address`: the lane of every grading thread of the service (the
+    scheduler spreads their submissions over its workers)."""
 
     def __init__(self, address: str, *, device: str, data_root: Path | None, connect_timeout_s: float = 30.0):
         self.address = address
@@ -62,31 +63,35 @@ class Cluster:
         workers = client.scheduler_info(n_workers=-1)["workers"]
         return max(1, sum(int(info.get("nthreads", 1)) for info in workers.values()))
 
-    def lane(self) -> ClusterLane:
-        return ClusterLane(self)
+    def start(self) -> None:
+        pass  # connected once, before the grading threads start: every thread's lane is this cluster
 
     def close(self) -> None:
-        if self._client is not None:
+        """Disconnect (every lane closes it: the first one does)."""
+        client, self._client = self._client, None
+        if client is not None:
             with contextlib.suppress(Exception):  # the scheduler may be gone already
-                self._client.close()
-        self._assignments.close()
+                client.close()
+            self._assignments.close()
 
     def grade(self, item: BatchItem, assignment_id: str, options: GradeOptions) -> Graded:
         from distributed.client import FutureCancelledError
         from distributed.scheduler import KilledWorker
 
-        assert self._client is not None, "connect() first"
+        client = self._client
+        if client is None:
+            raise LaneUnavailable(f"the service is not connected to the Dask scheduler at {self.address}")
         assignment = self._assignments.assignment(options.course_root, assignment_id)
         try:
-            placement = place(assignment, self.device, self._client.scheduler_info(n_workers=-1)["workers"])
+            placement = place(assignment, self.device, client.scheduler_info(n_workers=-1)["workers"])
         except OSError as exc:
             raise LaneUnavailable(f"the Dask scheduler at {self.address} does not answer ({exc})") from None
         remote = RemoteJob(bundle=CourseBundle.of(assignment), options=options, audience="student",
                            device=placement.device, data_root=self.data_root, batch_id=f"serve-{uuid.uuid4().hex}")
-        future = self._client.submit(grade_on_worker, Submission(item, Path(item.notebook).read_bytes()), remote,
-                                     key=(TASK_PREFIX, remote.batch_id, item.student),
-                                     resources=dict(placement.resources) if placement.resources else None,
-                                     retries=0, pure=False)
+        future = client.submit(grade_on_worker, Submission(item, Path(item.notebook).read_bytes()), remote,
+                               key=(TASK_PREFIX, remote.batch_id, item.student),
+                               resources=dict(placement.resources) if placement.resources else None,
+                               retries=0, pure=False)
         try:
             return future.result()
         except KilledWorker:  # the workers that took it died (the scheduler's allowed-failures spent)
@@ -96,20 +101,5 @@ class Cluster:
         finally:
             future.release()
             with contextlib.suppress(Exception):  # the start counts of this one task
-                self._client.set_metadata([METADATA_ROOT, remote.batch_id], {})
+                client.set_metadata([METADATA_ROOT, remote.batch_id], {})
 
-
-class ClusterLane:
-    """A grading thread's view of the shared cluster: its submissions go to whichever worker is free."""
-
-    def __init__(self, cluster: Cluster):
-        self.cluster = cluster
-
-    def start(self) -> None:
-        pass  # the cluster is connected once, before the threads start
-
-    def grade(self, item: BatchItem, assignment_id: str, options: GradeOptions) -> Graded:
-        return self.cluster.grade(item, assignment_id, options)
-
-    def close(self) -> None:
-        pass  # closed once, by the server

@@ -57,13 +57,12 @@ def serve(config: ServiceConfig, *, say=lambda text: print(text, flush=True)) ->
         raise HarnessError(f"cannot use the database {engine.url.render_as_string()}: "
                            f"{str(exc.orig).strip().splitlines()[0]}") from None
     sessions = session_factory(engine)
-    cluster = None
     if config.scheduler:
         from grader.service.cluster import Cluster
 
         cluster = Cluster(config.scheduler, device=config.cluster_device, data_root=config.cluster_data_root)
         threads = cluster.connect()
-        lanes: list[Lane] = [cluster.lane() for _ in range(config.jobs or threads)]
+        lanes: list[Lane] = [cluster] * (config.jobs or threads)
         where = f"on the Dask cluster at {config.scheduler}"
     else:
         lanes = [LocalLane() for _ in range(config.jobs or 1)]
@@ -88,9 +87,7 @@ def serve(config: ServiceConfig, *, say=lambda text: print(text, flush=True)) ->
     try:
         uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)
     finally:
-        graders.stop()
-        if cluster is not None:
-            cluster.close()
+        graders.stop()  # closes the lanes: the grading processes, or the cluster's client
         server.close()
         engine.dispose()
 
