@@ -29,7 +29,7 @@ from grader.sandbox.detect import (
 )
 from grader.sandbox.image import ForkedKernel, ImageUnavailable, KernelImage
 from grader.sandbox.limits import CHILD_LIB, MB, NAMESPACE_MODES, OMP_WAIT_POLICY, Limits, Protections
-from grader.sandbox.reaping import Cgroups, processes_of, record_owner, sweep_user
+from grader.sandbox.reaping import Cgroups, record_owner, sweep_user, tasks_of
 
 
 def _mount_tmpfs(path: Path, size_mb: int) -> bool:
@@ -259,9 +259,11 @@ class Sandbox:
         # RLIMIT_AS breaks torch's import (it maps its CUDA libraries); the data limit counts only
         # private writable memory, which is what we want.
         limits["RLIMIT_DATA"] = self.limits.memory_mb * MB
-        own_uid_processes = len(processes_of(self.user[0] if self.user else os.getuid()))
+        # RLIMIT_NPROC counts every thread the user has on the machine (a TA's browser, other graders'
+        # kernels under the same sandbox user): the limit is that many and the submission's allowance more
+        own_uid_tasks = tasks_of(self.user[0] if self.user else os.getuid())
         cgroup_backstop = 8 if self._cgroups and self._cgroups.kind != "none" else 1
-        limits["RLIMIT_NPROC"] = own_uid_processes + self.limits.max_processes * cgroup_backstop
+        limits["RLIMIT_NPROC"] = own_uid_tasks + self.limits.max_processes * cgroup_backstop
         return limits
 
     def wrap(self, argv: list[str]) -> list[str]:

@@ -185,6 +185,18 @@ def processes_of(uid: int) -> set[int]:
     return found
 
 
+def tasks_of(uid: int) -> int:
+    """How many tasks (threads: what RLIMIT_NPROC counts) the user's processes hold."""
+    count = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError):
+                if entry.stat().st_uid == uid:
+                    status = Path(entry.path, "status").read_text()
+                    count += int(status.split("\nThreads:", 1)[1].split(None, 1)[0])
+    return count
+
+
 def _state(pid: str) -> str:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
