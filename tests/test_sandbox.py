@@ -23,6 +23,7 @@ from grader.sandbox.detect import bwrap_available, choose_isolation, unshare_ava
 from grader.sandbox.exchange import write_value
 from grader.sandbox.jail import Sandbox
 from grader.sandbox.limits import Limits
+from workers import SANDBOX_USER_GROUP
 
 MODES = [pytest.param("bwrap", marks=pytest.mark.skipif(not bwrap_available(), reason="bwrap does not work here")),
          pytest.param("unshare", marks=pytest.mark.skipif(not unshare_available(),
@@ -210,6 +211,7 @@ def test_the_grader_holds_bounded_memory_whatever_the_kernel_sends(tmp_path):
     assert grew < 150, done.stdout + done.stderr  # 440 MB were sent
 
 
+@SANDBOX_USER_GROUP
 @pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"),
                     reason="needs root to act as the sandbox user, and a Python it can run")
 def test_a_sysv_object_given_away_is_still_swept_by_its_creator():
@@ -231,3 +233,34 @@ def test_a_sysv_object_given_away_is_still_swept_by_its_creator():
     assert ("shm", ident) in ipc_objects_of(nobody)
     assert f"SysV shm {ident}" in sweep_user(nobody, processes=False)
     assert ("shm", ident) not in ipc_objects_of(nobody) and f" {ident} " not in Path("/proc/sysvipc/shm").read_text()
+
+
+@SANDBOX_USER_GROUP
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"),
+                    reason="needs root to act as the sandbox user, and a Python it can run")
+def test_the_process_limit_counts_the_threads_the_sandbox_user_already_runs(monkeypatch):
+    # RLIMIT_NPROC counts every thread of the user on the machine: counted as processes, 300 sleeping
+    # threads of another grade (or of a TA's browser, without a sandbox user) ate a kernel's allowance
+    # where no cgroup backs the limit up (an LMS container)
+    from grader.sandbox.reaping import Cgroups, tasks_of
+
+    def not_writable(*args, **kwargs):
+        raise OSError("cgroups are read-only here")
+
+    monkeypatch.setattr(Cgroups, "_create", not_writable)
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    threads = ("import threading, time\nfor _ in range(300):\n"
+               "    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+               "print('ready', flush=True)\ntime.sleep(60)\n")
+    holder = subprocess.Popen(["/usr/bin/python3", "-c", threads], user=nobody, stdout=subprocess.PIPE, text=True,
+                              cwd="/")
+    try:
+        assert holder.stdout.readline() == "ready\n"
+        with Sandbox(Limits(), isolation=choose_isolation("auto")) as sandbox:
+            assert sandbox._cgroups.kind == "none"
+            allowed = sandbox._rlimits()["RLIMIT_NPROC"]
+        assert allowed - tasks_of(nobody) >= Limits().max_processes
+    finally:
+        holder.kill()
+        holder.wait()
