@@ -17,6 +17,10 @@ from grader.grading.pipeline import grade_submission
 from grader.grading.warm import Warm
 from grader.ml.datasets import DatasetMissing, load_california_housing, load_images
 from grader.results import GradeResult
+from grader.sandbox.reaping import sweep_orphaned_sandboxes
+from workers import machine_share, use_own_temp_dir
+
+use_own_temp_dir()  # before anything makes a sandbox (tests/workers.py)
 
 REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS = REPO / "solutions"
@@ -64,6 +68,15 @@ SESSION_WARM = Warm()
 def _close_session_warm():
     yield
     SESSION_WARM.close()
+    sweep_orphaned_sandboxes()  # what graders the tests killed left in this worker's temp dir
+
+
+@pytest.fixture(autouse=True)
+def _share_the_machine(request):
+    """Beside other pytest-xdist workers, the SANDBOX_USER_GROUP's tests have the machine to themselves."""
+    exclusive = any(mark.args[:1] == ("sandbox-user",) for mark in request.node.iter_markers("xdist_group"))
+    with machine_share(exclusive=exclusive):
+        yield
 
 
 def grade(path: Path, spec: Assignment, options: GradeOptions) -> GradeResult:
@@ -155,6 +168,13 @@ LAYERS = {
     "service": ("test_service",),
 }
 HEAVY_LAYERS = ("e2e", "stress")
+
+
+# `pytest` runs on several workers (pytest-xdist, `-n auto --dist loadgroup` in pyproject.toml): most of a
+# kernel test waits on a kernel, a timeout or a server, so two workers per core keep the cores busy.
+# `-n 0` runs serially.
+def pytest_xdist_auto_num_workers(config):
+    return min(8, 2 * len(os.sched_getaffinity(0)))
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
 
 

@@ -38,6 +38,7 @@ from lms_cases import (
     result_json_problems,
     validator,
 )
+from workers import SANDBOX_USER_GROUP
 
 GRADER = Path(sys.executable).parent / "grader"
 SPEC = "solutions/gradient_descent.py"
@@ -311,6 +312,7 @@ def test_a_stale_results_file_is_never_shown_for_a_run_that_died(bundle, tmp_pat
 # (run_autograder's default, here without GRADER_SANDBOX_USER)
 
 
+@SANDBOX_USER_GROUP
 @pytest.mark.skipif(not containers.available(), reason="needs root and util-linux unshare")
 def test_in_an_lms_container_the_kernel_cannot_read_the_spec_or_write_the_results(bundle, schema):
     with OpenBase() as base:
@@ -340,6 +342,7 @@ def test_in_an_lms_container_the_kernel_cannot_read_the_spec_or_write_the_result
     assert processes_of(STUDENT_IDS[0]) == set()
 
 
+@SANDBOX_USER_GROUP
 @pytest.mark.skipif(not containers.available(), reason="needs root and util-linux unshare")
 def test_in_an_lms_container_the_reference_solution_gets_full_marks(bundle, schema):
     with OpenBase() as base:

@@ -34,6 +34,7 @@ from lms_cases import (
     result_json_problems,
     validator,
 )
+from workers import SANDBOX_USER_GROUP
 
 GRADER = Path(sys.executable).parent / "grader"
 IMAGE = REPO / "grader" / "lms" / "prairielearn-image"
@@ -173,6 +174,7 @@ def test_a_question_without_its_spec_is_not_counted_against_the_student(tmp_path
 # Inside a simulated PrairieLearn container: root without namespaces, the kernel as grader-student
 
 
+@SANDBOX_USER_GROUP
 @pytest.mark.skipif(not containers.available(), reason="needs root and util-linux unshare")
 @pytest.mark.parametrize("case", ["attack", "solution"])
 def test_in_an_lms_container_the_kernel_earns_only_what_it_should(schema, case):

@@ -27,7 +27,8 @@ from grader.sandbox.limits import Limits
 from lms_cases import STUDENT, OpenBase, container_binds
 from load import GRADER, MachineLoad, cgroup_cpu_available, cpu_limited
 
-pytestmark = pytest.mark.stress
+# the layer loads the machine itself: its tests run one after another, on one worker
+pytestmark = [pytest.mark.stress, pytest.mark.xdist_group("stress")]
 
 
 def grader(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
