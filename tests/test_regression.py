@@ -160,12 +160,21 @@ def test_baselines_are_fitted_once_then_read_from_memory_and_disk(spec, options,
     assert json.loads(files[0].read_text())["key"] == found.key
 
 
+@pytest.fixture(scope="module")
+def good_cache(spec, tmp_path_factory):
+    """A cache file as a fit writes it, and what was fitted: each damage below starts from a copy."""
+    request = ResourceRequest(data_root=data_root(), cache_dir=tmp_path_factory.mktemp("good"), device="cpu")
+    fitted = spec.resources(request).baselines
+    assert fitted.source == "fitted"
+    return fitted, (request.cache_dir / "baselines" / f"{fitted.key}.json").read_text()
+
+
 @pytest.mark.parametrize("damage", ["truncated", "tampered", "other-key", "not-json"])
-def test_a_damaged_cache_file_is_fitted_again_and_replaced(spec, tmp_path, fits, damage):
+def test_a_damaged_cache_file_is_fitted_again_and_replaced(spec, tmp_path, fits, damage, good_cache):
+    first, text = good_cache
     request = ResourceRequest(data_root=data_root(), cache_dir=tmp_path, device="cpu")
-    first = spec.resources(request).baselines
     path = tmp_path / "baselines" / f"{first.key}.json"
-    text = path.read_text()
+    path.parent.mkdir()
     record = json.loads(text)
     if damage == "truncated":
         path.write_text(text[: len(text) // 2])
@@ -179,7 +188,7 @@ def test_a_damaged_cache_file_is_fitted_again_and_replaced(spec, tmp_path, fits,
         path.write_bytes(b"\x00\xff" * 100)
 
     again = spec.resources(request).baselines
-    assert again.source == "fitted" and len(fits) == 2
+    assert again.source == "fitted" and len(fits) == 1
     np.testing.assert_array_equal(again.forest.predictions, first.forest.predictions)
     rewritten = json.loads(path.read_text())  # replaced by a good copy
     assert rewritten["key"] == first.key
