@@ -168,22 +168,24 @@ LAYERS = {
     "service": ("test_service",),
 }
 HEAVY_LAYERS = ("e2e", "stress")
+LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
 
 
 # `pytest` runs on several workers (pytest-xdist, `-n auto --dist loadgroup` in pyproject.toml): most of a
 # fast test waits on a kernel, a timeout or a server, so two workers per core keep the cores busy. The
-# heavy layers train models on every core a trainer is given: one worker per two cores (serially on
-# this 2-core machine, where four workers made `-m e2e` 323 s against 291 s). `-n 0` runs serially;
-# PYTEST_XDIST_AUTO_NUM_WORKERS picks the number.
+# e2e layer trains models, which keeps a core busy: one worker per core (on 2 cores, `-m e2e` took 272 s
+# on two workers, 291 s serially and 323 s on four). The stress layer loads the machine itself, one
+# test after another: serially. `-n 0` runs serially; PYTEST_XDIST_AUTO_NUM_WORKERS picks the number.
 def pytest_xdist_auto_num_workers(config):
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None  # pytest-xdist's own hook reads it
     cores = len(os.sched_getaffinity(0))
     selected = config.option.markexpr or ""
-    if "not" not in selected and any(layer in selected for layer in HEAVY_LAYERS):
-        return cores // 2 if cores >= 4 else 0
+    if "not" not in selected and "stress" in selected:
+        return 0
+    if "not" not in selected and "e2e" in selected:
+        return cores
     return min(8, 2 * cores)
-LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
