@@ -23,7 +23,8 @@ import pytest
 from grader.sandbox.reaping import OWNER_FILE
 
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
-WORKER_TEMP_ROOT = Path("/tmp/worker-temp")  # each worker's temp directory, under a fixed root
+MACHINE_TEMP = Path(tempfile.gettempdir())  # where graders make their sandboxes when no worker moves them
+WORKER_TEMP_ROOT = MACHINE_TEMP / "worker-temp"  # each worker's temp directory, under a fixed root
 
 # Tests that grade in the "user" sandbox mode (an LMS container without namespaces, as nobody or the LMS
 # image's grader-student) or sweep a sandbox user's leftovers act on all that user has on the machine,
@@ -84,7 +85,7 @@ def owned_by_another_worker(sandbox_root: Path, others: set[int]) -> bool:
 def cgroups_of_other_workers(others: set[int]) -> set[str]:
     """The cgroup directories listed by other workers' sandboxes."""
     found: set[str] = set()
-    for root in [*Path("/tmp").glob("grader-*"), *WORKER_TEMP_ROOT.glob("*/grader-*")]:
+    for root in [*MACHINE_TEMP.glob("grader-*"), *WORKER_TEMP_ROOT.glob("*/grader-*")]:
         if owned_by_another_worker(root, others):
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 found.update(json.loads((root / OWNER_FILE).read_text()).get("cgroups", []))
