@@ -18,7 +18,7 @@ from grader.grading.warm import Warm
 from grader.ml.datasets import DatasetMissing, load_california_housing, load_images
 from grader.results import GradeResult
 from grader.sandbox.reaping import sweep_orphaned_sandboxes
-from workers import machine_share, use_own_temp_dir
+from workers import MachineShare, use_own_temp_dir
 
 use_own_temp_dir()  # before anything makes a sandbox (tests/workers.py)
 
@@ -71,12 +71,24 @@ def _close_session_warm():
     sweep_orphaned_sandboxes()  # what graders the tests killed left in this worker's temp dir
 
 
-@pytest.fixture(autouse=True)
-def _share_the_machine(request):
-    """Beside other pytest-xdist workers, the SANDBOX_USER_GROUP's tests have the machine to themselves."""
-    exclusive = any(mark.args[:1] == ("sandbox-user",) for mark in request.node.iter_markers("xdist_group"))
-    with machine_share(exclusive=exclusive):
-        yield
+# Beside other pytest-xdist workers, the SANDBOX_USER_GROUP's tests have the machine to themselves
+# (tests/workers.py); held from before a test's fixtures are set up to after they are torn down.
+MACHINE = MachineShare()
+
+
+def _alone(item) -> bool:
+    return item is not None and any(mark.args[:1] == ("sandbox-user",) for mark in item.iter_markers("xdist_group"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    MACHINE.take(exclusive=_alone(item))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield
+    MACHINE.let_go(unless_exclusive_next=_alone(nextitem))
 
 
 def grade(path: Path, spec: Assignment, options: GradeOptions) -> GradeResult:

@@ -40,7 +40,7 @@ from grader.cli import main
 from grader.sandbox.detect import choose_isolation, unshare_available
 from grader.sandbox.limits import NAMESPACE_MODES
 from grader.sandbox.reaping import SHARED_TEMP_DIRS, ipc_objects_of
-from workers import another_workers_processes, cgroups_of_other_workers, machine_share, owned_by_another_worker
+from workers import another_workers_processes, cgroups_of_other_workers, owned_by_another_worker
 
 FULL = 14.0
 SOLUTION = SOLUTIONS / "gradient_descent.ipynb"
@@ -229,11 +229,10 @@ def machine_stays_clean():
     yield
     # Killed processes of the 'none' sandbox are reaped by the machine's init, not at once; another
     # worker's grades hold sandboxes of their own.
-    with machine_share(exclusive=False):
-        deadline = time.monotonic() + 30
-        while _leftovers(before) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert _leftovers(before) == {}
+    deadline = time.monotonic() + 30  # (torn down within a test's teardown: the machine is held shared)
+    while _leftovers(before) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _leftovers(before) == {}
 
 
 def _leftovers(tmp_entries_before: set[str]) -> dict[str, list[str]]:

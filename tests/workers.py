@@ -15,8 +15,8 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -92,19 +92,37 @@ def cgroups_of_other_workers(others: set[int]) -> set[str]:
     return found
 
 
-@contextlib.contextmanager
-def machine_share(*, exclusive: bool) -> Iterator[None]:
-    """Hold the machine with the other workers (shared), or alone (exclusive: the SANDBOX_USER_GROUP,
-    whose user-mode and no-isolation grades share the sandbox user's process count and leftovers with
-    every other kernel). A turnstile lets a waiting exclusive holder in before new shared ones."""
-    if WORKER is None:
-        yield
-        return
-    WORKER_TEMP_ROOT.mkdir(parents=True, exist_ok=True)
-    with open(WORKER_TEMP_ROOT / "turnstile.lock", "a") as turnstile, \
-            open(WORKER_TEMP_ROOT / "machine.lock", "a") as machine:
+class MachineShare:
+    """This worker's hold on the machine: shared with the other workers for an ordinary test, alone for a
+    SANDBOX_USER_GROUP test (its user-mode and no-isolation grades share the sandbox user's thread
+    count and leftovers with every other kernel). Shared is let go after each test, so that a worker
+    waiting to be alone gets in; alone is kept while the group's tests follow one another, so that the
+    machine is drained once for them, not once each. A turnstile lets a waiting exclusive holder in
+    before new shared ones."""
+
+    def __init__(self) -> None:
+        self._files: list[IO[str]] = []
+        self.exclusive: bool | None = None  # None: not held
+
+    def take(self, *, exclusive: bool) -> None:
+        if WORKER is None or (exclusive and self.exclusive):  # alone already: kept across the group
+            return
+        self.let_go()
+        WORKER_TEMP_ROOT.mkdir(parents=True, exist_ok=True)
+        turnstile = open(WORKER_TEMP_ROOT / "turnstile.lock", "a")  # noqa: SIM115 - held past this call
+        machine = open(WORKER_TEMP_ROOT / "machine.lock", "a")  # noqa: SIM115
         fcntl.flock(turnstile, fcntl.LOCK_EX)
         fcntl.flock(machine, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         if not exclusive:
-            fcntl.flock(turnstile, fcntl.LOCK_UN)
-        yield  # closing the files lets both go
+            turnstile.close()
+            self._files = [machine]
+        else:
+            self._files = [turnstile, machine]
+        self.exclusive = exclusive
+
+    def let_go(self, *, unless_exclusive_next: bool = False) -> None:
+        if self.exclusive and unless_exclusive_next:
+            return
+        for file in self._files:
+            file.close()  # closing lets the lock go
+        self._files, self.exclusive = [], None
