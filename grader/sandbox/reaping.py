@@ -190,7 +190,7 @@ def tasks_of(uid: int) -> int:
     count = 0
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError, IndexError):  # gone, or a status without threads
                 if entry.stat().st_uid == uid:
                     status = Path(entry.path, "status").read_text()
                     count += int(status.split("\nThreads:", 1)[1].split(None, 1)[0])
