@@ -165,8 +165,8 @@ LAYERS = {
              "test_states",
              "test_wheel"),
     # a student's notebook through a kernel and the checks: grades, training, the student's own check()
-    "kernel": ("test_batch", "test_cli", "test_cnn_mnist", "test_distributed", "test_gradient_descent",
-               "test_mnist", "test_polynomial_overfit", "test_regression",
+    "kernel": ("test_batch", "test_call_many", "test_cli", "test_cnn_mnist", "test_distributed",
+               "test_gradient_descent", "test_mnist", "test_polynomial_overfit", "test_regression",
                "test_student_check", "test_toy_2d", "test_warm_trainer"),
     # what the isolation guarantees: the hostile corpus, the modes and their fallbacks, the kernel image,
     # files that cross the wall

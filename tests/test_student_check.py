@@ -97,6 +97,9 @@ class Recorder:
         self.values.extend([args, kwargs, answer])
         return answer
 
+    def call_many(self, calls, *, keep_going=False, timeout_s=None):
+        return [self.call(c.function, *c.args, **c.kwargs) for c in calls]
+
     def set(self, name, value):
         self.namespace[name] = value
         self.values.append(value)

@@ -29,6 +29,7 @@ import numpy as np
 
 from grader.checks import models as rules
 from grader.checks.budget import student_budget
+from grader.checks.context import CallSpec
 from grader.checks.judges import JUDGES, CallFailed
 from grader.errors import StudentError
 from grader.ml.budget import Budget, BudgetCaps, BudgetChoice, learning_rate_problem
@@ -36,13 +37,6 @@ from grader.scoring import Outcome
 
 # --------------------------------------------------------------------------
 # Probed: calls and a judge
-
-
-@dataclass(frozen=True)
-class CallSpec:
-    function: str
-    args: tuple = ()
-    kwargs: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,13 +64,12 @@ class PlanInputs:
 
 def run_plan(ctx: Any, plan: Plan) -> Outcome:
     answers = []
-    for call in plan.calls:
-        try:
-            answers.append(ctx.call(call.function, *call.args, **call.kwargs))
-        except StudentError as exc:
+    for answer in ctx.call_many(plan.calls, keep_going=plan.tolerate_errors):
+        if isinstance(answer, StudentError):
             if not plan.tolerate_errors:
-                raise
-            answers.append(CallFailed(exc.message))
+                raise answer
+            answer = CallFailed(answer.message)
+        answers.append(answer)
     return JUDGES[plan.judge](answers, plan.expected, **plan.params)
 
 

@@ -7,8 +7,11 @@ values the child never sees.
 
 from __future__ import annotations
 
+import os
+import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,6 +26,20 @@ from grader.states import RunStatus, StudentErrorKind
 
 if TYPE_CHECKING:
     from grader.ml.training import Trainers, TrainingSetup
+
+# A call that a cell of several calls cut off after it had run this close to its own time limit counts as
+# one that ran out of time (one endless loop costs one time limit); cut off earlier, by the time the calls
+# before it took, it runs again alone with its whole limit.
+CUT_OFF_SLACK_S = 0.5
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    """function(*args, **kwargs) in the student's namespace."""
+
+    function: str
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
 
 
 class AnswerExchange(Protocol):
@@ -58,16 +75,116 @@ class CheckContext:
         A function that once ran out of time is not called again: every later call fails at once
         with the same reason, so one endless loop costs one time limit, not one per check.
         """
+        return self._call(CallSpec(name, args, kwargs), timeout_s=timeout_s)
+
+    def call_many(self, calls: Sequence[CallSpec], *, keep_going: bool = False,
+                  timeout_s: float | None = None) -> list[Any]:
+        """The answers of several calls, in order: each the value, or the StudentError the call failed with.
+
+        They run in one cell, one round trip to the kernel instead of one each, and each keeps what `call`
+        gives it: its own time limit (a call that the cell's limit cut off because the calls before it took
+        time runs again alone), one more try on a fresh kernel after it stopped the kernel, and no call to a
+        function that ran out of time. Without `keep_going`, no call is made after the first that fails:
+        the list ends with that failure.
+        """
+        answers: list[Any] = []
+        while len(answers) < len(calls):
+            rest = calls[len(answers):]
+            unstuck = next((i for i, c in enumerate(rest) if c.function in self._stuck), len(rest))
+            if unstuck == 0:
+                answers.append(self._stuck[rest[0].function])
+            elif unstuck == 1:
+                answers.append(_value_or_error(self._call, rest[0], timeout_s=timeout_s))
+            else:
+                answers.extend(self._call_in_one_cell(rest[:unstuck], keep_going=keep_going, timeout_s=timeout_s))
+            if not keep_going and isinstance(answers[-1], StudentError):
+                break
+        return answers
+
+    def _call(self, spec: CallSpec, *, timeout_s: float | None, stopped_kernel: bool = False) -> Any:
+        """`call`; `stopped_kernel`: the kernel already stopped once during this call, in a cell of several."""
+        name = spec.function
         if name in self._stuck:
             raise self._stuck[name]
-        in_dir = self._input_dir(protocol.to_wire(protocol.Call(list(args), kwargs)))
+        in_dir = self._input_dir(protocol.to_wire(protocol.Call(list(spec.args), dict(spec.kwargs))))
         try:
-            return self._ask("probe", "call", (name, str(in_dir)), what=name, timeout_s=timeout_s)
+            return self._ask("probe", "call", (name, str(in_dir)), what=name, timeout_s=timeout_s,
+                             stopped_kernel=stopped_kernel)
         except StudentError as exc:
             if exc.kind == StudentErrorKind.TIMEOUT:
                 self._stuck[name] = StudentError(f"{exc.message}; it was not called again",
                                                  kind=StudentErrorKind.TIMEOUT)
             raise
+
+    def _call_in_one_cell(self, calls: Sequence[CallSpec], *, keep_going: bool,
+                          timeout_s: float | None) -> list[Any]:
+        """The answers of a first part of `calls` (at least the first call's), from one cell.
+
+        The cell has one call's time limit. What the calls answered before it ended stands; a call it
+        did not finish gets what `call` would have given it, and the rest are left to the caller."""
+        first = calls[0].function
+        if self._runner.deadline.expired():
+            return [_value_or_error(self._call, calls[0], timeout_s=timeout_s)]  # the budget's message
+        request = protocol.Calls(names=[c.function for c in calls], keep_going=keep_going,
+                                 calls=[protocol.to_wire(protocol.Call(list(c.args), dict(c.kwargs))) for c in calls])
+        in_dir = self._input_dir(protocol.to_wire(request))
+        progress, outs = self._output_name(), [self._output_name() for _ in calls]
+        source = child_call("probe", "calls", str(in_dir),
+                            *(str(self.sandbox.exchange / name) for name in (progress, *outs)))
+        if not self._runner.ensure_alive():  # before the clock starts: a restart replays the notebook
+            return [_value_or_error(self._call, calls[0], timeout_s=timeout_s)]  # the dead kernel's message
+        started = time.monotonic()
+        run, limit = self._run_probe(source, first, timeout_s)
+        answers: list[Any] = []
+        for out_name, spec in zip(outs, calls, strict=True):
+            if not self._answered(out_name):
+                break
+            answers.append(_value_or_error(self._read_answer, out_name, spec.function))
+            if isinstance(answers[-1], StudentError) and not keep_going:
+                return answers
+        if len(answers) == len(calls):
+            return answers
+        cut_off = calls[len(answers)]
+        if run.status == RunStatus.TIMEOUT:
+            # the first call had the cell's whole limit (however long a busy machine took to start the cell)
+            ran = limit if not answers else self._ran_before_cut(progress, len(answers), cut_at=started + limit,
+                                                                 limit=limit)
+            if ran >= limit - CUT_OFF_SLACK_S or self._runner.deadline.expired():
+                error = _timed_out(cut_off.function, limit)
+                self._stuck[cut_off.function] = StudentError(f"{error.message}; it was not called again",
+                                                             kind=StudentErrorKind.TIMEOUT)
+                return [*answers, error]
+            return [*answers, _value_or_error(self._call, cut_off, timeout_s=timeout_s)]
+        if run.status == RunStatus.DIED:
+            if not self._runner.ensure_alive():
+                return [*answers, StudentError(f"{cut_off.function} stopped the Python kernel: {run.error_value}",
+                                               kind=StudentErrorKind.DIED)]
+            return [*answers, _value_or_error(self._call, cut_off, timeout_s=timeout_s, stopped_kernel=True)]
+        # the cell raised (the student's own KeyboardInterrupt, a broken helper) or left an answer out: that
+        # call alone says which
+        return [*answers, _value_or_error(self._call, cut_off, timeout_s=timeout_s)]
+
+    def _answered(self, out_name: str) -> bool:
+        try:
+            os.stat(f"{out_name}/value.json", dir_fd=self.sandbox.exchange_fd, follow_symlinks=False)
+        except OSError:
+            return False
+        return True
+
+    def _ran_before_cut(self, progress: str, index: int, *, cut_at: float, limit: float) -> float:
+        """How long call `index` of a cell had run when the cell's time limit cut it off, from the mark the
+        child left before each call. A call not yet started had no time; a mark that cannot be read or
+        makes no sense (the student's code can write it) counts as the whole limit used."""
+        try:
+            mark = read_value(self.sandbox.exchange_fd, progress)
+        except ExchangeError:
+            return limit
+        if not isinstance(mark, dict) or type(mark.get("call")) is not int or \
+                not isinstance(mark.get("at"), float) or mark["call"] > index:
+            return limit
+        if mark["call"] < index:
+            return 0.0
+        return min(max(cut_at - mark["at"], 0.0), limit)
 
     def get(self, name: str) -> Any:
         """The value of a module-level name in the student's notebook."""
@@ -123,23 +240,24 @@ class CheckContext:
         return name
 
     def _ask(self, module: str, function: str, args: tuple[str, ...], *, what: str,
-             timeout_s: float | None) -> Any:
-        """grader_child.<module>.<function>(namespace, *args, out_dir) in the kernel; its answer, read as data."""
+             timeout_s: float | None, stopped_kernel: bool = False) -> Any:
+        """grader_child.<module>.<function>(namespace, *args, out_dir) in the kernel; its answer, read as data
+        (`stopped_kernel`: see `_call`)."""
         out_name = self._output_name()
         source = child_call(module, function, *args, str(self.sandbox.exchange / out_name))
-        return self._answer(source, out_name, what=what, timeout_s=timeout_s)
+        return self._answer(source, out_name, what=what, timeout_s=timeout_s, stopped_kernel=stopped_kernel)
 
-    def _answer(self, source: str, out_name: str, *, what: str, timeout_s: float | None) -> Any:
+    def _answer(self, source: str, out_name: str, *, what: str, timeout_s: float | None,
+                stopped_kernel: bool = False) -> Any:
         if self._runner.deadline.expired():
             raise StudentError(f"{what} was not checked: the submission's time budget was used up",
                                kind=StudentErrorKind.BUDGET)
         run, timeout = self._run_probe(source, what, timeout_s)
-        if run.status == RunStatus.DIED and self._runner.ensure_alive():
+        if run.status == RunStatus.DIED and not stopped_kernel and self._runner.ensure_alive():
             # Once more on a fresh kernel: the death may come from what an earlier cell left behind.
             run, timeout = self._run_probe(source, what, timeout_s)
         if run.status == RunStatus.TIMEOUT:
-            raise StudentError(f"{what} did not finish within {timeout:.0f} s and was stopped "
-                               "(an endless loop?)", kind=StudentErrorKind.TIMEOUT)
+            raise _timed_out(what, timeout)
         if run.status == RunStatus.DIED:
             raise StudentError(f"{what} stopped the Python kernel: {run.error_value}", kind=StudentErrorKind.DIED)
         if run.status == RunStatus.ERROR:
@@ -204,6 +322,26 @@ class CheckContext:
         failed step reports it without running the step again.
         """
         return remembered(self._memo, key, compute)
+
+
+def value_of(answer: Any) -> Any:
+    """One of `CheckContext.call_many`'s answers as `call` gives it: the value, or its failure raised."""
+    if isinstance(answer, StudentError):
+        raise answer
+    return answer
+
+
+def _timed_out(what: str, seconds: float) -> StudentError:
+    return StudentError(f"{what} did not finish within {seconds:.0f} s and was stopped (an endless loop?)",
+                        kind=StudentErrorKind.TIMEOUT)
+
+
+def _value_or_error(compute: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """compute(*args, **kwargs)'s value, or the StudentError it raised."""
+    try:
+        return compute(*args, **kwargs)
+    except StudentError as exc:
+        return exc
 
 
 def _last_line(traceback: list[str]) -> str:

@@ -1,12 +1,14 @@
 """Answer the grader's questions about the student's namespace.
 
-Every entry point writes exactly one answer into `out_dir`:
-{"ok": value} or {"error": {...}}. Student exceptions never escape, so a
-probe cell fails only if the probe itself was broken.
+Every entry point writes exactly one answer into `out_dir` (`calls`, one per
+call into each of its directories): {"ok": value} or {"error": {...}}.
+Student exceptions never escape, so a probe cell fails only if the probe
+itself was broken, or (in `calls`) when the grader interrupts it.
 """
 
 import os
 import sys
+import time
 import traceback
 
 from . import protocol, wire
@@ -66,18 +68,41 @@ def _lookup(namespace, name):
 
 def call(namespace, name, in_dir, out_dir):
     """Call the student's `name(*args, **kwargs)` with arguments the parent wrote."""
+    _write(_called(namespace, name, lambda: protocol.from_wire(protocol.Call, wire.load(in_dir))), out_dir)
+
+
+def calls(namespace, in_dir, progress_dir, *out_dirs):
+    """Several calls in turn (protocol.Calls), each answer written to its own directory as soon as it is
+    known. Before each call, `progress_dir` says which one starts and when (time.monotonic, the clock the
+    parent shares): if the cell runs out of time, the parent knows how long the last call had."""
+    request = protocol.from_wire(protocol.Calls, wire.load(in_dir))
+    for index, (name, arguments, out_dir) in enumerate(zip(request.names, request.calls, out_dirs, strict=True)):
+        wire.dump({"call": index, "at": time.monotonic()}, progress_dir)
+        answer = _called(namespace, name, lambda arguments=arguments: protocol.Call(**arguments), interruptible=True)
+        _dump(answer, out_dir)
+        if "error" in answer and not request.keep_going:
+            break
+    sys.stdout.flush()
+
+
+def _called(namespace, name, arguments, *, interruptible=False):
+    """The answer of `name(*args, **kwargs)`. With `interruptible`, the parent's interrupt (its time
+    limit) ends the whole cell instead of becoming this call's answer."""
     fn, answer = _lookup(namespace, name)
-    if answer is None:
-        if not callable(fn):
-            answer = {"error": {"type": "NotCallable", "function": name, "traceback": [],
-                                "message": f"{name} is a {type(fn).__name__}, not a function"}}
-        else:
-            request = protocol.from_wire(protocol.Call, wire.load(in_dir))
-            try:
-                answer = {"ok": fn(*request.args, **request.kwargs)}
-            except BaseException as exc:  # KeyboardInterrupt too: the parent reports it
-                answer = _error(exc, name)
-    _write(answer, out_dir)
+    if answer is not None:
+        return answer
+    if not callable(fn):
+        return {"error": {"type": "NotCallable", "function": name, "traceback": [],
+                          "message": f"{name} is a {type(fn).__name__}, not a function"}}
+    request = arguments()
+    try:
+        return {"ok": fn(*request.args, **request.kwargs)}
+    except KeyboardInterrupt:
+        if interruptible:
+            raise
+        return _error(sys.exc_info()[1], name)  # the parent reports it as a time limit
+    except BaseException as exc:
+        return _error(exc, name)
 
 
 def assign(namespace, name, in_dir, out_dir):
@@ -94,10 +119,14 @@ def get(namespace, name, out_dir):
 
 
 def _write(answer, out_dir):
+    _dump(answer, out_dir)
+    sys.stdout.flush()
+
+
+def _dump(answer, out_dir):
     try:
         wire.dump(answer, out_dir)
     except Exception as exc:  # the student's value could not be written
         wire.dump({"error": {"type": type(exc).__name__, "function": "",
                              "message": f"the value could not be sent to the grader: {exc}",
                              "traceback": []}}, out_dir)
-    sys.stdout.flush()

@@ -28,6 +28,16 @@ class Call:
 
 
 @dataclass(frozen=True)
+class Calls:
+    """names[i](*calls[i].args, **calls[i].kwargs), one after another in one cell: a check's calls in one
+    round trip to the kernel (grader_child.probe.calls)."""
+
+    names: list
+    calls: list  # of Call, as dicts
+    keep_going: bool = False  # on past a call that raised (else the rest are left to the grader)
+
+
+@dataclass(frozen=True)
 class Trace:
     """Build the model with factory(*args) once, and describe it (grader_child.model)."""
 

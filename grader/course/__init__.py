@@ -5,7 +5,8 @@ without breaking a course's files (tests/test_course_door.py fails when a spec r
 
     from grader.course import Assignment, Check, Limits, ModelRule, ModelScore, ...
 
-- the assignment and its checks: Assignment, Check, Outcome, CheckContext (what a check function gets),
+- the assignment and its checks: Assignment, Check, Outcome, CheckContext (what a check function gets:
+  `call`, and `call_many` with CallSpec for several calls in one round trip, read with value_of),
   StudentError (what a check raises when the student's code gave no value) with its StudentErrorKind,
   Limits (the sandbox's);
 - checks written as data, which also run on a student's machine (`grader check`): Probed with Plan and
@@ -18,8 +19,8 @@ without breaking a course's files (tests/test_course_door.py fails when a spec r
   (read_saved_file, SavedFile, NO_FILE).
 """
 
-from grader.checks.catalog import CallSpec, LearningRate, ModelRule, ModelScore, Plan, Probed, TrainingDict, ValueRule
-from grader.checks.context import CheckContext
+from grader.checks.catalog import LearningRate, ModelRule, ModelScore, Plan, Probed, TrainingDict, ValueRule
+from grader.checks.context import CallSpec, CheckContext, value_of
 from grader.checks.judges import network_params, pick_lowest, polynomial_fit, relu_network
 from grader.checks.numeric import NotNumeric, as_array, compare_array, compare_gradients
 from grader.checks.recipes import ImageClassification, TabularRegression, Toy2D
@@ -34,8 +35,9 @@ from grader.scoring import Outcome
 from grader.states import StudentErrorKind
 
 __all__ = [
-    "Assignment", "Check", "Outcome", "CheckContext", "StudentError", "StudentErrorKind", "Limits",
-    "Probed", "Plan", "CallSpec", "ModelRule", "ModelScore", "ValueRule", "TrainingDict", "LearningRate",
+    "Assignment", "Check", "Outcome", "CheckContext", "CallSpec", "value_of", "StudentError", "StudentErrorKind",
+    "Limits",
+    "Probed", "Plan", "ModelRule", "ModelScore", "ValueRule", "TrainingDict", "LearningRate",
     "Budget", "BudgetCaps",
     "ImageClassification", "TabularRegression", "Toy2D", "ModelTask", "FEATURE_STYLES",
     "as_array", "compare_array", "compare_gradients", "NotNumeric",
