@@ -33,6 +33,7 @@ from grader.course import (
     Probed,
     pick_lowest,
     polynomial_fit,
+    value_of,
 )
 
 FUNCTIONS = ("fit_polynomial", "poly_losses", "choose_degree")
@@ -166,7 +167,7 @@ def check_fit_unseen(ctx: CheckContext) -> Outcome:
              (lambda x: np.cos(3 * x), -1.0, 1.0, 15, [1, 2, 6])]
     for function, low, high, n, degrees in cases:
         x, y = noisy(rng, n, low, high, function)
-        answers = [ctx.call("fit_polynomial", x, y, d) for d in degrees]
+        answers = [value_of(a) for a in ctx.call_many([CallSpec("fit_polynomial", (x, y, d)) for d in degrees])]
         outcome = polynomial_fit(answers, {"x": x, "y": y, "coefficients": [least_squares(x, y, d) for d in degrees]},
                                  what="fit_polynomial", degrees=degrees, rtol=COEFFICIENT_RTOL, draw=len(degrees) - 1,
                                  data_text=f"{n} points")
