@@ -60,10 +60,10 @@ def test_a_spinning_trainer_is_not_kept_once_the_machine_is_busy(monkeypatch):
         spinning = trainers.take(setup)
         assert spinning.spins
         trainers.give_back(setup, spinning)
-        monkeypatch.setattr(training, "cpu_contended", lambda: False)
+        monkeypatch.setattr(training, "cpu_contended_now", lambda: False)
         assert trainers.take(setup) is spinning  # quiet: kept
         trainers.give_back(setup, spinning)
-        monkeypatch.setattr(training, "cpu_contended", lambda: True)
+        monkeypatch.setattr(training, "cpu_contended_now", lambda: True)
         monkeypatch.setattr(training, "trainer_waiting", lambda threads: {"OMP_WAIT_POLICY": "PASSIVE"})
         sleeping = trainers.take(setup)  # busy now: a new one whose threads sleep
         assert sleeping is not spinning and not spinning.alive() and not sleeping.spins

@@ -33,7 +33,7 @@ from grader.ml.task import ModelTask, TaskData
 from grader.ml.trainer import JOB_DONE, WAIT_FOR_JOB
 from grader.sandbox.exchange import ExchangeError, read_value
 from grader.sandbox.jail import Sandbox
-from grader.sandbox.limits import cpu_contended, trainer_waiting
+from grader.sandbox.limits import cpu_contended_now, trainer_waiting
 from grader.sandbox.trusted import Stalled, run_job, start_trusted
 from grader.states import StudentErrorKind
 
@@ -207,7 +207,7 @@ class Trainers:
                 trainer = idle.pop()
                 # one that spins, started while the machine was quiet, is not kept once it is busy:
                 # spinning threads there slowed training 1.6-4.8x (the numbers are the same either way)
-                if trainer.alive() and not (trainer.spins and cpu_contended()):
+                if trainer.alive() and not (trainer.spins and cpu_contended_now()):
                     return trainer
                 trainer.close()
         return _start_trainer(setup)
