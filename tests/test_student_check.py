@@ -114,8 +114,8 @@ class Recorder:
         """Where child helpers run on the solution's namespace, here, as `grader check` runs them."""
         from grader.student import LocalContext, _Exchange
 
-        return LocalContext(self.namespace, _Exchange(Path(tempfile.mkdtemp(prefix="grader-recorder-"))),
-                            seed=self.seed)
+        self._folder = tempfile.TemporaryDirectory(prefix="grader-recorder-")  # removed with the recorder
+        return LocalContext(self.namespace, _Exchange(Path(self._folder.name)), seed=self.seed)
 
     @property
     def sandbox(self):
