@@ -4,7 +4,7 @@ a function that ran out of time."""
 
 from __future__ import annotations
 
-import time
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +19,7 @@ from grader.kernel.session import KernelSession
 from grader.sandbox.jail import Sandbox
 from grader.sandbox.limits import Limits
 from grader.states import StudentErrorKind
+from load import MachineLoad
 
 CELL_TIMEOUT_S = 3.0
 FUNCTIONS = """
@@ -55,7 +56,7 @@ def forge(exchange):
         mark = os.path.join(exchange, name, "value.json")
         if os.path.exists(mark) and '"call"' in open(mark).read():
             with open(mark, "w") as f:
-                f.write(json.dumps({"dict": [[{"str": "call"}, 99], [{"str": "at"}, -1.0]]}))
+                f.write(json.dumps({"dict": [[{"str": "call"}, 99], [{"str": "at"}, 9.0], [{"str": "cell_at"}, 1.0]]}))
     while True:
         pass
 """
@@ -99,16 +100,19 @@ def test_without_keep_going_no_call_is_made_after_the_first_failure(ctx):
     assert made(ctx) == [("add", 1, 2), ("fail",)]
 
 
-def test_an_endless_call_costs_one_time_limit_and_is_not_called_again(ctx):
-    start = time.monotonic()
-    answers = ctx.call_many([CallSpec("add", (1, 2)), CallSpec("spin"), CallSpec("add", (2, 2)), CallSpec("spin")],
-                            keep_going=True)
-    took = time.monotonic() - start
+@pytest.mark.parametrize("busy", [False, True], ids=["quiet", "busy"])
+def test_an_endless_call_costs_one_time_limit_and_is_not_called_again(ctx, monkeypatch, busy):
+    """On a busy machine too: how long the cell waited to start is not time the calls before it took."""
+    alone = []
+    real = ctx._call
+    monkeypatch.setattr(ctx, "_call", lambda spec, **kw: alone.append(spec.function) or real(spec, **kw))
+    with MachineLoad(seconds=120, per_core=4, torch_share=0.0) if busy else contextlib.nullcontext():
+        answers = ctx.call_many([CallSpec("add", (1, 2)), CallSpec("spin"), CallSpec("add", (2, 2)),
+                                 CallSpec("spin")], keep_going=True)
     assert answers[0] == 3 and answers[2] == 4
     assert answers[1].kind == StudentErrorKind.TIMEOUT and "spin did not finish within 3 s" in answers[1].message
     assert answers[3].kind == StudentErrorKind.TIMEOUT and "it was not called again" in answers[3].message
-    assert made(ctx).count(("spin",)) == 1
-    assert took < 2 * CELL_TIMEOUT_S, f"{took:.1f} s: one time limit, not two"
+    assert "spin" not in alone, "the endless call ran again alone: a second time limit"
 
 
 def test_a_call_cut_off_by_the_time_the_calls_before_it_took_runs_again_alone(ctx):
@@ -126,10 +130,13 @@ def test_a_call_that_stops_the_kernel_gets_one_more_try_on_a_fresh_kernel(ctx):
     assert ctx.runner.session.restarts == 2  # the cell's death, then the call's own second try
 
 
-def test_a_forged_progress_mark_counts_as_the_whole_limit_used(ctx):
-    start = time.monotonic()
+def test_a_forged_progress_mark_counts_as_the_whole_limit_used(ctx, monkeypatch):
+    """It says that call 99 started 8 s after the cell: the call that was running had its whole limit."""
+    alone = []
+    real = ctx._call
+    monkeypatch.setattr(ctx, "_call", lambda spec, **kw: alone.append(spec.function) or real(spec, **kw))
     answers = ctx.call_many([CallSpec("add", (1, 2)), CallSpec("forge", (str(ctx.sandbox.exchange),)),
                              CallSpec("add", (3, 3))], keep_going=True)
     assert answers[0] == 3 and answers[2] == 6
     assert answers[1].kind == StudentErrorKind.TIMEOUT
-    assert time.monotonic() - start < 2 * CELL_TIMEOUT_S
+    assert "forge" not in alone

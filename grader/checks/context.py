@@ -7,8 +7,8 @@ values the child never sees.
 
 from __future__ import annotations
 
+import math
 import os
-import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +27,9 @@ from grader.states import RunStatus, StudentErrorKind
 if TYPE_CHECKING:
     from grader.ml.training import Trainers, TrainingSetup
 
-# A call that a cell of several calls cut off after it had run this close to its own time limit counts as
-# one that ran out of time (one endless loop costs one time limit); cut off earlier, by the time the calls
-# before it took, it runs again alone with its whole limit.
+# A call that a cell of several calls cut off counts as one that ran out of time when the calls before it
+# took less than this (it had about the whole limit: one endless loop costs one time limit); after calls
+# that took longer, it runs again alone with its whole limit.
 CUT_OFF_SLACK_S = 0.5
 
 
@@ -120,7 +120,7 @@ class CheckContext:
                           timeout_s: float | None) -> list[Any]:
         """The answers of a first part of `calls` (at least the first call's), from one cell.
 
-        The cell has one call's time limit. What the calls answered before it ended stands; a call it
+        The cell has one call's time limit. What the calls answered before it ended stands; the call it
         did not finish gets what `call` would have given it, and the rest are left to the caller."""
         first = calls[0].function
         if self._runner.deadline.expired():
@@ -131,10 +131,10 @@ class CheckContext:
         progress, outs = self._output_name(), [self._output_name() for _ in calls]
         source = child_call("probe", "calls", str(in_dir),
                             *(str(self.sandbox.exchange / name) for name in (progress, *outs)))
-        if not self._runner.ensure_alive():  # before the clock starts: a restart replays the notebook
-            return [_value_or_error(self._call, calls[0], timeout_s=timeout_s)]  # the dead kernel's message
-        started = time.monotonic()
-        run, limit = self._run_probe(source, first, timeout_s)
+        try:
+            run, limit = self._run_probe(source, first, timeout_s)
+        except StudentError as exc:  # the kernel had died and could not be restarted
+            return [exc]
         answers: list[Any] = []
         for out_name, spec in zip(outs, calls, strict=True):
             if not self._answered(out_name):
@@ -146,10 +146,8 @@ class CheckContext:
             return answers
         cut_off = calls[len(answers)]
         if run.status == RunStatus.TIMEOUT:
-            # the first call had the cell's whole limit (however long a busy machine took to start the cell)
-            ran = limit if not answers else self._ran_before_cut(progress, len(answers), cut_at=started + limit,
-                                                                 limit=limit)
-            if ran >= limit - CUT_OFF_SLACK_S or self._runner.deadline.expired():
+            before = self._time_taken_before(progress, len(answers)) if answers else 0.0
+            if before < CUT_OFF_SLACK_S or self._runner.deadline.expired():
                 error = _timed_out(cut_off.function, limit)
                 self._stuck[cut_off.function] = StudentError(f"{error.message}; it was not called again",
                                                              kind=StudentErrorKind.TIMEOUT)
@@ -171,20 +169,21 @@ class CheckContext:
             return False
         return True
 
-    def _ran_before_cut(self, progress: str, index: int, *, cut_at: float, limit: float) -> float:
-        """How long call `index` of a cell had run when the cell's time limit cut it off, from the mark the
-        child left before each call. A call not yet started had no time; a mark that cannot be read or
-        makes no sense (the student's code can write it) counts as the whole limit used."""
+    def _time_taken_before(self, progress: str, index: int) -> float:
+        """How long the calls before call `index` of a cell took, by the child's clock (not the time the cell
+        waited to start on a busy machine), from the mark it leaves before each call; infinite when call
+        `index` never started. A mark that cannot be read or makes no sense (the student's code can write
+        it) counts as no time: the call had its whole limit."""
         try:
             mark = read_value(self.sandbox.exchange_fd, progress)
         except ExchangeError:
-            return limit
-        if not isinstance(mark, dict) or type(mark.get("call")) is not int or \
-                not isinstance(mark.get("at"), float) or mark["call"] > index:
-            return limit
-        if mark["call"] < index:
             return 0.0
-        return min(max(cut_at - mark["at"], 0.0), limit)
+        if not isinstance(mark, dict) or type(mark.get("call")) is not int or mark["call"] > index or \
+                not all(isinstance(mark.get(key), float) for key in ("at", "cell_at")):
+            return 0.0
+        if mark["call"] < index:
+            return math.inf
+        return max(mark["at"] - mark["cell_at"], 0.0)
 
     def get(self, name: str) -> Any:
         """The value of a module-level name in the student's notebook."""

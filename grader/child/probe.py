@@ -73,11 +73,12 @@ def call(namespace, name, in_dir, out_dir):
 
 def calls(namespace, in_dir, progress_dir, *out_dirs):
     """Several calls in turn (protocol.Calls), each answer written to its own directory as soon as it is
-    known. Before each call, `progress_dir` says which one starts and when (time.monotonic, the clock the
-    parent shares): if the cell runs out of time, the parent knows how long the last call had."""
+    known. Before each call, `progress_dir` says which one starts, and when, beside when the cell did: if
+    the cell runs out of time, the parent knows how long the calls before the last one took."""
     request = protocol.from_wire(protocol.Calls, wire.load(in_dir))
+    cell_at = time.monotonic()
     for index, (name, arguments, out_dir) in enumerate(zip(request.names, request.calls, out_dirs, strict=True)):
-        wire.dump({"call": index, "at": time.monotonic()}, progress_dir)
+        wire.dump({"call": index, "at": time.monotonic(), "cell_at": cell_at}, progress_dir)
         answer = _called(namespace, name, lambda arguments=arguments: protocol.Call(**arguments), interruptible=True)
         _dump(answer, out_dir)
         if "error" in answer and not request.keep_going:
