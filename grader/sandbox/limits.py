@@ -57,17 +57,16 @@ def cpu_contended_now(window_s: float = CONTENTION_WINDOW_S) -> bool:
     return stalled > window_s * 1e6 * CONTENDED_PERCENT / 100
 
 
-def _cpu_pressure() -> list[str]:
-    return CPU_PRESSURE.read_text().splitlines()[0].split()  # "some avg10=0.32 avg60=... avg300=... total=..."
-
-
 def _stalled_us() -> int:
     """Microseconds in which some runnable task waited for a CPU, since boot."""
-    return int(_cpu_pressure()[4].removeprefix("total="))
+    some = CPU_PRESSURE.read_text().splitlines()[0].split()  # "some avg10=0.32 avg60=... avg300=... total=..."
+    return int(some[4].removeprefix("total="))
 
 
 def _load_above_cores() -> bool:
     return os.getloadavg()[0] > (os.cpu_count() or 1)
+
+
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 
 
