@@ -4,6 +4,7 @@ grader's failure that is never a score."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -13,12 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
-from jupyter_core.utils import run_sync
+from jupyter_core.utils import ensure_event_loop, run_sync
 
 from conftest import SESSION_WARM, SOLUTIONS, assignment
 from grader.errors import GraderFailure
 from grader.grading.pipeline import grade_safely, grade_submission
 from grader.kernel.clients import kernel_manager
+from grader.kernel.session import KernelSession
 from grader.sandbox import limits
 from grader.sandbox.jail import Sandbox
 from grader.sandbox.limits import Limits
@@ -74,6 +76,23 @@ def test_a_kernel_that_never_answers_is_tried_twice_and_the_message_names_the_mo
     assert f"in the {sandbox.isolation!r} sandbox (started cold)" in raised.value.message
     assert "did not answer kernel_info on its shell channel" in raised.value.message
     assert "then, with a fresh kernel" in raised.value.message
+
+
+def test_a_timed_out_cell_leaves_nothing_reading_the_next_cell_s_output():
+    # nbclient leaves a timed-out cell's output reader running. On a busy machine the interrupted cell's
+    # last messages came late, both readers took turns at the stream, and the next cell's output was lost
+    # (CI: "still here" printed, '' recorded). Every cell must have the output stream to itself.
+    with Sandbox(Limits()) as sandbox:
+        session = KernelSession(sandbox)
+        session.start()
+        try:
+            for _ in range(2):
+                spin = session.run("while True:\n    pass", timeout_s=1)
+                assert spin.error_value == "interrupted"
+                assert not [task for task in asyncio.all_tasks(ensure_event_loop()) if not task.done()]
+                assert session.run("print('still here')", timeout_s=30).output_text == "still here\n"
+        finally:
+            session.stop()
 
 
 def test_the_runaway_guard_waits_for_a_busy_process_and_stops_a_hung_one():

@@ -7,6 +7,7 @@ output caps, restarts, and a `CellRun` record for every execution.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -66,6 +67,13 @@ class _CappedClient(NotebookClient):
     output_budget = 0
     truncated = False
     saw_idle = False  # the kernel's "idle" arrived: the output stream is intact
+    output_reader: asyncio.Task | None = None
+
+    async def _async_poll_output_msg(self, parent_msg_id, cell, cell_index):  # nbclient hook
+        # nbclient leaves this reader running when a cell times out; the grader stops it (see
+        # KernelSession.run), or it would read on beside the next cell's and take its output.
+        self.output_reader = asyncio.current_task()
+        return await super()._async_poll_output_msg(parent_msg_id, cell, cell_index)
 
     def process_message(self, msg, cell, cell_index):  # nbclient hook
         msg_type = msg.get("msg_type", "")
@@ -104,6 +112,13 @@ def warm_up_kernel_start() -> None:
     from jupyter_client.kernelspec import KernelSpecManager
 
     KernelSpecManager().get_kernel_spec("python3")
+
+
+async def _cancelled(task: asyncio.Task | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class KernelSession:
@@ -185,6 +200,7 @@ class KernelSession:
         try:
             client.execute_cell(cell, index)
         except CellTimeoutError:
+            run_sync(_cancelled)(client.output_reader)
             return self._after_timeout(start)
         except DeadKernelError:
             self.alive = False
