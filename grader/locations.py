@@ -7,6 +7,22 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+# The datasets a data root may hold (grader.ml.datasets reads them): torchvision's folder names, and one table.
+IMAGE_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+ALL_DATASETS = (*IMAGE_DATASETS, "california-housing")
+
+
+def default_course_root() -> Path:
+    """--course, else GRADER_COURSE, else the nearest directory with solutions/, else this checkout."""
+    env = os.environ.get("GRADER_COURSE")
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for candidate in [here, *here.parents]:
+        if (candidate / "solutions").is_dir() and any((candidate / "solutions").glob("*.py")):
+            return candidate
+    return Path(__file__).resolve().parents[1]
+
 
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

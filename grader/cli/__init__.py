@@ -16,6 +16,7 @@ error; 1 when an output cannot be written; 3 when the grader itself cannot work 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -41,7 +42,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _assignments_epilog() -> str:
-    from grader.course.assignment import assignment_ids, default_course_root
+    from grader.course.assignment import assignment_ids
+    from grader.locations import default_course_root
 
     course_root = default_course_root()
     ids = assignment_ids(course_root)
@@ -94,5 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The `grader` command: main(), then the process's end."""
+    code = main()
+    # Nothing is left to free: the collector need not walk everything the grade imported and made while the
+    # interpreter tears down (a fifth of a second of a 1.5-second grade). Files were closed by their writers.
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

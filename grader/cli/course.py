@@ -8,8 +8,7 @@ from pathlib import Path
 
 from grader.cli.options import add_course, add_data_root, course_root, data_root
 from grader.errors import GraderError, UsageError
-from grader.locations import cache_dir
-from grader.ml.datasets import ALL_DATASETS
+from grader.locations import ALL_DATASETS, cache_dir
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

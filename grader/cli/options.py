@@ -52,7 +52,7 @@ def add_course(parser: argparse.ArgumentParser) -> None:
 
 
 def course_root(args: argparse.Namespace) -> Path:
-    from grader.course.assignment import default_course_root
+    from grader.locations import default_course_root
 
     return (args.course or default_course_root()).resolve()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,18 +77,6 @@ class Assignment:
 
 # --------------------------------------------------------------------------
 # Discovery
-
-
-def default_course_root() -> Path:
-    """--course, else GRADER_COURSE, else the nearest directory with solutions/, else this checkout."""
-    env = os.environ.get("GRADER_COURSE")
-    if env:
-        return Path(env).resolve()
-    here = Path.cwd().resolve()
-    for candidate in [here, *here.parents]:
-        if (candidate / "solutions").is_dir() and any((candidate / "solutions").glob("*.py")):
-            return candidate
-    return Path(__file__).resolve().parents[2]
 
 
 def load_assignments(course_root: Path, *, problems: list[str] | None = None) -> dict[str, Assignment]:

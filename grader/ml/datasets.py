@@ -18,9 +18,7 @@ from typing import Any
 import numpy as np
 
 from grader.errors import UsageError
-
-IMAGE_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
-ALL_DATASETS = (*IMAGE_DATASETS, "california-housing")
+from grader.locations import ALL_DATASETS, IMAGE_DATASETS
 
 
 class DatasetMissing(Exception):
