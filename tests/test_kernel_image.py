@@ -33,7 +33,7 @@ from conftest import (
 )
 from grader.kernel.session import KernelSession
 from grader.sandbox.detect import unshare_available
-from grader.sandbox.image import KernelImage
+from grader.sandbox.image import BASE_MODULES, KernelImage, KernelImages
 from grader.sandbox.jail import Sandbox
 from grader.sandbox.limits import Limits
 
@@ -182,6 +182,50 @@ def test_the_image_and_its_kernels_die_with_the_grader(tmp_path):
     subprocess.run([sys.executable, "-m", "grader", "grade", str(SOLUTIONS / "gradient_descent.ipynb"),
                     "--out", str(tmp_path / "out"), "--device", "cpu"], check=True, capture_output=True)
     assert [root for root in left if root.exists()] == []
+
+
+def test_an_image_started_ahead_imports_what_the_assignment_then_names():
+    """`grader grade` starts its image before it loads the course; the assignment's helpers come after."""
+    images = KernelImages()
+    try:
+        images.start_ahead()
+        ahead = images._ahead
+        torch_assignment = (*BASE_MODULES, "grader_child.model")
+        image = images.get(torch_assignment, ("tensorflow",))
+        assert image is ahead and image.modules == torch_assignment and image.blocked == ("tensorflow",)
+        cells = ["import sys\nprint('torch' in sys.modules, 'grader_child.model' in sys.modules)",
+                 "import debugpy\nprint(debugpy.__name__)"]
+        outputs, protections = run_cells(cells, image)
+        assert outputs == ["True True\n", "debugpy\n"], outputs  # and a kernel may import what the image kept out
+        assert protections["kernel"].startswith("forked from a pre-started image that imported numpy, "
+                                                "matplotlib.pyplot, grader_child.prepare, grader_child.model")
+    finally:
+        images.close()
+    assert ahead._process is None and ahead.root is None
+
+
+def test_an_image_started_ahead_that_holds_what_the_assignment_blocks_is_replaced():
+    images = KernelImages()
+    try:
+        images.start_ahead()
+        ahead = images._ahead
+        process = ahead._process
+        image = images.get(("numpy", "grader_child.prepare"), ("matplotlib",))
+        assert image is not ahead and process.wait(timeout=10) is not None
+        outputs, protections = run_cells(["import sys\nprint('matplotlib' in sys.modules)"], image,
+                                         blocked_modules=("matplotlib",))
+        assert outputs == ["False\n"] and protections["kernel"].startswith("forked"), protections
+    finally:
+        images.close()
+
+
+def test_an_image_started_ahead_and_never_needed_ends_with_its_owner():
+    """A notebook that names no known assignment: the command ends, and the image with it."""
+    images = KernelImages()
+    images.start_ahead()
+    process, root = images._ahead._process, images._ahead.root
+    images.close()
+    assert process.poll() is not None and not root.exists()
 
 
 def test_channels_attached_to_one_image_fork_from_it_and_it_ends_with_its_owner():

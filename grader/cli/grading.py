@@ -56,9 +56,10 @@ def grade_command(args: argparse.Namespace) -> int:
     notebook = _readable_notebook(args.notebook)
     out_dir = output_dir(args.out or Path("grader-out") / notebook.stem)
     options = grade_options(args, private=(out_dir,))
-    assignment = _assignment_of(notebook, args.assignment, options.course_root)
     with Warm() as warm:
-        warm.image_for(assignment, options)  # the kernel image imports beside this process from here on
+        warm.start_image_ahead(options)  # its imports run beside this process's from here on
+        assignment = _assignment_of(notebook, args.assignment, options.course_root)
+        warm.image_for(assignment, options)
         from grader.grading.pipeline import grade_safely
 
         sweep_what_dead_graders_left()
@@ -134,7 +135,6 @@ def batch_command(args: argparse.Namespace) -> int:
 
 def _batch_setup(args: argparse.Namespace, warm: Warm) -> tuple[GradeOptions, Assignment]:
     """The batch's options and assignment, every usage error raised before anything is written."""
-    from grader.course.assignment import find_assignment
     from grader.sandbox.detect import choose_isolation
 
     if args.jobs < 1:
@@ -153,11 +153,15 @@ def _batch_setup(args: argparse.Namespace, warm: Warm) -> tuple[GradeOptions, As
     if args.jobs > 1 and choose_isolation(options.isolation, user=options.sandbox_user) == "user":
         raise UsageError("the 'user' sandbox grades one submission at a time (it cleans up after the sandbox "
                          "user, so parallel jobs would clean up each other): use -j 1, or a sandbox with namespaces")
+    if not args.scheduler:
+        warm.start_image_ahead(options)  # its imports run beside the grader's own (-j N: for every worker)
+    from grader.course.assignment import find_assignment
+
     assignment = find_assignment(options.course_root, args.assignment)
     if not args.scheduler:
         from grader.sandbox.reaping import sweep_what_dead_graders_left
 
-        warm.image_for(assignment, options)  # its imports run beside the grader's own (-j N: for every worker)
+        warm.image_for(assignment, options)
         sweep_what_dead_graders_left()
     return options, assignment
 

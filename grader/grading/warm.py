@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from grader.course.assignment import Assignment, find_assignment
 from grader.errors import HarnessError
 from grader.grading.options import GradeOptions
 from grader.locations import ResourceRequest
-from grader.ml.datasets import DatasetMissing
-from grader.ml.training import Trainers
 from grader.sandbox.detect import unshare_available
-from grader.sandbox.image import KernelImage, KernelImages
+from grader.sandbox.image import BASE_MODULES, KernelImage, KernelImages
+
+# Light to import (the course's specs, the checks and torch's helpers come with their first use), so that
+# a command can start its kernel image before it loads any of them: see start_image_ahead.
+if TYPE_CHECKING:
+    from grader.course.assignment import Assignment
+    from grader.ml.training import Trainers
 
 
 class Warm:
@@ -28,7 +31,7 @@ class Warm:
 
     def __init__(self) -> None:
         self.images = KernelImages()
-        self.trainers = Trainers()
+        self._trainers: Trainers | None = None
         self._resources: dict[tuple, Any] = {}
         self._assignments: dict[tuple[str, str], tuple[Assignment, int]] = {}  # with its spec's mtime
         self._lock = threading.Lock()
@@ -39,9 +42,26 @@ class Warm:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @property
+    def trainers(self) -> Trainers:
+        """The trainers, made on first use (torch's helpers are not imported for a NumPy assignment)."""
+        from grader.ml.training import Trainers
+
+        with self._lock:
+            if self._trainers is None:
+                self._trainers = Trainers()
+            return self._trainers
+
     def close(self) -> None:
-        self.trainers.close()
+        if self._trainers is not None:
+            self._trainers.close()
         self.images.close()
+
+    def start_image_ahead(self, options: GradeOptions) -> None:
+        """Start the kernel image before the assignment is loaded (its imports then run beside the
+        grader's), where an image may be used; `image_for` settles it."""
+        if images_allowed(options):
+            self.images.start_ahead()
 
     def image_for(self, assignment: Assignment, options: GradeOptions) -> KernelImage | None:
         """The kernel image for the assignment's kernels (started on first use), or None where kernels
@@ -51,6 +71,8 @@ class Warm:
 
     def resources(self, assignment: Assignment, options: GradeOptions) -> Any:
         """The datasets and baselines an assignment prepares in the grader, once per owner."""
+        from grader.ml.datasets import DatasetMissing
+
         if assignment.resources is None:
             return None
         key = (assignment.id, assignment.resources, str(options.data_root), str(options.cache_dir), options.device)
@@ -66,6 +88,8 @@ class Warm:
     def assignment(self, course_root: Path, assignment_id: str) -> Assignment:
         """The course's assignment, loaded once by this owner, and again when its spec file changes (a
         long-running service regrading after a fix)."""
+        from grader.course.assignment import find_assignment
+
         key = (str(course_root), assignment_id)
         with self._lock:
             kept = self._assignments.get(key)
@@ -87,12 +111,16 @@ def _modified(assignment: Assignment) -> int:
         return 0
 
 
+def images_allowed(options: GradeOptions) -> bool:
+    """Whether kernels may fork from an image: the grader's own namespaces work here and no stronger or
+    weaker mode was asked for."""
+    return options.kernel_image and not options.own_code and options.isolation in ("auto", "unshare") \
+        and unshare_available()
+
+
 def image_request(assignment: Assignment, options: GradeOptions) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
-    """What the assignment's kernel image imports and must never hold, where an image may be used: the
-    grader's own namespaces work here and no stronger or weaker mode was asked for."""
-    if not options.kernel_image or options.own_code or options.isolation not in ("auto", "unshare") \
-            or not unshare_available():
+    """What the assignment's kernel image imports and must never hold, where an image may be used."""
+    if not images_allowed(options):
         return None
-    wanted = ("numpy", "matplotlib.pyplot", "grader_child.prepare",
-              *(f"grader_child.{helper}" for helper in assignment.child_helpers))
+    wanted = (*BASE_MODULES, *(f"grader_child.{helper}" for helper in assignment.child_helpers))
     return tuple(m for m in wanted if m.split(".")[0] not in assignment.blocked_modules), assignment.blocked_modules

@@ -23,6 +23,9 @@ from grader.sandbox.reaping import record_owner
 IMAGE_START_TIMEOUT_S = 120.0  # importing torch on a busy machine
 IMAGE_REPLY_TIMEOUT_S = 30.0
 RECONNECT_MS = 5  # how soon a kernel client tries a refused connection again (ZMQ's default: 100)
+# What every assignment's kernels import first (the students' notebooks and the grader's child library);
+# an image can start on these before the grader has loaded the assignment (KernelImage.ahead).
+BASE_MODULES = ("numpy", "matplotlib.pyplot", "grader_child.prepare")
 
 
 # grader/child/forkserver.py, run from the image's own copy of the child library
@@ -45,6 +48,7 @@ class KernelImage:
     def __init__(self, modules: tuple[str, ...], blocked: tuple[str, ...] = ()):
         self.modules = tuple(modules)
         self.blocked = tuple(blocked)
+        self.settled = True  # False for an image started ahead, until `settle`
         self.problem = ""  # why the image cannot be used, once it cannot
         self.root: Path | None = None
         self._process: subprocess.Popen | None = None
@@ -72,6 +76,30 @@ class KernelImage:
         """What the kernels must see of the image, read-only."""
         return [self.childlib, self._started_root / "matplotlib"]
 
+    @classmethod
+    def ahead(cls) -> KernelImage:
+        """An image started before the grader knows the assignment (a single grade: the image's imports
+        then run beside the grader's own). It imports BASE_MODULES and waits for `settle`."""
+        image = cls(BASE_MODULES)
+        image.settled = False
+        return image.start()
+
+    def settle(self, modules: tuple[str, ...], blocked: tuple[str, ...]) -> bool:
+        """Tell an image started ahead the rest of what the assignment's kernels import and what they must
+        never hold; False, sending nothing, where it has imported what the assignment blocks or too much."""
+        assert not self.settled, "an image is settled once"
+        if not set(self.modules) <= set(modules) or {m.split(".")[0] for m in self.modules} & set(blocked):
+            return False
+        rest = [m for m in modules if m not in self.modules]
+        self.modules, self.blocked, self.settled = tuple(modules), tuple(blocked), True
+        if not self.problem:
+            try:
+                self._live_channel.sendall(json.dumps({"modules": rest, "blocked": list(blocked)}).encode())
+            except OSError as exc:
+                self.problem = f"the kernel image failed: could not reach it ({exc})"
+                self.close()
+        return True
+
     def start(self) -> KernelImage:
         try:
             self._start()
@@ -97,7 +125,8 @@ class KernelImage:
         try:
             with open(self.root / "image.log", "wb") as log:
                 self._process = subprocess.Popen(
-                    [sys.executable, "-s", "-c", _SERVE, json.dumps(self.modules), json.dumps(self.blocked),
+                    [sys.executable, "-s", "-c", _SERVE, json.dumps(self.modules),
+                     json.dumps(self.blocked if self.settled else None),
                      str(self.childlib), str(theirs.fileno())],
                     pass_fds=[theirs.fileno()], env=env, cwd=self.root, stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
@@ -134,6 +163,7 @@ class KernelImage:
 
     def fork_kernel(self, request: dict[str, Any]) -> ForkedKernel:
         """Fork one kernel into the sandbox `request` describes (see forkserver.py)."""
+        assert self.settled, "an image started ahead forks once it is settled"
         with self._lock:
             if self.problem:
                 raise ImageUnavailable(self.problem)
@@ -282,7 +312,14 @@ class KernelImages:
 
     def __init__(self) -> None:
         self._images: dict[tuple[tuple[str, ...], tuple[str, ...]], KernelImage] = {}
+        self._ahead: KernelImage | None = None  # started before its assignment was known
         self._lock = threading.Lock()  # a Dask worker grades in threads
+
+    def start_ahead(self) -> None:
+        """Start an image now, before the assignment is known: the next `get` settles it, where it can."""
+        with self._lock:
+            if self._ahead is None:
+                self._ahead = KernelImage.ahead()
 
     def get(self, modules: tuple[str, ...], blocked: tuple[str, ...] = ()) -> KernelImage:
         """The image for kernels that need `modules`, started now if this owner has none. One that
@@ -292,7 +329,11 @@ class KernelImages:
             if key not in self._images:
                 while len(self._images) >= MAX_IMAGES:
                     self._images.pop(next(iter(self._images))).close()
-                self._images[key] = KernelImage(*key).start()
+                ahead, self._ahead = self._ahead, None
+                if ahead is not None and not ahead.settle(*key):
+                    ahead.close()  # it holds what this assignment blocks: a fresh one holds only what it needs
+                    ahead = None
+                self._images[key] = ahead or KernelImage(*key).start()
             return self._images[key]
 
     def adopt(self, image: KernelImage) -> None:
@@ -306,8 +347,14 @@ class KernelImages:
         with self._lock:
             while self._images:
                 self._images.popitem()[1].forget()
+            if self._ahead is not None:
+                self._ahead.forget()
+                self._ahead = None
 
     def close(self) -> None:
         with self._lock:
             while self._images:
                 self._images.popitem()[1].close()
+            if self._ahead is not None:
+                self._ahead.close()
+                self._ahead = None
