@@ -3,6 +3,7 @@ time and many in turn with the same record as a new trainer's, never left behind
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from conftest import SOLUTIONS, assignment, edit_source, load, save
 from grader.grading.pipeline import grade_submission
 from grader.grading.warm import Warm
 from grader.ml import training
+from grader.ml.analysis import Analysis, analysis_from, analysis_to_answer
 from grader.ml.training import Trainers, TrainingSetup
 
 
@@ -128,3 +130,27 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_model_grade_imports_torch_in_the_trainer_and_the_kernel_only(tmp_path):
+    """The rebuild of the student's model runs in the trainer, which imports torch anyway: the grader's own
+    process does not (three torch imports at once on two cores cost a model grade a second)."""
+    script = ("import sys\nfrom grader.cli import main\n"
+              f"code = main(['grade', {str(SOLUTIONS / 'toy_2d.ipynb')!r}, '--out', {str(tmp_path / 'out')!r}, "
+              "'--device', 'cpu'])\nprint('torch imported:', 'torch' in sys.modules, 'exit:', code)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.stdout.splitlines()[-1] == "torch imported: False exit: 0", done.stdout + done.stderr
+
+
+def test_the_trainer_s_analysis_is_read_as_data():
+    analysis = Analysis(input_style="flat", forward_errors={"image": "RuntimeError: shapes"}, tuple_index=None,
+                        output_shape=(16, 10), output_kind="logits", activation_bytes=4096,
+                        node_shapes={"fc1": (128,), "out": (10,)}, output_range=(-3.5, 2.0), bounded_output=False)
+    assert analysis_from(json.loads(json.dumps(analysis_to_answer(analysis)))) == analysis
+    good = analysis_to_answer(analysis)
+    for field, bad in [("input_style", 3), ("output_shape", "10"), ("tuple_index", True), ("output_finite", "yes"),
+                       ("node_shapes", {"fc1": [None, "x"]}), ("forward_errors", ["a"]), ("output_range", [1.0])]:
+        with pytest.raises((TypeError, ValueError, KeyError, IndexError)):
+            analysis_from({**good, field: bad})
+    with pytest.raises(KeyError):
+        analysis_from({k: v for k, v in good.items() if k != "probe_mismatch"})

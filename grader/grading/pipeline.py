@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import grader
-from grader.checks.catalog import ModelScore
+from grader.checks.catalog import ModelRule, ModelScore
 from grader.checks.context import CheckContext
 from grader.child import protocol
 from grader.course.assignment import Assignment, Check
@@ -93,12 +93,10 @@ def grade_submission(path: Path, assignment: Assignment, options: GradeOptions, 
                  private_paths=options.private_paths, threads=options.threads,
                  user=options.sandbox_user, own_code=options.own_code,
                  image=warm.image_for(assignment, options)) as sandbox:
-        if trains_models(assignment):
-            # torch's import, paid by the trainer and by this process (to inspect the model), runs
-            # beside the notebook instead of after it
+        if uses_models(assignment):
+            # torch's import, paid by the trainer (which runs the rebuild of the model, to inspect it, and
+            # trains it), runs beside the notebook instead of after it; this process never imports torch
             warm.trainers.prepare(training_setup(sandbox, device=options.device, seed=assignment.seed))
-            # and what torch imports the first time the model runs on its meta device (the cost analysis)
-            import_in_background("grader.ml.rebuild", "torch._dynamo")
         sandboxed = time.monotonic()
         deadline = Deadline(limits.total_timeout_s)
         runner = NotebookRunner(KernelSession(sandbox), preamble=_preamble(sandbox, assignment),
@@ -201,8 +199,8 @@ def import_in_background(*modules: str) -> None:
     threading.Thread(target=run, daemon=True).start()
 
 
-def trains_models(assignment: Assignment) -> bool:
-    return any(isinstance(check.run, ModelScore) for check in assignment.checks)
+def uses_models(assignment: Assignment) -> bool:
+    return any(isinstance(check.run, (ModelRule, ModelScore)) for check in assignment.checks)
 
 
 def environment(options: GradeOptions, assignment: Assignment, sandbox: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ logit.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,50 @@ class Analysis:
     # for one sample (without the batch dimension), for nodes whose output is one tensor
     output_range: tuple[float, float] | None = None  # regression and binary, on extreme inputs
     bounded_output: bool | None = None  # regression and binary: stays within a range however large the input
+
+
+def analysis_to_answer(analysis: Analysis) -> dict[str, Any]:
+    """The analysis as the trainer writes it back (grader/ml/trainer.py)."""
+    return dataclasses.asdict(analysis)
+
+
+def analysis_from(answer: Any) -> Analysis:
+    """The trainer's analysis, checked as data (ValueError, TypeError or KeyError when malformed)."""
+    def text(value: Any) -> str:
+        if not isinstance(value, str):
+            raise TypeError("a text")
+        return value[:1000]
+
+    def optional_int(value: Any) -> int | None:
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise TypeError("an integer")
+        return value
+
+    def shape(value: Any) -> tuple[int, ...]:
+        if not isinstance(value, (list, tuple)) or len(value) > 16:
+            raise TypeError("a shape")
+        return tuple(int(optional_int(d) or 0) for d in value)
+
+    def flag(value: Any) -> bool | None:
+        if value is not None and not isinstance(value, bool):
+            raise TypeError("a flag")
+        return value
+
+    style = answer["input_style"]
+    low_high = answer["output_range"]
+    errors, shapes = answer["forward_errors"], answer["node_shapes"]
+    if not isinstance(errors, dict) or not isinstance(shapes, dict) or len(shapes) > 100_000:
+        raise TypeError("a mapping")
+    return Analysis(
+        input_style=None if style is None else text(style), tuple_index=optional_int(answer["tuple_index"]),
+        forward_errors={text(k): text(v) for k, v in errors.items()},
+        tuple_length=optional_int(answer["tuple_length"]), output_shape=shape(answer["output_shape"]),
+        output_kind=text(answer["output_kind"]), output_finite=bool(flag(answer["output_finite"])),
+        probe_mismatch=text(answer["probe_mismatch"]),
+        activation_bytes=int(optional_int(answer["activation_bytes"]) or 0),
+        node_shapes={text(k): shape(v) for k, v in shapes.items()},
+        output_range=None if low_high is None else (float(low_high[0]), float(low_high[1])),
+        bounded_output=flag(answer["bounded_output"]))
 
 
 def cost_problem(graph: ModelGraph, task: ModelTask, probes: dict[str, np.ndarray]) -> str:

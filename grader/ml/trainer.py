@@ -16,6 +16,12 @@ inputs, its outputs on them after training): JOB/out/ in the exchange format
 (value.json and .npy files), which the grader reads as untrusted data all the
 same and checks against the budget it set.
 
+A job whose job.json says "kind": "analyze" asks instead what the grader
+learns from running the rebuild on its probe inputs (grader/ml/analysis.py):
+the graph, the probe inputs and the student's own outputs on them as .npy
+files; the answer is the analysis, or why the model cannot be rebuilt. The
+grader itself then never imports torch for a model.
+
 A trainer that waits for jobs trains many models in turn and keeps the task's
 data between them (on the GPU, as device tensors). Each job sets its own seeds,
 threads and, on a GPU, a share of the device's memory (the submission's memory
@@ -25,6 +31,7 @@ the memory the trainers beside it on the same device need.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -258,14 +265,48 @@ def train(job_dir: Path, arrays: TaskArrays | None = None) -> dict:
     return {**answer, "wall_s": time.monotonic() - started, "cpu_s": time.process_time() - cpu_started}
 
 
+def analysis_job(job_dir: Path) -> dict:
+    """An analysis job: whether the grader can rebuild the model, and what its rebuild does on the grader's
+    probe inputs (grader/ml/analysis.py), compared with what the student's own forward pass gave."""
+    import torch
+
+    from grader.ml.analysis import analysis_to_answer, analyze, cost_problem
+    from grader.ml.graph import ProbeAnswer, graph_from
+    from grader.ml.rebuild import RebuildError, rebuild
+    from grader.ml.task import ModelTask
+
+    job = json.loads((job_dir / "job.json").read_text())
+    torch.set_num_threads(max(1, int(job["threads"])))
+    state = {name: np.load(job_dir / file, allow_pickle=False) for name, file in job["state_files"].items()}
+    inputs = {style: np.load(job_dir / file, allow_pickle=False) for style, file in job["inputs"].items()}
+    answers = {style: ProbeAnswer(outputs=tuple(None if f is None else np.load(job_dir / f, allow_pickle=False)
+                                                for f in entry["files"]),
+                                  is_tuple=entry["is_tuple"], error=entry["error"])
+               for style, entry in job["answers"].items()}
+    graph = dataclasses.replace(graph_from({**job["model"], "state": state}), probes=answers)
+    task = ModelTask(kind=job["task"]["kind"], n_outputs=job["task"]["n_outputs"],
+                     input_styles=tuple(job["task"]["input_styles"]))
+    try:
+        too_costly = cost_problem(graph, task, inputs)  # before anything real runs here
+        if too_costly:
+            return {"unrebuildable": too_costly}
+        return {"analysis": analysis_to_answer(analyze(graph, rebuild(graph), task, inputs, seed=job["seed"]))}
+    except RebuildError as exc:
+        return {"unrebuildable": str(exc)}
+
+
 def run(job_dir: Path, arrays: TaskArrays | None = None) -> None:
-    """Train one job and write its answer (or the error that stopped it) into JOB/out/."""
+    """Run one job (training, or an analysis) and write its answer (or the error that stopped it) into
+    JOB/out/."""
     from grader.child import wire
 
     out_dir = job_dir / "out"
     out_dir.mkdir(exist_ok=True)
     try:
-        answer = {"ok": train(job_dir, arrays)}
+        if json.loads((job_dir / "job.json").read_text()).get("kind") == "analyze":
+            answer = {"ok": analysis_job(job_dir)}
+        else:
+            answer = {"ok": train(job_dir, arrays)}
     except Exception as exc:  # reported to the grader as data
         answer = {"error": {"type": type(exc).__name__, "message": str(exc)[:1000]}}
     finally:

@@ -26,9 +26,10 @@ from typing import IO, Any
 import numpy as np
 
 from grader.errors import GraderFailure, StudentError
+from grader.ml.analysis import Analysis, analysis_from
 from grader.ml.budget import Budget
 from grader.ml.description import ModelDescription
-from grader.ml.graph import chain_problem
+from grader.ml.graph import ModelGraph, chain_problem
 from grader.ml.task import ModelTask, TaskData
 from grader.ml.trainer import JOB_DONE, WAIT_FOR_JOB
 from grader.sandbox.exchange import ExchangeError, read_value
@@ -121,24 +122,64 @@ def train(description: ModelDescription, task: ModelTask, data: TaskData, budget
     job = Path(tempfile.mkdtemp(prefix="grader-train-"))
     try:
         _write_job(job, description, task, data, budget, setup)
-        trainer = trainers.take(setup)
-        try:
-            answered = run_job(trainer.process, f"{job}\n", done=JOB_DONE, stall_s=TRAINER_STALL_S,
-                               max_cpu_s=max_cpu_seconds(task, setup) + TRAINER_START_CPU_S)
-        except Stalled as exc:
-            trainer.close()
-            raise GraderFailure(f"its training process was stopped by the grader's runaway guard ({exc})") from None
-        try:
-            answer = _answer(job, trainer)
-        finally:
-            if answered:
-                trainers.give_back(setup, trainer)
-            else:
-                trainer.close()
+        answer = _job_answer(job, setup, trainers, max_cpu_s=max_cpu_seconds(task, setup) + TRAINER_START_CPU_S)
     finally:
         shutil.rmtree(job, ignore_errors=True)
-    return checked_run(answer, budget=budget, n_train=len(data.train_y), n_test=len(data.test_y),
+    if isinstance(answer, dict) and "error" in answer:
+        error = answer["error"] if isinstance(answer["error"], dict) else {}
+        raise StudentError(f"the model could not be trained: {error.get('type', 'Error')}: "
+                           f"{str(error.get('message', ''))[:300]}", kind=StudentErrorKind.EXCEPTION)
+    if not isinstance(answer, dict) or "ok" not in answer:
+        raise GraderFailure("its training process gave no record")
+    if isinstance(answer["ok"], dict) and answer["ok"].get("runaway"):
+        # stopped for taking far longer than the budget implies: a partial run is never scored
+        raise GraderFailure(f"its training run was stopped by the grader's runaway guard "
+                            f"({str(answer['ok']['runaway'])[:300]})")
+    return checked_run(answer["ok"], budget=budget, n_train=len(data.train_y), n_test=len(data.test_y),
                        n_outputs=task.n_outputs, n_extra=None if data.extra_x is None else len(data.extra_x))
+
+
+def analyze_in_trainer(graph: ModelGraph, task: ModelTask, probes: dict[str, np.ndarray], setup: TrainingSetup,
+                       trainers: Trainers | None = None) -> tuple[str, Analysis]:
+    """Why the grader cannot rebuild the model ("" when it can), and what running its rebuild on the probe
+    inputs shows (grader.ml.analysis), from a trainer: torch is imported there, not in the grader."""
+    if trainers is None:
+        with Trainers() as own:
+            return analyze_in_trainer(graph, task, probes, setup, own)
+    job = Path(tempfile.mkdtemp(prefix="grader-analyze-"))
+    try:
+        _write_analysis_job(job, graph, task, probes, setup)
+        answer = _job_answer(job, setup, trainers, max_cpu_s=TRAINER_START_CPU_S)
+    finally:
+        shutil.rmtree(job, ignore_errors=True)
+    if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+        error = answer["error"]
+        raise GraderFailure(f"its model analysis failed: {str(error.get('type', 'Error'))[:100]}: "
+                            f"{str(error.get('message', ''))[:300]}")
+    found = answer.get("ok") if isinstance(answer, dict) else None
+    if isinstance(found, dict) and isinstance(found.get("unrebuildable"), str):
+        return found["unrebuildable"][:1000], Analysis(forward_errors={})
+    try:
+        return "", analysis_from(found["analysis"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
+        raise GraderFailure("its model analysis gave a malformed answer") from None
+
+
+def _job_answer(job: Path, setup: TrainingSetup, trainers: Trainers, *, max_cpu_s: float) -> Any:
+    """Run the job written in `job` in one of `trainers`; what it wrote back, as data."""
+    trainer = trainers.take(setup)
+    try:
+        answered = run_job(trainer.process, f"{job}\n", done=JOB_DONE, stall_s=TRAINER_STALL_S, max_cpu_s=max_cpu_s)
+    except Stalled as exc:
+        trainer.close()
+        raise GraderFailure(f"its training process was stopped by the grader's runaway guard ({exc})") from None
+    try:
+        return _answer(job, trainer)
+    finally:
+        if answered:
+            trainers.give_back(setup, trainer)
+        else:
+            trainer.close()
 
 
 @dataclass(eq=False)
@@ -261,27 +302,42 @@ def _write_job(job: Path, description: ModelDescription, task: ModelTask, data: 
     (job / "job.json").write_text(json.dumps(spec))
 
 
+def _write_analysis_job(job: Path, graph: ModelGraph, task: ModelTask, probes: dict[str, np.ndarray],
+                        setup: TrainingSetup) -> None:
+    """An analysis job (grader/ml/trainer.py): the graph as for training, the grader's probe inputs, and what
+    the student's own forward pass gave on them (compared there with the rebuild's)."""
+    state_files = {}
+    for i, (name, array) in enumerate(graph.state.items()):
+        np.save(job / f"state-{i}.npy", array, allow_pickle=False)
+        state_files[name] = f"state-{i}.npy"
+    inputs = {}
+    for i, (style, array) in enumerate(probes.items()):
+        np.save(job / f"input-{i}.npy", array, allow_pickle=False)
+        inputs[style] = f"input-{i}.npy"
+    answers = {}
+    for i, (style, answer) in enumerate(graph.probes.items()):  # the styles the student's answer named
+        files: list[str | None] = []
+        for j, output in enumerate(answer.outputs):
+            if output is not None:
+                np.save(job / f"answer-{i}-{j}.npy", output, allow_pickle=False)
+            files.append(None if output is None else f"answer-{i}-{j}.npy")
+        answers[style] = {"error": answer.error, "is_tuple": answer.is_tuple, "files": files}
+    spec = {"kind": "analyze", "model": graph.to_answer(), "state_files": state_files, "seed": setup.seed,
+            "threads": setup.threads, "inputs": inputs, "answers": answers,
+            "task": {"kind": task.kind, "n_outputs": task.n_outputs, "input_styles": list(task.input_styles)}}
+    (job / "job.json").write_text(json.dumps(spec))
+
+
 def _answer(job: Path, trainer: Trainer) -> Any:
     fd = os.open(job, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        answer = read_value(fd, "out")
+        return read_value(fd, "out")
     except ExchangeError:
         tail = " | ".join(trainer.messages().strip().splitlines()[-3:])
         raise GraderFailure(f"its training process failed (exit status {trainer.process.returncode}"
                             + (f": {tail[:300]}" if tail else "") + ")") from None
     finally:
         os.close(fd)
-    if isinstance(answer, dict) and "error" in answer:
-        error = answer["error"] if isinstance(answer["error"], dict) else {}
-        raise StudentError(f"the model could not be trained: {error.get('type', 'Error')}: "
-                           f"{str(error.get('message', ''))[:300]}", kind=StudentErrorKind.EXCEPTION)
-    if not isinstance(answer, dict) or "ok" not in answer:
-        raise GraderFailure("its training process gave no record")
-    if isinstance(answer["ok"], dict) and answer["ok"].get("runaway"):
-        # stopped for taking far longer than the budget implies: a partial run is never scored
-        raise GraderFailure(f"its training run was stopped by the grader's runaway guard "
-                            f"({str(answer['ok']['runaway'])[:300]})")
-    return answer["ok"]
 
 
 def checked_run(answer: Any, *, budget: Budget, n_train: int, n_test: int, n_outputs: int,
