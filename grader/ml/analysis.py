@@ -1,4 +1,5 @@
-"""What the grader learns by running its rebuild of a student's model (in the grader's process).
+"""What the grader learns by running its rebuild of a student's model (in the trainer, grader/ml/trainer.py,
+which writes it back as data: analysis_from reads it).
 
 From the rebuild alone, on the probe inputs: which input shape the model
 takes, where its scores are in its output and what they are (logits,
@@ -24,8 +25,8 @@ from grader.ml.graph import ModelGraph, ProbeAnswer
 from grader.ml.task import ModelTask, model_inputs
 
 EXTREME_SCALES = (1.0, 1e2, 1e3, 1e4)
-# What one sample's forward pass may cost before the grader runs the rebuild on real values in its own
-# process (probes, extreme inputs: some 700 samples in all). A course model needs a few MB and a few
+# What one sample's forward pass may cost before the grader runs the rebuild on real values in the trainer
+# (probes, extreme inputs: some 700 samples in all). A course model needs a few MB and a few
 # MFLOP a sample; a graph that expands to a size of the student's choosing, or chains large products,
 # is refused from its shapes alone, propagated on torch's meta device, where nothing is computed.
 MAX_SAMPLE_BYTES = 64 << 20
