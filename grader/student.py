@@ -34,6 +34,9 @@ import numpy as np
 from grader.checks.context import CallSpec, CheckContext
 from grader.course.bundle import AFTER_SUBMITTING, assignment_from_bundle, find_bundle, read_bundle
 from grader.errors import GraderError, StudentError
+from grader.ml.analysis import Analysis, analyze_rebuild
+from grader.ml.graph import ModelGraph
+from grader.ml.task import ModelTask
 from grader.results import CheckResult
 from grader.scoring import Outcome, points, status_of
 from grader.states import CheckStatus
@@ -82,6 +85,11 @@ class LocalContext(CheckContext):
 
     def _readable(self, traceback: list[str]) -> list[str]:
         return traceback
+
+    def analyze_model(self, graph: ModelGraph, task: ModelTask,
+                      probes: dict[str, np.ndarray]) -> tuple[str, Analysis]:
+        """Here: the student's own kernel has torch already, and no trainer runs beside it."""
+        return analyze_rebuild(graph, task, probes, seed=self.seed)
 
 
 def check(check_id: str | None = None, *, bundle: str | Path | None = None, namespace: dict | None = None):

@@ -25,6 +25,9 @@ from grader.sandbox.jail import Sandbox
 from grader.states import RunStatus, StudentErrorKind
 
 if TYPE_CHECKING:
+    from grader.ml.analysis import Analysis
+    from grader.ml.graph import ModelGraph
+    from grader.ml.task import ModelTask
     from grader.ml.training import Trainers, TrainingSetup
 
 # A call that a cell of several calls cut off counts as one that ran out of time when the calls before it
@@ -208,6 +211,14 @@ class CheckContext:
         from grader.child.protocol."""
         in_dir = self._input_dir(protocol.to_wire(request))
         return self._ask(module, function, (str(in_dir),), what=what, timeout_s=timeout_s)
+
+    def analyze_model(self, graph: ModelGraph, task: ModelTask,
+                      probes: dict[str, np.ndarray]) -> tuple[str, Analysis]:
+        """Why the grader cannot rebuild the student's model ("" when it can), and what its rebuild does on
+        the probe inputs: from a trainer, which imports torch anyway (the grader's process never does)."""
+        from grader.ml.training import analyze_in_trainer
+
+        return analyze_in_trainer(graph, task, probes, self.training_setup(), self.trainers)
 
     def training_setup(self) -> TrainingSetup:
         """How the grader's trainer runs for this submission: its device, threads, memory and seed."""

@@ -40,17 +40,17 @@ from grader.ml.graph import graph_from
 from grader.ml.metrics import accuracy, mean_absolute_error, mean_squared_error, two_class_scores
 from grader.ml.task import FEATURE_STYLES, ModelTask, TaskData, image_task_data, model_inputs, tabular_task_data
 from grader.ml.toy import TOY_TASKS, toy_field, toy_task_data
-from grader.ml.training import Trainers, TrainingRun, TrainingSetup, analyze_in_trainer, not_trainable, train
+from grader.ml.training import TrainingRun, not_trainable, train
 from grader.scoring import Outcome
 from grader.states import StudentErrorKind
 
 Rule = Callable[[ModelDescription], Outcome]
 
 
-def inspect_model(answer: object, task: ModelTask, probes: dict[str, np.ndarray], *, setup: TrainingSetup,
-                  trainers: Trainers | None) -> ModelDescription:
-    """The child's description of the model, validated, and its rebuild run in a trainer: what the checks
-    read."""
+def inspect_model(answer: object, task: ModelTask, probes: dict[str, np.ndarray],
+                  ctx: CheckContext) -> ModelDescription:
+    """The child's description of the model, validated, and what its rebuild does (ctx.analyze_model): what
+    the checks read."""
     if not isinstance(answer, dict):
         raise StudentError("the grader got a malformed description of the model", kind=StudentErrorKind.BROKEN)
     if answer.get("refused") or not answer.get("is_module"):
@@ -58,7 +58,7 @@ def inspect_model(answer: object, task: ModelTask, probes: dict[str, np.ndarray]
     graph = graph_from(answer)
     analysis = Analysis(forward_errors={})
     if not graph.unrebuildable:
-        unrebuildable, analysis = analyze_in_trainer(graph, task, probes, setup, trainers)
+        unrebuildable, analysis = ctx.analyze_model(graph, task, probes)
         if unrebuildable:
             graph = replace(graph, unrebuildable=unrebuildable)
     return describe(graph, analysis, task=task.kind)
@@ -100,7 +100,7 @@ class ModelRecipe:
             request = protocol.Trace(factory=self.task.factory, args=list(self.task.factory_args),
                                      max_params=self.task.max_params, seed=ctx.seed, probes=probes)
             answer = ctx.run_child("model", "trace", request, what=self.task.factory)
-            return inspect_model(answer, self.task, probes, setup=ctx.training_setup(), trainers=ctx.trainers)
+            return inspect_model(answer, self.task, probes, ctx)
 
         return ctx.memo(f"describe-model:{self.task.factory}{self.task.factory_args}", run)
 

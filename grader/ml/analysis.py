@@ -98,6 +98,21 @@ def analysis_from(answer: Any) -> Analysis:
         bounded_output=flag(answer["bounded_output"]))
 
 
+def analyze_rebuild(graph: ModelGraph, task: ModelTask, probes: dict[str, np.ndarray], *,
+                    seed: int) -> tuple[str, Analysis]:
+    """Why the model cannot be rebuilt ("" when it can), and what its rebuild does on the probe inputs.
+    It imports torch: the grader runs it in its trainer, a student's own check in their kernel."""
+    from grader.ml.rebuild import RebuildError, rebuild
+
+    try:
+        too_costly = cost_problem(graph, task, probes)  # before anything real runs
+        if too_costly:
+            return too_costly, Analysis(forward_errors={})
+        return "", analyze(graph, rebuild(graph), task, probes, seed=seed)
+    except RebuildError as exc:
+        return str(exc), Analysis(forward_errors={})
+
+
 def cost_problem(graph: ModelGraph, task: ModelTask, probes: dict[str, np.ndarray]) -> str:
     """Why the rebuild's forward pass is too costly to run here ("" when it is not), from its shapes alone."""
     from grader.ml.rebuild import rebuild

@@ -270,9 +270,8 @@ def analysis_job(job_dir: Path) -> dict:
     probe inputs (grader/ml/analysis.py), compared with what the student's own forward pass gave."""
     import torch
 
-    from grader.ml.analysis import analysis_to_answer, analyze, cost_problem
+    from grader.ml.analysis import analysis_to_answer, analyze_rebuild
     from grader.ml.graph import ProbeAnswer, graph_from
-    from grader.ml.rebuild import RebuildError, rebuild
     from grader.ml.task import ModelTask
 
     job = json.loads((job_dir / "job.json").read_text())
@@ -286,13 +285,10 @@ def analysis_job(job_dir: Path) -> dict:
     graph = dataclasses.replace(graph_from({**job["model"], "state": state}), probes=answers)
     task = ModelTask(kind=job["task"]["kind"], n_outputs=job["task"]["n_outputs"],
                      input_styles=tuple(job["task"]["input_styles"]))
-    try:
-        too_costly = cost_problem(graph, task, inputs)  # before anything real runs here
-        if too_costly:
-            return {"unrebuildable": too_costly}
-        return {"analysis": analysis_to_answer(analyze(graph, rebuild(graph), task, inputs, seed=job["seed"]))}
-    except RebuildError as exc:
-        return {"unrebuildable": str(exc)}
+    unrebuildable, analysis = analyze_rebuild(graph, task, inputs, seed=job["seed"])
+    if unrebuildable:
+        return {"unrebuildable": unrebuildable}
+    return {"analysis": analysis_to_answer(analysis)}
 
 
 def run(job_dir: Path, arrays: TaskArrays | None = None) -> None:
