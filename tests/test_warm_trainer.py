@@ -149,7 +149,8 @@ def test_the_trainer_s_analysis_is_read_as_data():
     assert analysis_from(json.loads(json.dumps(analysis_to_answer(analysis)))) == analysis
     good = analysis_to_answer(analysis)
     for field, bad in [("input_style", 3), ("output_shape", "10"), ("tuple_index", True), ("output_finite", "yes"),
-                       ("node_shapes", {"fc1": [None, "x"]}), ("forward_errors", ["a"]), ("output_range", [1.0])]:
+                       ("node_shapes", {"fc1": [None, "x"]}), ("forward_errors", ["a"]), ("output_range", [1.0]),
+                       ("output_shape", [None, 10])]:
         with pytest.raises((TypeError, ValueError, KeyError, IndexError)):
             analysis_from({**good, field: bad})
     with pytest.raises(KeyError):

@@ -32,6 +32,7 @@ class Warm:
     def __init__(self) -> None:
         self.images = KernelImages()
         self._trainers: Trainers | None = None
+        self._trainers_made = threading.Lock()  # not _lock: that one is held while a dataset loads
         self._resources: dict[tuple, Any] = {}
         self._assignments: dict[tuple[str, str], tuple[Assignment, int]] = {}  # with its spec's mtime
         self._lock = threading.Lock()
@@ -47,7 +48,7 @@ class Warm:
         """The trainers, made on first use (torch's helpers are not imported for a NumPy assignment)."""
         from grader.ml.training import Trainers
 
-        with self._lock:
+        with self._trainers_made:
             if self._trainers is None:
                 self._trainers = Trainers()
             return self._trainers

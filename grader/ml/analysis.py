@@ -72,9 +72,10 @@ def analysis_from(answer: Any) -> Analysis:
         return value
 
     def shape(value: Any) -> tuple[int, ...]:
-        if not isinstance(value, (list, tuple)) or len(value) > 16:
+        if not isinstance(value, (list, tuple)) or len(value) > 16 or \
+                not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
             raise TypeError("a shape")
-        return tuple(int(optional_int(d) or 0) for d in value)
+        return tuple(value)
 
     def flag(value: Any) -> bool | None:
         if value is not None and not isinstance(value, bool):

@@ -187,18 +187,24 @@ def _outputs(model, x, job, device, batch_size=1000) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros((0, n_outputs), dtype=np.float32)
 
 
+def _model_graph(job_dir: Path, job: dict):
+    """The job's model: its description, with the parameter values from their files."""
+    from grader.ml.graph import graph_from
+
+    state = {name: np.load(job_dir / file, allow_pickle=False) for name, file in job["state_files"].items()}
+    return graph_from({**job["model"], "state": state})
+
+
 def train(job_dir: Path, arrays: TaskArrays | None = None) -> dict:
     import torch
 
-    from grader.ml.graph import graph_from
     from grader.ml.rebuild import rebuild
 
     started, cpu_started = time.monotonic(), time.process_time()
     job = json.loads((job_dir / "job.json").read_text())
     arrays = arrays or TaskArrays()
     torch.set_num_threads(max(1, int(job["threads"])))
-    state = {name: np.load(job_dir / file, allow_pickle=False) for name, file in job["state_files"].items()}
-    graph = graph_from({**job["model"], "state": state})
+    graph = _model_graph(job_dir, job)
     seed, device, budget = job["seed"], job["device"], job["budget"]
     random.seed(seed)
     np.random.seed(seed)
@@ -271,18 +277,17 @@ def analysis_job(job_dir: Path) -> dict:
     import torch
 
     from grader.ml.analysis import analysis_to_answer, analyze_rebuild
-    from grader.ml.graph import ProbeAnswer, graph_from
+    from grader.ml.graph import ProbeAnswer
     from grader.ml.task import ModelTask
 
     job = json.loads((job_dir / "job.json").read_text())
     torch.set_num_threads(max(1, int(job["threads"])))
-    state = {name: np.load(job_dir / file, allow_pickle=False) for name, file in job["state_files"].items()}
     inputs = {style: np.load(job_dir / file, allow_pickle=False) for style, file in job["inputs"].items()}
     answers = {style: ProbeAnswer(outputs=tuple(None if f is None else np.load(job_dir / f, allow_pickle=False)
                                                 for f in entry["files"]),
                                   is_tuple=entry["is_tuple"], error=entry["error"])
                for style, entry in job["answers"].items()}
-    graph = dataclasses.replace(graph_from({**job["model"], "state": state}), probes=answers)
+    graph = dataclasses.replace(_model_graph(job_dir, job), probes=answers)
     task = ModelTask(kind=job["task"]["kind"], n_outputs=job["task"]["n_outputs"],
                      input_styles=tuple(job["task"]["input_styles"]))
     unrebuildable, analysis = analyze_rebuild(graph, task, inputs, seed=job["seed"])

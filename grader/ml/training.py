@@ -288,13 +288,9 @@ def _write_job(job: Path, description: ModelDescription, task: ModelTask, data: 
                setup: TrainingSetup) -> None:
     graph = description.graph
     assert graph is not None, "a model the grader trains was described from its graph"
-    state_files = {}
-    for i, (name, array) in enumerate(graph.state.items()):
-        np.save(job / f"state-{i}.npy", array, allow_pickle=False)
-        state_files[name] = f"state-{i}.npy"
-    spec = {"model": graph.to_answer(), "state_files": state_files, "seed": setup.seed, "device": setup.device,
-            "threads": setup.threads, "memory_mb": setup.memory_mb, "input_style": description.input_style,
-            "tuple_index": description.tuple_index,
+    spec = {"model": graph.to_answer(), "state_files": _saved(job, "state", graph.state), "seed": setup.seed,
+            "device": setup.device, "threads": setup.threads, "memory_mb": setup.memory_mb,
+            "input_style": description.input_style, "tuple_index": description.tuple_index,
             "loss_kind": loss_kind(task, description, budget), "n_outputs": task.n_outputs,
             "max_cpu_seconds": max_cpu_seconds(task, setup), "data": {k: str(v) for k, v in data.files().items()},
             "budget": {"optimizer": budget.optimizer, "lr": budget.lr, "epochs": budget.epochs,
@@ -306,26 +302,25 @@ def _write_analysis_job(job: Path, graph: ModelGraph, task: ModelTask, probes: d
                         setup: TrainingSetup) -> None:
     """An analysis job (grader/ml/trainer.py): the graph as for training, the grader's probe inputs, and what
     the student's own forward pass gave on them (compared there with the rebuild's)."""
-    state_files = {}
-    for i, (name, array) in enumerate(graph.state.items()):
-        np.save(job / f"state-{i}.npy", array, allow_pickle=False)
-        state_files[name] = f"state-{i}.npy"
-    inputs = {}
-    for i, (style, array) in enumerate(probes.items()):
-        np.save(job / f"input-{i}.npy", array, allow_pickle=False)
-        inputs[style] = f"input-{i}.npy"
     answers = {}
     for i, (style, answer) in enumerate(graph.probes.items()):  # the styles the student's answer named
-        files: list[str | None] = []
-        for j, output in enumerate(answer.outputs):
-            if output is not None:
-                np.save(job / f"answer-{i}-{j}.npy", output, allow_pickle=False)
-            files.append(None if output is None else f"answer-{i}-{j}.npy")
-        answers[style] = {"error": answer.error, "is_tuple": answer.is_tuple, "files": files}
-    spec = {"kind": "analyze", "model": graph.to_answer(), "state_files": state_files, "seed": setup.seed,
-            "threads": setup.threads, "inputs": inputs, "answers": answers,
+        saved = _saved(job, f"answer-{i}", {j: out for j, out in enumerate(answer.outputs) if out is not None})
+        answers[style] = {"error": answer.error, "is_tuple": answer.is_tuple,
+                          "files": [saved.get(j) for j in range(len(answer.outputs))]}
+    spec = {"kind": "analyze", "model": graph.to_answer(), "state_files": _saved(job, "state", graph.state),
+            "seed": setup.seed, "threads": setup.threads, "inputs": _saved(job, "input", probes), "answers": answers,
             "task": {"kind": task.kind, "n_outputs": task.n_outputs, "input_styles": list(task.input_styles)}}
     (job / "job.json").write_text(json.dumps(spec))
+
+
+def _saved(job: Path, prefix: str, arrays: dict[Any, np.ndarray]) -> dict[Any, str]:
+    """Each array saved as JOB/<prefix>-<i>.npy, named by its place (never by a key the student chose): the
+    file of each key, as the trainer finds it."""
+    files = {}
+    for i, (key, array) in enumerate(arrays.items()):
+        np.save(job / f"{prefix}-{i}.npy", array, allow_pickle=False)
+        files[key] = f"{prefix}-{i}.npy"
+    return files
 
 
 def _answer(job: Path, trainer: Trainer) -> Any:
