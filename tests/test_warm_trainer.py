@@ -134,12 +134,20 @@ def _alive(pid: int) -> bool:
 
 def test_a_model_grade_imports_torch_in_the_trainer_and_the_kernel_only(tmp_path):
     """The rebuild of the student's model runs in the trainer, which imports torch anyway: the grader's own
-    process does not (three torch imports at once on two cores cost a model grade a second)."""
-    script = ("import sys\nfrom grader.cli import main\n"
+    process does not (three torch imports at once on two cores cost a model grade a second). `grader grade`
+    starts that one trainer as soon as it has loaded the assignment, before the submission's grading begins,
+    and every job of the grade goes to it."""
+    script = ("import sys\nfrom grader.cli import main\nfrom grader.grading import pipeline\n"
+              "from grader.ml import training\nevents = []\n"
+              "def spy(module, name):\n"
+              "    real = getattr(module, name)\n"
+              "    setattr(module, name, lambda *a, **k: events.append(name) or real(*a, **k))\n"
+              "spy(training, '_start_trainer'); spy(pipeline, 'grade_submission')\n"
               f"code = main(['grade', {str(SOLUTIONS / 'toy_2d.ipynb')!r}, '--out', {str(tmp_path / 'out')!r}, "
-              "'--device', 'cpu'])\nprint('torch imported:', 'torch' in sys.modules, 'exit:', code)\n")
+              "'--device', 'cpu'])\nprint('torch imported:', 'torch' in sys.modules, 'exit:', code, events)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
-    assert done.stdout.splitlines()[-1] == "torch imported: False exit: 0", done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == \
+        "torch imported: False exit: 0 ['_start_trainer', 'grade_submission']", done.stdout + done.stderr
 
 
 def test_the_trainer_s_analysis_is_read_as_data():

@@ -225,7 +225,7 @@ class CheckContext:
         from grader.ml.training import training_setup
 
         assert isinstance(self.sandbox, Sandbox), "the grader trains only in grading, for a sandbox"
-        return training_setup(self.sandbox, device=self.device, seed=self.seed)
+        return training_setup(self.sandbox.limits, threads=self.sandbox.threads, device=self.device, seed=self.seed)
 
     @property
     def _runner(self) -> NotebookRunner:

@@ -60,8 +60,9 @@ def grade_command(args: argparse.Namespace) -> int:
         warm.start_image_ahead(options)  # its imports run beside this process's from here on
         assignment = _assignment_of(notebook, args.assignment, options.course_root)
         warm.image_for(assignment, options)
-        from grader.grading.pipeline import grade_safely
+        from grader.grading.pipeline import grade_safely, start_trainer
 
+        start_trainer(assignment, options, warm)  # before this process's own remaining work, not after it
         sweep_what_dead_graders_left()
         warm_report_imports()
         result = grade_safely(notebook, assignment, options, warm)

@@ -93,10 +93,7 @@ def grade_submission(path: Path, assignment: Assignment, options: GradeOptions, 
                  private_paths=options.private_paths, threads=options.threads,
                  user=options.sandbox_user, own_code=options.own_code,
                  image=warm.image_for(assignment, options)) as sandbox:
-        if uses_models(assignment):
-            # torch's import, paid by the trainer (which runs the rebuild of the model, to inspect it, and
-            # trains it), runs beside the notebook instead of after it; this process never imports torch
-            warm.trainers.prepare(training_setup(sandbox, device=options.device, seed=assignment.seed))
+        start_trainer(assignment, options, warm)  # started already by `grader grade`; a batch's first here
         sandboxed = time.monotonic()
         deadline = Deadline(limits.total_timeout_s)
         runner = NotebookRunner(KernelSession(sandbox), preamble=_preamble(sandbox, assignment),
@@ -197,6 +194,16 @@ def import_in_background(*modules: str) -> None:
             importlib.import_module(module)
 
     threading.Thread(target=run, daemon=True).start()
+
+
+def start_trainer(assignment: Assignment, options: GradeOptions, warm: Warm) -> None:
+    """Start the assignment's trainer now (none where it trains no model, one already waiting is kept). Its
+    imports (torch, and the compiler stack that torch's optimizers and meta tensors load: 2-3 s of CPU) then
+    run beside the grader's work and the kernel's instead of after them: the trainer runs the rebuild of the
+    model, to inspect it, and trains it, and this process never imports torch."""
+    if uses_models(assignment):
+        warm.trainers.prepare(training_setup(assignment.limits, threads=options.threads, device=options.device,
+                                             seed=assignment.seed))
 
 
 def uses_models(assignment: Assignment) -> bool:

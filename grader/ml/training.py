@@ -33,8 +33,7 @@ from grader.ml.graph import ModelGraph, chain_problem
 from grader.ml.task import ModelTask, TaskData
 from grader.ml.trainer import JOB_DONE, WAIT_FOR_JOB
 from grader.sandbox.exchange import ExchangeError, read_value
-from grader.sandbox.jail import Sandbox
-from grader.sandbox.limits import cpu_contended_now, trainer_waiting
+from grader.sandbox.limits import Limits, cpu_contended_now, submission_threads, trainer_waiting
 from grader.sandbox.trusted import Stalled, run_job, start_trusted
 from grader.states import StudentErrorKind
 
@@ -78,9 +77,10 @@ class TrainingSetup:
     seed: int = 0
 
 
-def training_setup(sandbox: Sandbox, *, device: str, seed: int) -> TrainingSetup:
-    """The trainer's setup for a submission graded in `sandbox`: its share of the cores, its memory."""
-    return TrainingSetup(device=device, threads=sandbox.threads, memory_mb=sandbox.limits.memory_mb, seed=seed)
+def training_setup(limits: Limits, *, threads: int | None, device: str, seed: int) -> TrainingSetup:
+    """The trainer's setup for a submission with these limits: its share of the cores (as its sandbox's), its
+    memory."""
+    return TrainingSetup(device=device, threads=submission_threads(threads), memory_mb=limits.memory_mb, seed=seed)
 
 
 def loss_kind(task: ModelTask, description: ModelDescription, budget: Budget) -> str:

@@ -28,7 +28,15 @@ from grader.sandbox.detect import (
     writable_by,
 )
 from grader.sandbox.image import ForkedKernel, ImageUnavailable, KernelImage
-from grader.sandbox.limits import CHILD_LIB, MB, NAMESPACE_MODES, OMP_WAIT_POLICY, Limits, Protections
+from grader.sandbox.limits import (
+    CHILD_LIB,
+    MB,
+    NAMESPACE_MODES,
+    OMP_WAIT_POLICY,
+    Limits,
+    Protections,
+    submission_threads,
+)
 from grader.sandbox.reaping import Cgroups, record_owner, sweep_user, tasks_of
 
 
@@ -56,7 +64,7 @@ class Sandbox:
         # hidden: the child must not read them; private: not write them either (the grader's outputs)
         self.hidden_paths = tuple(Path(p).resolve() for p in hidden_paths if p)
         self.private_paths = tuple(Path(p).resolve() for p in private_paths if p)
-        self.threads = threads or max(1, min(os.cpu_count() or 1, 8))
+        self.threads = submission_threads(threads)
         # A kernel image forks kernels into the grader's own namespaces: "auto" takes it over bubblewrap
         # (the same view, without a cold start); an explicit "bwrap" does not.
         self.image = image if image is not None and not image.problem and isolation in ("auto", "unshare") \

@@ -35,6 +35,12 @@ CPU_PRESSURE = Path("/proc/pressure/cpu")
 CONTENTION_WINDOW_S = 0.05
 
 
+def submission_threads(requested: int | None) -> int:
+    """The threads a submission's kernel and its trainer use: those asked for, else the machine's cores (at
+    most 8, past which one small model gains nothing)."""
+    return requested or max(1, min(os.cpu_count() or 1, 8))
+
+
 def trainer_waiting(threads: int) -> dict[str, str]:
     """How a trainer's OpenMP threads wait for work, on this machine as loaded now."""
     if threads > 1 and not cpu_contended_now():
