@@ -612,6 +612,33 @@ def test_confusion_matrix_tick_labels_neither_overlap_nor_leave_the_figure(label
             assert not first.overlaps(second), (axis, labels)
 
 
+@pytest.mark.parametrize("series", [
+    {"train_loss": [0.55, 0.21, 0.13, 0.09], "train_accuracy": [0.84, 0.94, 0.96, 0.97],
+     "test_accuracy": [0.9166, 0.929, 0.943, 0.9601]},
+    {"loss": [-0.0025, -0.0013, 0.0007, 0.0031], "big": [3e10, 2e10, 1e10, 5e9], "offset": [1234567, 1234568, 1234570],
+     "tiny": [1e-7, 3e-7, 2e-7]},
+    {"hundreds": [-150.5, 210.2, 990.1, 1500.0], "steps": list(range(0, 40_000, 1000))},
+])
+def test_per_epoch_charts_side_by_side_keep_their_labels_inside_their_own_room(series, monkeypatch):
+    """Fixed margins (not a layout that measures every label): each chart's tick labels and title stay inside
+    the figure and clear of the chart beside it, whatever the numbers."""
+    from grader.reports import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "_data_uri", lambda figure: drawn.append(figure) or "data:")
+    assert plots.series_chart(series) == "data:"
+    figure = drawn[0]
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)
+    bounds = figure.bbox
+    previous_right = bounds.x0
+    for axes in figure.axes:
+        drawn_box = axes.get_tightbbox(renderer)  # its ticks' labels, offset, title and axis labels as drawn
+        assert previous_right - 1 <= drawn_box.x0 and drawn_box.x1 <= bounds.x1 + 1, axes.get_title()
+        assert bounds.y0 - 1 <= drawn_box.y0 and drawn_box.y1 <= bounds.y1 + 1, axes.get_title()
+        previous_right = axes.get_window_extent(renderer).x1
+
+
 def test_a_template_s_one_traceback_is_shown_once_and_pointed_to_from_the_other_checks(tmp_path):
     traceback = ["Cell 3, line 2", "NotImplementedError: linear_grad"]
     checks = [make_check(id=f"c{i}", name=f"Check {i}", score=0.0, status="failed", message="not implemented",

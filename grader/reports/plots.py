@@ -23,8 +23,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.image import imsave
 from matplotlib.ticker import MaxNLocator
 
@@ -110,15 +111,21 @@ def _range(*arrays: np.ndarray) -> tuple[float, float]:
 # The constrained layout that fits any other chart measures every label in an extra drawing pass: 40 %
 # of a curve chart's time, drawn twice for every gradient-descent submission.
 PLAIN_MARGINS = (0.72, 0.5, 0.15, 0.28)  # left, bottom, right, top (room for an offset such as "1e10")
+# The per-epoch charts side by side are such charts too, without an axis label on the left (the title names
+# the series) and with a title above: each one's left margin is also the gap to the one before it.
+SERIES_MARGINS = (0.55, 0.45, 0.12, 0.32)
 
 
-def _figure(width: float, height: float, *, margins: tuple[float, float, float, float] | None = None) -> Figure:
-    """A figure whose layout is fitted to its labels, or fixed by `margins` (inches)."""
+def _figure(width: float, height: float, *, margins: tuple[float, float, float, float] | None = None,
+            columns: int = 1) -> Figure:
+    """A figure whose layout is fitted to its labels, or fixed by `margins` (inches), for `columns` axes in a
+    row that many inches apart as the left margin."""
     figure = Figure(figsize=(width, height), layout=None if margins else "constrained")
     if margins:
         left, bottom, right, top = margins
+        axes_width = (width - right - left * columns) / columns
         figure.subplots_adjust(left=left / width, bottom=bottom / height, right=1 - right / width,
-                               top=1 - top / height)
+                               top=1 - top / height, wspace=left / axes_width)
     FigureCanvasAgg(figure)
     return figure
 
@@ -185,7 +192,7 @@ def series_chart(series: Any, axis: Any = None) -> str | None:
         return None
     if isinstance(axis, dict):
         return _series_against(usable, axis)
-    figure = _figure(3.2 * len(usable), 2.4)
+    figure = _figure(3.2 * len(usable), 2.4, margins=SERIES_MARGINS, columns=len(usable))
     for i, (name, values) in enumerate(usable):
         axes = figure.add_subplot(1, len(usable), i + 1)
         epochs = np.arange(1, len(values) + 1)
@@ -237,15 +244,15 @@ def confusion_matrix_chart(data: Any) -> str | None:
         return None
     counts = np.nan_to_num(np.vstack(matrix))
     n = len(labels)
-    side = min(4.6, 1.6 + 0.3 * n)
-    figure = _figure(side + 0.6, side)
-    axes = figure.add_subplot()
-    image = axes.imshow(counts, cmap="Blues", interpolation="nearest")
-    figure.colorbar(image, ax=axes, shrink=0.8).ax.tick_params(labelsize=7)
     names = [_label(str(label))[:16] for label in labels]
     # labels side by side under the columns overlap as soon as they are longer than a column is wide
     # ("0 - zero" on MNIST): upright, each keeps to its own column
     upright = n > 10 or max(len(name) for name in names) * n > 40
+    side = min(4.6, 1.6 + 0.3 * n)
+    figure = _figure(side + 0.6, side, margins=_matrix_margins(names, upright=upright))
+    axes = figure.add_subplot()
+    image = axes.imshow(counts, cmap="Blues", interpolation="nearest")
+    figure.colorbar(image, ax=axes, shrink=0.8, fraction=0.05, pad=0.04).ax.tick_params(labelsize=7)
     axes.set_xticks(range(n), names, fontsize=8, rotation=90 if upright else 0, parse_math=False)
     axes.set_yticks(range(n), names, fontsize=8, parse_math=False)
     axes.set_xlabel("predicted", fontsize=9)
@@ -253,6 +260,32 @@ def confusion_matrix_chart(data: Any) -> str | None:
     if n <= 12:
         _annotate_counts(axes, counts)
     return _data_uri(figure)
+
+
+# Room beside a matrix's class names: the ticks and their pad, the axis label ("true", "predicted") and its
+# pad, a little air; on the right, the colour bar's numbers (at most six digits at 7 points).
+MATRIX_LABEL_ROOM = 0.32
+MATRIX_RIGHT = 0.42
+MATRIX_TOP = 0.1
+
+
+def _matrix_margins(names: list[str], *, upright: bool) -> tuple[float, float, float, float]:
+    """Margins (inches) that fit the class names, measured as they will be drawn (8 points): a constrained
+    layout measures every label by drawing the whole chart once more, half of its time."""
+    widest = max(_text_inches(name, 8)[0] for name in names)
+    height = _text_inches("Ag", 8)[1]
+    return (widest + MATRIX_LABEL_ROOM, (widest if upright else height) + MATRIX_LABEL_ROOM, MATRIX_RIGHT,
+            MATRIX_TOP)
+
+
+@functools.lru_cache(maxsize=4096)  # a course's class names, over and over in a batch
+def _text_inches(text: str, points: float) -> tuple[float, float]:
+    """Width and height of one line of text in the charts' font, in inches."""
+    width, height, _ = _MEASURE.get_text_width_height_descent(text, FontProperties(size=points), ismath=False)
+    return width / _MEASURE.dpi, height / _MEASURE.dpi
+
+
+_MEASURE = RendererAgg(1, 1, 72)  # a renderer only for measuring text: at 72 dpi, a point is a pixel
 
 
 def _annotate_counts(axes, counts: np.ndarray) -> None:
