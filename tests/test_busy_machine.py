@@ -185,11 +185,38 @@ def test_a_trainer_s_threads_spin_briefly_only_where_the_machine_is_not_contende
     assert limits.trainer_waiting(1) == {"OMP_WAIT_POLICY": "PASSIVE"}  # one thread: nothing to wait for
 
 
+@pytest.mark.parametrize("stalled_us, seconds, contended", [
+    (0, 0.04, False),
+    (3_000, 0.04, False),  # 7.5 % of the time
+    (8_000, 0.04, True),  # 20 %
+    (8_000, 0.001, None),  # too short a time to say
+])
+def test_a_command_judges_the_machine_from_its_start_without_a_window_of_its_own(
+        monkeypatch, stalled_us, seconds, contended):
+    """The pressure count from the command's start to its first process of its own: no sleeping window."""
+    counts = iter([5_000_000, 5_000_000 + stalled_us])
+    clock = iter([100.0, 100.0 + seconds])
+    monkeypatch.setattr(limits, "_stalled_us", lambda: next(counts))
+    monkeypatch.setattr(limits.time, "monotonic", lambda: next(clock))
+    assert limits.contended_since(limits.pressure_mark()) is contended
+
+
+def test_where_the_kernel_keeps_no_pressure_count_the_trainer_s_start_judges_it(monkeypatch):
+    monkeypatch.setattr(limits, "CPU_PRESSURE", Path("/nonexistent/cpu"))
+    assert limits.pressure_mark() is None and limits.contended_since(None) is None
+    monkeypatch.setattr(limits, "cpu_contended_now", lambda: True)
+    assert limits.trainer_waiting(2, None) == {"OMP_WAIT_POLICY": "PASSIVE"}  # judged now, as before
+    assert limits.trainer_waiting(2, False) == {"GOMP_SPINCOUNT": limits.BRIEF_SPIN}  # as the caller judged
+
+
 @pytest.mark.skipif(not Path("/proc/pressure/cpu").exists(), reason="no CPU pressure information here")
 def test_a_machine_loaded_now_is_contended_now():
     with MachineLoad(seconds=60, per_core=4, torch_share=0.0):
         time.sleep(1)
         assert limits.cpu_contended_now(0.2)
+        started = limits.pressure_mark()
+        time.sleep(0.05)
+        assert limits.contended_since(started)
 
 
 def test_a_training_run_the_guard_stops_is_not_scored_and_a_batch_grades_it_again(options, monkeypatch):

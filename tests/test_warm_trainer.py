@@ -16,6 +16,7 @@ from grader.grading.warm import Warm
 from grader.ml import training
 from grader.ml.analysis import Analysis, analysis_from, analysis_to_answer
 from grader.ml.training import Trainers, TrainingSetup
+from grader.sandbox import limits
 
 
 def test_a_prepared_trainer_is_the_one_training_takes_and_comes_back_for_the_next_job():
@@ -57,7 +58,7 @@ def test_a_trainer_is_replaced_after_its_share_of_jobs_or_when_it_died(monkeypat
 
 def test_a_spinning_trainer_is_not_kept_once_the_machine_is_busy(monkeypatch):
     setup = TrainingSetup(threads=2)
-    monkeypatch.setattr(training, "trainer_waiting", lambda threads: {"GOMP_SPINCOUNT": "3000"})
+    monkeypatch.setattr(training, "trainer_waiting", lambda threads, contended: {"GOMP_SPINCOUNT": "3000"})
     with Trainers() as trainers:
         spinning = trainers.take(setup)
         assert spinning.spins
@@ -66,12 +67,38 @@ def test_a_spinning_trainer_is_not_kept_once_the_machine_is_busy(monkeypatch):
         assert trainers.take(setup) is spinning  # quiet: kept
         trainers.give_back(setup, spinning)
         monkeypatch.setattr(training, "cpu_contended_now", lambda: True)
-        monkeypatch.setattr(training, "trainer_waiting", lambda threads: {"OMP_WAIT_POLICY": "PASSIVE"})
+        monkeypatch.setattr(training, "trainer_waiting", lambda threads, contended: {"OMP_WAIT_POLICY": "PASSIVE"})
         sleeping = trainers.take(setup)  # busy now: a new one whose threads sleep
         assert sleeping is not spinning and not spinning.alive() and not sleeping.spins
         trainers.give_back(setup, sleeping)
         assert trainers.take(setup) is sleeping  # and that one stays, busy or not
         sleeping.close()
+
+
+def test_a_trainer_started_for_a_grade_keeps_the_waiting_judged_before_the_grade_loaded_the_machine(monkeypatch):
+    """`grader grade` judges the machine before it starts a process of its own. The trainer it starts then is
+    not judged again for its first job: by then the grade's own kernel and the trainer's imports are the
+    load, and a trainer replaced for them paid torch's import twice (2.6 s, seen here)."""
+    setup = TrainingSetup(threads=2)
+
+    def not_now():
+        raise AssertionError("the machine was judged again, during the grade's own start")
+
+    monkeypatch.setattr(training, "cpu_contended_now", not_now)
+    monkeypatch.setattr(limits, "cpu_contended_now", not_now)
+    with Warm(contended=False) as quiet:
+        quiet.trainers.prepare(setup)
+        spinning = quiet.trainers.take(setup)
+        assert spinning.spins and spinning.judged_lately()
+        quiet.trainers.give_back(setup, spinning)
+        assert not spinning.judged_lately()  # it has trained since: busy now or not is asked again
+        monkeypatch.setattr(training, "cpu_contended_now", lambda: True)
+        sleeping = quiet.trainers.take(setup)  # busy now: its replacement sleeps, whatever the start said
+        assert sleeping is not spinning and not spinning.alive() and not sleeping.spins
+        sleeping.close()
+    with Warm(contended=True) as busy:
+        busy.trainers.prepare(setup)
+        assert not busy.trainers.take(setup).spins
 
 
 def _training_records(result) -> dict[str, dict]:

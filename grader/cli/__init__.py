@@ -23,6 +23,7 @@ import sys
 
 from grader.cli import course, grading, lms, reports, service, student
 from grader.errors import GraderError
+from grader.sandbox.limits import pressure_mark
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,11 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = pressure_mark()  # see contended_before: judged before a command starts any process
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already told
         return int(exc.code or 0)
+    args.started = started
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grader.cli.options import add_grading, grade_options, output_dir, warm_report_imports
+from grader.cli.options import add_grading, contended_before, grade_options, output_dir, warm_report_imports
 from grader.errors import GraderError, HarnessError, UsageError
 
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from grader.grading.batch import BatchProgress, StudentOutcome
     from grader.grading.options import GradeOptions
     from grader.grading.warm import Warm
+    from grader.results import GradeResult
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -56,7 +57,8 @@ def grade_command(args: argparse.Namespace) -> int:
     notebook = _readable_notebook(args.notebook)
     out_dir = output_dir(args.out or Path("grader-out") / notebook.stem)
     options = grade_options(args, private=(out_dir,))
-    with Warm() as warm:
+    warm = Warm(contended=contended_before(args))
+    try:
         warm.start_image_ahead(options)  # its imports run beside this process's from here on
         assignment = _assignment_of(notebook, args.assignment, options.course_root)
         warm.image_for(assignment, options)
@@ -66,6 +68,20 @@ def grade_command(args: argparse.Namespace) -> int:
         sweep_what_dead_graders_left()
         warm_report_imports()
         result = grade_safely(notebook, assignment, options, warm)
+    except BaseException:
+        warm.close()
+        raise
+    closing = warm.close_in_background()  # its processes end while this one writes the feedback
+    try:
+        _write_and_show(result, out_dir, args)
+    finally:
+        closing.join()
+    if not result.has_grade:  # a harness failure, whatever result.json holds: never exit 0 as if graded
+        raise HarnessError(result.message)
+    return 0
+
+
+def _write_and_show(result: GradeResult, out_dir: Path, args: argparse.Namespace) -> None:
     from grader.reports.html import FEEDBACK_FILES
     from grader.reports.outputs import write_outputs
     from grader.reports.terminal import print_summary
@@ -76,9 +92,6 @@ def grade_command(args: argparse.Namespace) -> int:
     else:
         print_summary(result)
         print(f"result: {out_dir / 'result.json'}\nfeedback: {out_dir / FEEDBACK_FILES[args.audience]}")
-    if not result.has_grade:  # a harness failure, whatever result.json holds: never exit 0 as if graded
-        raise HarnessError(result.message)
-    return 0
 
 
 def _readable_notebook(notebook: Path) -> Path:

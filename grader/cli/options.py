@@ -106,6 +106,15 @@ def output_dir(path: Path) -> Path:
     return path.resolve()
 
 
+def contended_before(args: argparse.Namespace) -> bool | None:
+    """How busy others kept the machine from the command's start until now, for a command about to start its
+    own processes (None where that cannot be told): the trainer's threads wait as that says, not as the
+    machine looks once the grade's own imports load it (three busy processes on two cores)."""
+    from grader.sandbox.limits import contended_since
+
+    return contended_since(getattr(args, "started", None))
+
+
 def warm_report_imports() -> None:
     """The report modules (matplotlib takes half a second), imported while the kernel runs."""
     from grader.grading.pipeline import import_in_background

@@ -10,6 +10,7 @@ from grader.cli.options import (
     add_data_root,
     add_device,
     add_sandbox,
+    contended_before,
     data_root,
     output_dir,
     resolve_device,
@@ -58,7 +59,7 @@ def check_command(args: argparse.Namespace) -> int:
     options = GradeOptions(course_root=bundle_file.resolve().parent, data_root=data_root(args), cache_dir=cache_dir(),
                            device=resolve_device(args.device), isolation=args.sandbox, own_code=True)
     warm_report_imports()
-    with Warm() as warm:
+    with Warm(contended=contended_before(args)) as warm:
         result = grade_safely(notebook, assignment, options, warm)
     out_dir = output_dir(args.out or Path("grader-check") / notebook.stem)
     write_outputs(result, out_dir)

@@ -29,7 +29,10 @@ class Warm:
     """One process's warm state (see the module's docstring). Safe to share between the threads of a
     Dask worker; never between processes (a forked batch worker adopts a channel instead: `images.adopt`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, contended: bool | None = None) -> None:
+        """`contended`: how busy others kept the machine before this owner's work began, where the owner
+        judged it then (see Trainers.contended)."""
+        self.contended = contended
         self.images = KernelImages()
         self._trainers: Trainers | None = None
         self._trainers_made = threading.Lock()  # not _lock: that one is held while a dataset loads
@@ -50,13 +53,20 @@ class Warm:
 
         with self._trainers_made:
             if self._trainers is None:
-                self._trainers = Trainers()
+                self._trainers = Trainers(contended=self.contended)
             return self._trainers
 
     def close(self) -> None:
         if self._trainers is not None:
             self._trainers.close()
         self.images.close()
+
+    def close_in_background(self) -> threading.Thread:
+        """`close` in a thread of its own, returned started (join it): the processes' ends (a kill and a wait
+        each, 0.1 s for a trainer that held a dataset) then overlap the caller's next work."""
+        closing = threading.Thread(target=self.close, name="grader-warm-close")
+        closing.start()
+        return closing
 
     def start_image_ahead(self, options: GradeOptions) -> None:
         """Start the kernel image before the assignment is loaded (its imports then run beside the

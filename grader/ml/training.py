@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -40,6 +41,7 @@ from grader.states import StudentErrorKind
 TRAINER_STALL_S = 300.0  # no CPU used at all for this long: the trainer hangs
 TRAINER_START_CPU_S = 120.0  # what the trainer spends before training (imports, data), on top of the budget
 JOBS_PER_TRAINER = 200  # a long-lived trainer is replaced after this many jobs: whatever it accumulates, bounded
+JUDGED_LATELY_S = 60.0  # a trainer started this recently for its first job keeps the waiting chosen at its start
 
 
 def max_cpu_seconds(task: ModelTask, setup: TrainingSetup) -> float:
@@ -190,6 +192,12 @@ class Trainer:
     log: IO[bytes]
     spins: bool = False  # its threads spin a little before sleeping (limits.trainer_waiting)
     jobs: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def judged_lately(self) -> bool:
+        """Whether how its threads wait was chosen moments ago, for the job it is about to take: judging the
+        machine again now would count the trainer's own imports and the kernel beside it as load."""
+        return self.jobs == 0 and time.monotonic() - self.started < JUDGED_LATELY_S
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -220,8 +228,12 @@ class Trainers:
     changes the next one's grade (tested: the same record as a new trainer's). Jobs at once (a Dask
     worker's threads) each get a trainer of their own, which share the device."""
 
+    # how busy the machine was before the owner's own work began (grade_command judges it at its start), for
+    # the trainers it starts in the JUDGED_LATELY_S after; None (or later): judged as each starts
+    contended: bool | None = None
     _idle: dict[TrainingSetup, list[Trainer]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)  # a Dask worker grades in threads
+    _made: float = field(default_factory=time.monotonic)
 
     def __enter__(self) -> Trainers:
         return self
@@ -241,23 +253,35 @@ class Trainers:
         for trainer in dead:
             trainer.close()
         if wanted:  # started outside the lock: how its threads wait is measured over a moment
-            started = _start_trainer(setup)
+            started = _start_trainer(setup, self._judged_before())
             with self._lock:
                 self._idle.setdefault(setup, []).append(started)
 
     def take(self, setup: TrainingSetup) -> Trainer:
         """An idle trainer for `setup`, or a new one; it is the caller's until `give_back`."""
+        busy: bool | None = None  # the machine judged now, once
         while True:
             with self._lock:
                 idle = self._idle.get(setup, [])
                 trainer = idle.pop() if idle else None
             if trainer is None:
-                return _start_trainer(setup)
+                return _start_trainer(setup, self._judged_before() if busy is None else busy)
+            if not trainer.alive():
+                trainer.close()
+                continue
+            if not trainer.spins or trainer.judged_lately():
+                return trainer
             # one that spins, started while the machine was quiet, is not kept once it is busy: spinning
             # threads there slowed training 1.6-4.8x (the numbers are the same either way)
-            if trainer.alive() and not (trainer.spins and cpu_contended_now()):
+            if busy is None:
+                busy = cpu_contended_now()
+            if not busy:
                 return trainer
             trainer.close()
+
+    def _judged_before(self) -> bool | None:
+        """`contended`, while it is still news."""
+        return self.contended if time.monotonic() - self._made < JUDGED_LATELY_S else None
 
     def give_back(self, setup: TrainingSetup, trainer: Trainer) -> None:
         """A trainer that finished its job, kept for the next one (or ended, after JOBS_PER_TRAINER)."""
@@ -276,9 +300,9 @@ class Trainers:
             trainer.close()
 
 
-def _start_trainer(setup: TrainingSetup) -> Trainer:
+def _start_trainer(setup: TrainingSetup, contended: bool | None = None) -> Trainer:
     log = tempfile.TemporaryFile(prefix="grader-trainer-")  # noqa: SIM115 - the Trainer closes it
-    waiting = trainer_waiting(setup.threads)
+    waiting = trainer_waiting(setup.threads, contended)
     process = start_trusted([sys.executable, "-m", "grader.ml.trainer", WAIT_FOR_JOB], memory_mb=setup.memory_mb,
                             threads=setup.threads, device=setup.device, stderr=log, waiting=waiting)
     return Trainer(process, log, spins="GOMP_SPINCOUNT" in waiting)

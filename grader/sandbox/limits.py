@@ -33,6 +33,7 @@ BRIEF_SPIN = "3000"
 CONTENDED_PERCENT = 10.0  # tasks waited for a CPU this share of the time: the machine is busy
 CPU_PRESSURE = Path("/proc/pressure/cpu")
 CONTENTION_WINDOW_S = 0.05
+MIN_MARK_WINDOW_S = 0.005
 
 
 def submission_threads(requested: int | None) -> int:
@@ -41,11 +42,40 @@ def submission_threads(requested: int | None) -> int:
     return requested or max(1, min(os.cpu_count() or 1, 8))
 
 
-def trainer_waiting(threads: int) -> dict[str, str]:
-    """How a trainer's OpenMP threads wait for work, on this machine as loaded now."""
-    if threads > 1 and not cpu_contended_now():
+def trainer_waiting(threads: int, contended: bool | None = None) -> dict[str, str]:
+    """How a trainer's OpenMP threads wait for work: on this machine as loaded now, or as `contended` says
+    it was (where the caller judged it before its own processes loaded it)."""
+    if threads > 1 and not (cpu_contended_now() if contended is None else contended):
         return {"GOMP_SPINCOUNT": BRIEF_SPIN}
     return {"OMP_WAIT_POLICY": OMP_WAIT_POLICY}
+
+
+@dataclass(frozen=True)
+class PressureMark:
+    """Where the kernel's count of CPU waiting stood at a moment (see contended_since)."""
+
+    at: float  # time.monotonic()
+    stalled_us: int
+
+
+def pressure_mark() -> PressureMark | None:
+    """The count now; None where the kernel keeps none."""
+    try:
+        return PressureMark(time.monotonic(), _stalled_us())
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def contended_since(mark: PressureMark | None) -> bool | None:
+    """Whether tasks waited for a CPU since `mark` as cpu_contended_now counts it, without waiting for a new
+    window: taken when a command starts and read before it starts any process of its own, it judges the
+    machine as others load it, which cpu_contended_now cannot once a grade has begun (its own kernel image,
+    trainer and report imports are three busy processes on two cores). None: no count, or too short a time
+    since the mark to say."""
+    now = pressure_mark()
+    if mark is None or now is None or now.at - mark.at < MIN_MARK_WINDOW_S:
+        return None
+    return now.stalled_us - mark.stalled_us > (now.at - mark.at) * 1e6 * CONTENDED_PERCENT / 100
 
 
 def cpu_contended_now(window_s: float = CONTENTION_WINDOW_S) -> bool:
