@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 import textwrap
 import threading
@@ -219,6 +221,29 @@ def test_sandboxes_of_dead_graders_are_swept_and_only_those(tmp_path):
     swept = sweep_orphaned_sandboxes(tmp_path)
     assert sorted(Path(p).name for p in swept) == ["grader-dead", "grader-reused-pid"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grader-being-set-up", "grader-elsewhere", "grader-live"]
+
+
+def test_a_grader_killed_while_it_sets_a_sandbox_up_leaves_nothing_the_sweep_misses(tmp_path):
+    """Killed between the sandbox's tmpfs and the rest of its set-up (here: stopped in its copy of the child
+    library), a grader leaves a root whose owner the sweep can tell is gone: CI once found such a tmpfs
+    still mounted, owned by no record, minutes after the test that killed its grader."""
+    script = textwrap.dedent(f"""
+        import os, shutil, signal, tempfile
+        tempfile.tempdir = {str(tmp_path)!r}
+        from grader.sandbox import jail
+        from grader.sandbox.limits import Limits
+
+        def killed_here(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        jail.shutil.copytree = killed_here
+        jail.Sandbox(Limits()).__enter__()
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    (left,) = tmp_path.glob("grader-*")
+    assert sweep_orphaned_sandboxes(tmp_path) == [str(left)]
+    assert not left.exists() and not os.path.ismount(left)
 
 
 # --------------------------------------------------------------------------

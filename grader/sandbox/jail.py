@@ -111,6 +111,9 @@ class Sandbox:
         base = Path(tempfile.mkdtemp(prefix="grader-"))
         os.chmod(base, 0o755)
         self._tmpfs_root = _mount_tmpfs(base, self.limits.disk_mb)
+        # who owns it, at once (cgroups follow): a grader killed while it sets the rest up (copying the child
+        # library takes tens of milliseconds) left a mounted tmpfs that no sweep would touch without it
+        record_owner(base, [])
         self.root = base
         self.work = self._child_dir("work")
         (self.work / "tmp").mkdir()
