@@ -111,10 +111,10 @@ class KernelImage:
     def _start(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="grader-image-"))
         os.chmod(self.root, 0o755)
+        record_owner(self.root, [])  # a killed grader's image is swept like its sandboxes, from the start
         shutil.copytree(CHILD_LIB, self.childlib / "grader_child", ignore=shutil.ignore_patterns("__pycache__"))
         (self.root / "matplotlib").mkdir(mode=0o755)
         _copy_font_lists(_font_cache(), self.root / "matplotlib")
-        record_owner(self.root, [])  # a killed grader's image is swept like its sandboxes
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {"PATH": os.pathsep.join([os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"]),
                "HOME": str(self.root), "MPLCONFIGDIR": str(self.root / "matplotlib"), "MPLBACKEND": "Agg",
