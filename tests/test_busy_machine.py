@@ -191,14 +191,12 @@ def test_a_trainer_s_threads_spin_briefly_only_where_the_machine_is_not_contende
     (8_000, 0.04, True),  # 20 %
     (8_000, 0.001, None),  # too short a time to say
 ])
-def test_a_command_judges_the_machine_from_its_start_without_a_window_of_its_own(
-        monkeypatch, stalled_us, seconds, contended):
-    """The pressure count from the command's start to its first process of its own: no sleeping window."""
-    counts = iter([5_000_000, 5_000_000 + stalled_us])
-    clock = iter([100.0, 100.0 + seconds])
-    monkeypatch.setattr(limits, "_stalled_us", lambda: next(counts))
-    monkeypatch.setattr(limits.time, "monotonic", lambda: next(clock))
-    assert limits.contended_since(limits.pressure_mark()) is contended
+def test_a_command_judges_the_machine_from_its_start_without_a_window_of_its_own(stalled_us, seconds, contended):
+    """The pressure count from the command's start to its first process of its own: no sleeping window.
+    (The marks are made here: patching time.monotonic would reach every thread of the test process.)"""
+    started = limits.PressureMark(100.0, 5_000_000)
+    now = limits.PressureMark(100.0 + seconds, 5_000_000 + stalled_us)
+    assert limits.contended_since(started, now) is contended
 
 
 def test_where_the_kernel_keeps_no_pressure_count_the_trainer_s_start_judges_it(monkeypatch):

@@ -66,13 +66,13 @@ def pressure_mark() -> PressureMark | None:
         return None
 
 
-def contended_since(mark: PressureMark | None) -> bool | None:
+def contended_since(mark: PressureMark | None, now: PressureMark | None = None) -> bool | None:
     """Whether tasks waited for a CPU since `mark` as cpu_contended_now counts it, without waiting for a new
     window: taken when a command starts and read before it starts any process of its own, it judges the
     machine as others load it, which cpu_contended_now cannot once a grade has begun (its own kernel image,
     trainer and report imports are three busy processes on two cores). None: no count, or too short a time
     since the mark to say."""
-    now = pressure_mark()
+    now = now or pressure_mark()
     if mark is None or now is None or now.at - mark.at < MIN_MARK_WINDOW_S:
         return None
     return now.stalled_us - mark.stalled_us > (now.at - mark.at) * 1e6 * CONTENDED_PERCENT / 100
