@@ -84,13 +84,11 @@ def cpu_contended_now(window_s: float = CONTENTION_WINDOW_S) -> bool:
     against the cores, which lags). Not the kernel's 10-second average: that still holds the burst of a
     grade's own start (the kernel image, the grader and the trainer importing torch at once) when its
     training begins, and so found the machine busy for every single grade of a model on 2 cores."""
-    try:
-        before = _stalled_us()
+    started = pressure_mark()
+    if started is not None:
         time.sleep(window_s)
-        stalled = _stalled_us() - before
-    except (OSError, IndexError, ValueError):
-        return _load_above_cores()
-    return stalled > window_s * 1e6 * CONTENDED_PERCENT / 100
+    judged = contended_since(started)
+    return _load_above_cores() if judged is None else judged
 
 
 def _stalled_us() -> int:
