@@ -248,18 +248,24 @@ def _leftovers(tmp_entries_before: set[str]) -> dict[str, list[str]]:
 
 
 def _sandbox_user_processes(others: set[int]) -> list[str]:
-    """'pid state command' for every process of the sandbox user (zombies included) that is not another
-    worker's."""
+    """'pid state command (parent: pid command)' for every process of the sandbox user (zombies included)
+    that is not another worker's: the parent says who started it, or who fails to reap it."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             if os.stat(f"/proc/{pid}").st_uid == 65534 and int(pid) not in others:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:80]
-                found.append(f"{pid} {state} {command}")
+                state, parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+                found.append(f"{pid} {state} {_command(pid)} (parent: {parent} {_command(parent)})")
         except OSError:
             pass
     return found
+
+
+def _command(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:80]
+    except OSError:
+        return "(gone)"
 
 
 def _grader_cgroups(others: set[int]) -> list[str]:

@@ -184,6 +184,72 @@ def test_the_image_and_its_kernels_die_with_the_grader(tmp_path):
     assert [root for root in left if root.exists()] == []
 
 
+# Plays the image for one spawn request, on a machine busy enough that a parent ends before its fork's
+# first steps ("image": the image exits before the keeper runs its first line) or while the kernel is
+# being set up ("keeper": the keeper is killed then). What a kernel becomes is replaced by a line in
+# MARKER: a process that gets there outlived the process it must die with.
+_PARENT_ENDS_FIRST = """
+import os, signal, sys, time
+from grader.child import forkserver, launch
+
+race, marker, stderr = sys.argv[1:]
+
+def note(line):
+    with open(marker, "a") as f:
+        f.write(line + "\\n")
+
+def became_a_kernel(request, base_path):
+    note(f"kernel {os.readlink('/proc/self')}")
+    time.sleep(60)
+
+def building(view):
+    note("building")
+    time.sleep(2)
+
+original_prctl, slept = launch._prctl, []
+def late_prctl(option, *args):  # the keeper's first line runs once the image has gone
+    if race == "image" and not slept:
+        slept.append(True)
+        time.sleep(2)
+    return original_prctl(option, *args)
+
+forkserver._become_fresh_interpreter, launch.build_view, launch._prctl = became_a_kernel, building, late_prctl
+request = {"stderr": stderr, "cgroups": [], "rlimits": {}, "user_namespace": os.getuid() != 0, "view": {},
+           "chown": [], "drop": None, "chdir": "/", "threads": 1}
+status, status_for_keeper = os.pipe()
+image = os.getpid()
+keeper = os.fork()
+if keeper == 0:
+    forkserver._keeper(request, status_for_keeper, [], image)
+if race == "keeper":
+    while not os.path.exists(marker):
+        time.sleep(0.01)
+    os.kill(keeper, signal.SIGKILL)
+    os.waitpid(keeper, 0)
+"""
+
+
+@pytest.mark.parametrize("race", ["image", "keeper"])
+def test_a_kernel_never_outlives_a_parent_that_ended_before_it_could_follow(tmp_path, race):
+    marker, stderr = tmp_path / "marker", tmp_path / "stderr"
+    script = tmp_path / "image.py"
+    script.write_text(_PARENT_ENDS_FIRST)
+    with open(tmp_path / "image.log", "wb") as image_log:  # the keeper's until it opens the kernel's
+        subprocess.run([sys.executable, str(script), race, str(marker), str(stderr)], stderr=image_log,
+                       check=True, timeout=30)
+    time.sleep(4)  # past the two seconds the race's parent slept
+    lines = marker.read_text().splitlines() if marker.exists() else []
+    escaped = [int(line.split()[1]) for line in lines if line.startswith("kernel ")]
+    for pid in escaped:
+        with contextlib.suppress(OSError):
+            os.kill(pid, 9)
+    assert escaped == [], lines
+    ended = "the kernel image ended before this keeper started" if race == "image" else (
+        "the sandbox's keeper ended while its kernel was being set up")
+    said = "".join(log.read_text() for log in (tmp_path / "image.log", stderr) if log.exists())
+    assert ended in said
+
+
 def test_an_image_started_ahead_imports_what_the_assignment_then_names():
     """`grader grade` starts its image before it loads the course; the assignment's helpers come after."""
     images = KernelImages()

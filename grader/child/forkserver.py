@@ -22,7 +22,9 @@ view as launch.py does for the "unshare" mode, drops privileges for good and
 becomes an IPython kernel without importing anything again. A waits for B and
 writes B's exit status to the pipe the grader sent with the request, which
 the grader reads as the kernel's end. Each dies with its parent: the kernels
-die with the image, and the image with the grader's end of the socket.
+die with the image, and the image with the grader's end of the socket. A
+parent that ended before its child could follow it (on a busy machine a fork's
+first line can run after its parent is gone) ends the child at once.
 """
 
 import ctypes
@@ -117,6 +119,7 @@ def _answer(channel, channels, base_path):
             else:  # its process is gone already
                 attached.close()
             return True
+        image = os.getpid()
         pid = os.fork()
     except (OSError, ValueError) as exc:
         for fd in fds:
@@ -125,7 +128,7 @@ def _answer(channel, channels, base_path):
     if pid == 0:
         for each in channels:
             each.close()
-        _keeper(request, fds[0], base_path)
+        _keeper(request, fds[0], base_path, image)
     os.close(fds[0])
     return _reply(channel, {"pid": pid})
 
@@ -138,12 +141,12 @@ def _reply(channel, answer):
     return True
 
 
-def _keeper(request, status_fd, base_path):
+def _keeper(request, status_fd, base_path, image):
     """A: the sandbox's keeper. Never returns."""
     code = 1
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        _check(launch._prctl(PR_SET_PDEATHSIG, signal.SIGKILL), "parent-death signal")
+        _follow(image)
         os.setsid()  # its own process group: the grader signals (interrupts, kills) the group
         _stdio(request["stderr"], keep=status_fd)
         launch.join_cgroups(request["cgroups"])
@@ -157,10 +160,15 @@ def _keeper(request, status_fd, base_path):
             for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
                 with open(f"/proc/self/{name}", "w") as f:
                     f.write(text)
+        # B cannot ask whether A lives (A is outside B's pid namespace: B's parent reads as 0); the end of
+        # a pipe only A holds tells it instead.
+        keeper_alive, keeper_holds = os.pipe()
         kernel = os.fork()
         if kernel == 0:
             os.close(status_fd)
-            _kernel(request, base_path)
+            os.close(keeper_holds)
+            _kernel(request, base_path, keeper_alive)
+        os.close(keeper_alive)
         _, status = os.waitpid(kernel, 0)
         code = os.waitstatus_to_exitcode(status)
     except BaseException as exc:  # said in the kernel log; the grader sees the end
@@ -171,7 +179,7 @@ def _keeper(request, status_fd, base_path):
         os._exit(0)
 
 
-def _kernel(request, base_path):
+def _kernel(request, base_path, keeper_alive):
     """B: pid 1 of the new pid namespace. Builds the view, drops privileges, becomes the kernel."""
     try:
         launch.build_view(request["view"])
@@ -181,6 +189,9 @@ def _kernel(request, base_path):
         launch.drop_privileges(request["drop"])
         # after the drop, which clears it: the kernel dies with its keeper
         _check(launch._prctl(PR_SET_PDEATHSIG, signal.SIGKILL), "parent-death signal")
+        if select.select([keeper_alive], [], [], 0)[0]:  # end of file: A ended before the line above
+            raise RuntimeError("the sandbox's keeper ended while its kernel was being set up")
+        os.close(keeper_alive)
         os.chdir(request["chdir"])
         _become_fresh_interpreter(request, base_path)
         from ipykernel.kernelapp import IPKernelApp
@@ -192,6 +203,14 @@ def _kernel(request, base_path):
     except BaseException as exc:
         _say(exc)
         os._exit(1)
+
+
+def _follow(image):
+    """Die with the image, which may have ended already: a busy machine can run the image's next steps
+    (a reply, the grader's end of the socket, the image's own end) before this fork's first line."""
+    _check(launch._prctl(PR_SET_PDEATHSIG, signal.SIGKILL), "parent-death signal")
+    if os.getppid() != image:
+        raise RuntimeError("the kernel image ended before this keeper started")
 
 
 def _become_fresh_interpreter(request, base_path):
