@@ -57,7 +57,9 @@ def _parents() -> dict[int, int]:
 
 
 def another_workers_processes() -> set[int]:
-    """Every process that descends from another pytest-xdist worker of this run (none when serial)."""
+    """Every process that descends from another pytest-xdist worker of this run (none when serial), as
+    the machine is now: list what to check before asking, since a process born after this call is not
+    in it, whoever started it."""
     if WORKER is None:
         return set()
     parents = _parents()
