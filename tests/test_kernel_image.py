@@ -153,15 +153,19 @@ def test_a_forked_kernel_is_interrupted_and_killed_like_a_cold_one():
     assert crash.status == "died" and "exit status 3" in crash.error_value, crash
 
 
-def test_the_image_and_its_kernels_die_with_the_grader(tmp_path):
-    """A grader killed outright (SIGKILL: no atexit) leaves neither the image nor a kernel running."""
+@pytest.mark.parametrize("kernel", ["forked", "cold"])
+def test_the_image_and_its_kernels_die_with_the_grader(tmp_path, kernel):
+    """A grader killed outright (SIGKILL: no atexit) leaves neither the image nor a kernel running: a kernel
+    forked from the image, or one started cold in the unshare mode (which has no --die-with-parent of
+    its own, as bubblewrap has)."""
     script = tmp_path / "killed_grader.py"
+    image = f"KernelImage({NUMPY_IMAGE!r}).start()" if kernel == "forked" else "None"
     script.write_text(
         "import os, time\nfrom grader.kernel.session import KernelSession\n"
         "from grader.sandbox.limits import Limits\nfrom grader.sandbox.jail import Sandbox\n"
         "from grader.sandbox.image import KernelImage\n"
-        f"image = KernelImage({NUMPY_IMAGE!r}).start()\n"
-        "sandbox = Sandbox(Limits(memory_mb=1024), image=image).__enter__()\n"
+        f"image = {image}\n"
+        "sandbox = Sandbox(Limits(memory_mb=1024), image=image, isolation='unshare').__enter__()\n"
         "session = KernelSession(sandbox)\nsession.start()\n"
         "session.run('import subprocess; subprocess.Popen([\"sleep\", \"302\"], start_new_session=True)', "
         "timeout_s=30)\n"
@@ -170,7 +174,9 @@ def test_the_image_and_its_kernels_die_with_the_grader(tmp_path):
     try:
         assert grader.stdout.readline() == "ready\n"
         started = _descendants(grader.pid)
-        assert len(started) >= 4, "the image, a keeper, the kernel and its sleep run while the grader does"
+        # forked: the image, a keeper, the kernel and its sleep; cold: unshare, the kernel and its sleep
+        assert len(started) >= (4 if kernel == "forked" else 3), started
+        assert any("ipykernel_launcher" in command for command in started.values()) == (kernel == "cold")
     finally:
         grader.kill()
         grader.wait()
@@ -178,7 +184,8 @@ def test_the_image_and_its_kernels_die_with_the_grader(tmp_path):
     # What no process removes any more (the image's directory, the sandbox's root and cgroups) goes when
     # the next grading starts.
     left = _owned_by(grader.pid)
-    assert any(root.name.startswith("grader-image-") for root in left) and len(left) >= 2, left
+    assert any(root.name.startswith("grader-image-") for root in left) == (kernel == "forked"), left
+    assert len(left) >= (2 if kernel == "forked" else 1), left
     subprocess.run([sys.executable, "-m", "grader", "grade", str(SOLUTIONS / "gradient_descent.ipynb"),
                     "--out", str(tmp_path / "out"), "--device", "cpu"], check=True, capture_output=True)
     assert [root for root in left if root.exists()] == []

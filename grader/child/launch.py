@@ -4,6 +4,10 @@ Run as `python -I -S launch.py SPEC_JSON COMMAND...`, with nothing but the
 standard library (no site, no grader package). SPEC_JSON says which steps to
 take; each is optional and they run in this order:
 
+- "die_with": the pid of the grader process that starts it: this process, and
+  the program it execs (util-linux `unshare`, whose `--kill-child` takes the
+  kernel along), is killed when that process ends, however it ends; it ends at
+  once where that process ended before this line;
 - "cgroups": paths of cgroup.procs files to join (memory and pids limits);
 - "rlimits": {"RLIMIT_DATA": bytes, ...};
 - "ignore_sigint": an interrupt sent to the kernel's process group must not
@@ -18,7 +22,10 @@ take; each is optional and they run in this order:
 - "chown": directories handed to the unprivileged user (tmpfs mounts made here);
 - "drop": [uid, gid] to become, or null to stay (user-namespace root, which
   is the grader's own user outside) with every capability removed for good;
-  either way no_new_privs is set, so no setuid program can regain privileges.
+  either way no_new_privs is set, so no setuid program can regain privileges;
+- "die_with_parent": after the drop, which clears a parent-death signal that
+  the parent asked for (util-linux `unshare --kill-child` asks it before
+  exec), ask it again: the kernel ends with `unshare`.
 
 Any failure prints one line on stderr and exits 1: the kernel does not
 start, and the grader reports why.
@@ -39,7 +46,7 @@ MNT_DETACH = 2
 # original mount has, or the kernel refuses it inside a user namespace
 _KEPT_FLAGS = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
                (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME))
-PR_CAPBSET_DROP, PR_SET_SECUREBITS, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 24, 28, 38, 47
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_SECUREBITS, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 24, 28, 38, 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 # noroot, no_setuid_fixup and keep_caps, each with its lock bit: exec never grants root capabilities
 SECUREBITS_LOCKED = 0x01 | 0x02 | 0x04 | 0x08 | 0x20
@@ -76,6 +83,14 @@ def _prctl(option, arg2=0, arg3=0):
 
 # --------------------------------------------------------------------------
 # Limits
+
+
+def die_with(parent):
+    """Killed when `parent` ends (kept across exec, which changes no credentials here). Checked after
+    asking: on a busy machine the parent can end before this process's first line."""
+    _check(_prctl(PR_SET_PDEATHSIG, signal.SIGKILL), "parent-death signal")
+    if os.getppid() != parent:
+        raise LaunchError("the grader that started this sandbox has ended")
 
 
 def join_cgroups(paths):
@@ -204,6 +219,8 @@ def drop_privileges(user):
 def main(argv):
     spec = json.loads(argv[1])
     command = argv[2:]
+    if spec.get("die_with"):
+        die_with(spec["die_with"])
     join_cgroups(spec.get("cgroups", []))
     set_rlimits(spec.get("rlimits", {}))
     if spec.get("ignore_sigint"):
@@ -215,6 +232,11 @@ def main(argv):
         os.chown(path, user[0], user[1])
     if "drop" in spec:
         drop_privileges(spec["drop"])
+    if spec.get("die_with_parent"):
+        # As pid 1 of its namespace this process cannot check that its parent still runs (its parent
+        # reads as 0): a grader killed in the microseconds since the drop leaves the kernel to the next
+        # grader's sweep of its cgroups.
+        _check(_prctl(PR_SET_PDEATHSIG, signal.SIGKILL), "parent-death signal")
     if spec.get("chdir"):
         os.chdir(spec["chdir"])
     os.execvp(command[0], command)

@@ -287,7 +287,12 @@ class Sandbox:
             inner = {"chown": [str(self.work)], "drop": drop, "chdir": str(self.work)}
             return [*launcher_command(outer, self._bwrap_prefix()), *self._launcher(inner, argv)]
         if self.isolation == "unshare":
-            inner = {"view": self._view(), "chown": [str(self.work)], "drop": drop, "chdir": str(self.work)}
+            # bwrap has --die-with-parent. Here the grader's end ends unshare (die_with), and unshare's end
+            # its child (die_with_parent, as --kill-child would if the drop did not clear it): a grader
+            # killed outright left its cold kernels running until the next grader swept them.
+            outer["die_with"] = os.getpid()
+            inner = {"view": self._view(), "chown": [str(self.work)], "drop": drop, "chdir": str(self.work),
+                     "die_with_parent": True}
             return [*launcher_command(outer, unshare_prefix()), *self._launcher(inner, argv)]
         return launcher_command({**outer, "drop": drop, "chdir": str(self.work)}, argv)
 
