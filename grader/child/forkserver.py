@@ -40,7 +40,6 @@ from . import launch
 
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x02000000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
-PR_SET_PDEATHSIG = 1
 MAX_REQUEST = 1 << 20
 # what ipykernel imports to start (its debugger's too), so that a forked kernel imports nothing again
 KERNEL_MODULES = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.debugger",
@@ -146,7 +145,7 @@ def _keeper(request, status_fd, base_path, image):
     code = 1
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        _follow(image)
+        launch.die_with(image, "the kernel image ended before this keeper started")
         os.setsid()  # its own process group: the grader signals (interrupts, kills) the group
         _stdio(request["stderr"], keep=status_fd)
         launch.join_cgroups(request["cgroups"])
@@ -187,8 +186,7 @@ def _kernel(request, base_path, keeper_alive):
             user = request["drop"] or (os.getuid(), os.getgid())
             os.chown(path, user[0], user[1])
         launch.drop_privileges(request["drop"])
-        # after the drop, which clears it: the kernel dies with its keeper
-        _check(launch._prctl(PR_SET_PDEATHSIG, signal.SIGKILL), "parent-death signal")
+        launch.die_with_parent()  # after the drop, which clears it: the kernel dies with its keeper
         if select.select([keeper_alive], [], [], 0)[0]:  # end of file: A ended before the line above
             raise RuntimeError("the sandbox's keeper ended while its kernel was being set up")
         os.close(keeper_alive)
@@ -203,14 +201,6 @@ def _kernel(request, base_path, keeper_alive):
     except BaseException as exc:
         _say(exc)
         os._exit(1)
-
-
-def _follow(image):
-    """Die with the image, which may have ended already: a busy machine can run the image's next steps
-    (a reply, the grader's end of the socket, the image's own end) before this fork's first line."""
-    _check(launch._prctl(PR_SET_PDEATHSIG, signal.SIGKILL), "parent-death signal")
-    if os.getppid() != image:
-        raise RuntimeError("the kernel image ended before this keeper started")
 
 
 def _become_fresh_interpreter(request, base_path):

@@ -85,12 +85,18 @@ def _prctl(option, arg2=0, arg3=0):
 # Limits
 
 
-def die_with(parent):
-    """Killed when `parent` ends (kept across exec, which changes no credentials here). Checked after
-    asking: on a busy machine the parent can end before this process's first line."""
+def die_with_parent():
+    """Killed when the parent ends (kept across exec; cleared by a change of user, so asked again after
+    one)."""
     _check(_prctl(PR_SET_PDEATHSIG, signal.SIGKILL), "parent-death signal")
+
+
+def die_with(parent, gone="the grader that started this sandbox has ended"):
+    """Killed when `parent` ends, and at once (`gone` said) where it has: on a busy machine a parent can
+    end before its child's first line, so the child checks after asking."""
+    die_with_parent()
     if os.getppid() != parent:
-        raise LaunchError("the grader that started this sandbox has ended")
+        raise LaunchError(gone)
 
 
 def join_cgroups(paths):
@@ -236,7 +242,7 @@ def main(argv):
         # As pid 1 of its namespace this process cannot check that its parent still runs (its parent
         # reads as 0): a grader killed in the microseconds since the drop leaves the kernel to the next
         # grader's sweep of its cgroups.
-        _check(_prctl(PR_SET_PDEATHSIG, signal.SIGKILL), "parent-death signal")
+        die_with_parent()
     if spec.get("chdir"):
         os.chdir(spec["chdir"])
     os.execvp(command[0], command)

@@ -19,12 +19,10 @@ workers of a Dask cluster). Each hands every `Graded` to the same writer.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import multiprocessing.util
 import os
-import signal
 import sys
 import threading
 import time
@@ -35,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+from grader.child import launch
 from grader.course.assignment import Assignment
 from grader.errors import GraderError
 from grader.grading.ledger import Ledger
@@ -52,7 +51,6 @@ from grader.sandbox.image import ImageUnavailable, KernelImage
 from grader.states import CheckStatus, ResultStatus
 
 log = logging.getLogger(__name__)
-PR_SET_PDEATHSIG = 1
 STUDENT_TREE = "_students"  # OUT/_students/<student>/feedback.html: what may be handed back
 
 
@@ -424,9 +422,9 @@ def _forked_worker(batch: Warm, assignment: Assignment, course_root: Path, chann
 def _die_with(parent: int) -> None:
     """A forked worker holds copies of the batch's pipes, so it would never see the batch end: the
     kernel kills it when the batch process ends, however it ends."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the batch ended before the signal was asked for
+    try:
+        launch.die_with(parent)
+    except launch.LaunchError:  # the batch ended before this worker could follow it
         os._exit(1)
 
 
